@@ -1,0 +1,128 @@
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::exec::cpu::CpuExecutor;
+use crate::model::Model;
+use crate::npy::{read_npy, write_npy};
+use crate::pointpillars::{random_pillar_inputs, PointPillarsConfig};
+use crate::tensor::Tensor;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ONNX model file.
+    pub model: PathBuf,
+    /// An input as NAME=FILE.npy (repeat for every model input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    pub inputs: Vec<String>,
+    /// Instead of --input: plausible random pillar inputs from this seed (also written to --out).
+    #[arg(long, value_name = "SEED", conflicts_with = "inputs")]
+    pub random: Option<u64>,
+    /// Output folder: one <output name>.npy per model output.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Worker threads (0 = all cores). Results are identical for any count.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Run this many times and report the median network time (after one warm-up run).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Print the timing as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// File name for an edge name (ONNX names may hold '/', ':').
+pub fn npy_name(edge: &str) -> String {
+    let s: String = edge
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{s}.npy")
+}
+
+pub fn load_inputs(specs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (name, file) = s
+                .split_once('=')
+                .with_context(|| format!("--input '{s}' should be NAME=FILE.npy"))?;
+            let t =
+                read_npy(Path::new(file)).with_context(|| format!("cannot read input '{name}'"))?;
+            Ok((name.to_string(), t))
+        })
+        .collect()
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model =
+        Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
+    let inputs = match a.random {
+        Some(seed) => {
+            let cfg = PointPillarsConfig::from_graph(&model.graph)?;
+            random_pillar_inputs(&model.graph, cfg.as_ref(), seed, 0.6)?
+        }
+        None if a.inputs.is_empty() => {
+            bail!("give every model input as --input NAME=FILE.npy, or --random SEED")
+        }
+        None => load_inputs(&a.inputs)?,
+    };
+    let exec = CpuExecutor::new(&model.graph, a.threads)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    if a.random.is_some() {
+        for (name, t) in &inputs {
+            write_npy(&a.out.join(npy_name(name)), t)?;
+        }
+    }
+    let mut times = Vec::new();
+    let mut outputs = Vec::new();
+    let runs = if a.repeat > 1 { a.repeat + 1 } else { 1 };
+    for i in 0..runs {
+        let t0 = Instant::now();
+        outputs = exec
+            .run(&inputs)
+            .with_context(|| format!("running {}", a.model.display()))?;
+        if i > 0 || runs == 1 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    for (name, t) in &outputs {
+        let path = a.out.join(npy_name(name));
+        write_npy(&path, t)?;
+        if !a.json {
+            println!("{name:<16} {:?} -> {}", t.shape, path.display());
+        }
+    }
+    let med = median(&mut times);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"median_ms": med, "runs": times.len(), "threads": exec.threads()})
+        );
+    } else {
+        println!(
+            "network time: median {med:.2} ms over {} run(s), {} thread(s)",
+            times.len(),
+            exec.threads()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The command-line layer: parse arguments, call library stages, print results.
+
+mod demo;
+mod infer;
+mod inspect;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pillarq",
+    version,
+    about = "PointPillars ONNX -> fast, accurate mixed-precision TensorRT deployments"
+)]
+struct Cli {
+    /// Log more (repeat for debug output); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's inputs, outputs, ops, layout, metadata and quantizable layers.
+    ///
+    /// Example: pillarq inspect onnx/pointpillars_small.onnx --json
+    Inspect(inspect::Args),
+    /// Run a model on .npy inputs and write one .npy per output.
+    ///
+    /// Example: pillarq infer onnx/pointpillars_small.onnx --random 0 --out out/infer
+    Infer(infer::Args),
+    /// Run the pipeline end to end on the bundled small model (what exists so far).
+    Demo(demo::Args),
+}
+
+/// The bundled models live in `onnx/` of the source tree; found relative to the working
+/// directory first, then to the crate.
+pub fn bundled_model(name: &str) -> PathBuf {
+    let local = PathBuf::from("onnx").join(name);
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("onnx")
+        .join(name)
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let r = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Infer(a) => infer::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! 2-D convolution (im2col on fixed-size output tiles + GEMM) and transposed convolution
+//! (GEMM + col2im). NCHW, f32, groups, strides, dilations, asymmetric pads, fused bias + Relu.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, MatRef, SharedMut};
+use crate::graph::Activation;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub group: usize,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+}
+
+impl Conv2dParams {
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let eh = self.dilations[0] * (self.kernel[0] - 1) + 1;
+        let ew = self.dilations[1] * (self.kernel[1] - 1) + 1;
+        let oh = (h + self.pads[0] + self.pads[2]).checked_sub(eh)? / self.strides[0] + 1;
+        let ow = (w + self.pads[1] + self.pads[3]).checked_sub(ew)? / self.strides[1] + 1;
+        Some((oh, ow))
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.strides == [1, 1] && self.pads == [0; 4]
+    }
+}
+
+/// Applies bias and activation to rows `[c0, c0 + rows)` x columns `[p0, p1)` of a `[C, hw]` plane.
+fn epilogue(
+    out: &mut [f32],
+    hw: usize,
+    c0: usize,
+    rows: usize,
+    p0: usize,
+    p1: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+) {
+    for r in 0..rows {
+        let b = bias.map_or(0.0, |b| b[c0 + r]);
+        let row = &mut out[r * hw + p0..r * hw + p1];
+        match act {
+            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Activation::None if b != 0.0 => row.iter_mut().for_each(|v| *v += b),
+            Activation::None => {}
+        }
+    }
+}
+
+/// Output pixels per tile: keeps the im2col block near 256 KiB. Depends only on the layer's
+/// shape, never on the thread count, so results are bit-identical for any `--threads`.
+fn tile_pixels(k: usize) -> usize {
+    ((64 * 1024) / k.max(1)).clamp(64, 4096) / 16 * 16
+}
+
+/// Fills `col[K x (p1 - p0)]` with the receptive fields of output pixels `[p0, p1)`.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    ow: usize,
+    p: &Conv2dParams,
+    p0: usize,
+    p1: usize,
+    col: &mut [f32],
+) {
+    let n = p1 - p0;
+    let [kh, kw] = p.kernel;
+    let [sh, sw] = p.strides;
+    let [dh, dw] = p.dilations;
+    let (pt, pl) = (p.pads[0] as isize, p.pads[1] as isize);
+    for ci in 0..cin {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut col[((ci * kh + ky) * kw + kx) * n..][..n];
+                let mut oy = p0 / ow;
+                let mut ox = p0 % ow;
+                let mut i = 0;
+                while i < n {
+                    // One output row segment at a time.
+                    let seg = (ow - ox).min(n - i);
+                    let iy = (oy * sh) as isize - pt + (ky * dh) as isize;
+                    let dst = &mut row[i..i + seg];
+                    if iy < 0 || iy >= h as isize {
+                        dst.fill(0.0);
+                    } else {
+                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        let ix0 = (ox * sw) as isize - pl + (kx * dw) as isize;
+                        if sw == 1 && ix0 >= 0 && ix0 + seg as isize <= w as isize {
+                            dst.copy_from_slice(&src[ix0 as usize..ix0 as usize + seg]);
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                let ix = ix0 + (j * sw) as isize;
+                                *d = if ix >= 0 && ix < w as isize {
+                                    src[ix as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                    i += seg;
+                    ox = 0;
+                    oy += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `y[N, Cout, OH, OW] = conv(x[N, Cin, H, W], w[Cout, Cin/group, kh, kw]) + bias`, then `act`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    act: Activation,
+) -> (Vec<f32>, [usize; 4]) {
+    let [n, cin, h, wd] = xs;
+    let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
+    let hw = oh * ow;
+    let g = p.group;
+    let (cin_g, cout_g) = (cin / g, cout / g);
+    let k = cin_g * p.kernel[0] * p.kernel[1];
+    let mut y = vec![0f32; n * cout * hw];
+    let tile = tile_pixels(k);
+    let tiles = hw.div_ceil(tile);
+    let out = SharedMut::new(&mut y);
+    let pointwise = p.is_pointwise();
+    (0..n * g * tiles)
+        .into_par_iter()
+        .for_each_init(Vec::new, |col, job| {
+            let (b, rest) = (job / (g * tiles), job % (g * tiles));
+            let (gi, t) = (rest / tiles, rest % tiles);
+            let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw));
+            let xg = &x[(b * cin + gi * cin_g) * h * wd..(b * cin + (gi + 1) * cin_g) * h * wd];
+            let wg = &w[gi * cout_g * k..(gi + 1) * cout_g * k];
+            // SAFETY: this job writes only columns [p0, p1) of its own (batch, group) rows.
+            let yall = unsafe { out.slice() };
+            let yg = &mut yall[(b * cout + gi * cout_g) * hw..(b * cout + (gi + 1) * cout_g) * hw];
+            let dst = &mut yg[p0..];
+            if pointwise {
+                sgemm(
+                    cout_g,
+                    p1 - p0,
+                    k,
+                    MatRef::rows(wg, k),
+                    MatRef::rows(&xg[p0..], hw),
+                    dst,
+                    hw,
+                    false,
+                );
+            } else {
+                col.resize(k * (p1 - p0), 0.0);
+                im2col(xg, cin_g, h, wd, ow, p, p0, p1, col);
+                sgemm(
+                    cout_g,
+                    p1 - p0,
+                    k,
+                    MatRef::rows(wg, k),
+                    MatRef::rows(col, p1 - p0),
+                    dst,
+                    hw,
+                    false,
+                );
+            }
+            epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act);
+        });
+    (y, [n, cout, oh, ow])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvTranspose2dParams {
+    pub group: usize,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+    pub output_padding: [usize; 2],
+}
+
+impl ConvTranspose2dParams {
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let f = |i: usize, d: usize| {
+            (self.strides[i] * (d - 1)
+                + self.output_padding[i]
+                + self.dilations[i] * (self.kernel[i] - 1)
+                + 1)
+            .checked_sub(self.pads[i] + self.pads[i + 2])
+        };
+        Some((f(0, h)?, f(1, w)?))
+    }
+}
+
+/// `y = conv_transpose(x[N, Cin, H, W], w[Cin, Cout/group, kh, kw]) + bias`, then `act`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+    p: &ConvTranspose2dParams,
+    act: Activation,
+) -> (Vec<f32>, [usize; 4]) {
+    let [n, cin, h, wd] = xs;
+    let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
+    let g = p.group;
+    let (cin_g, cout_g) = (cin / g, cout / g);
+    let [kh, kw] = p.kernel;
+    let rows = cout_g * kh * kw;
+    let hw_in = h * wd;
+    let mut y = vec![0f32; n * cout * oh * ow];
+    let mut col = vec![0f32; rows * hw_in];
+    let tile = tile_pixels(cin_g);
+    let tiles = hw_in.div_ceil(tile);
+    for b in 0..n {
+        for gi in 0..g {
+            let xg = &x[(b * cin + gi * cin_g) * hw_in..(b * cin + (gi + 1) * cin_g) * hw_in];
+            // w for this group: [cin_g, rows] row-major; we need its transpose [rows, cin_g].
+            let wg = &w[gi * cin_g * rows..(gi + 1) * cin_g * rows];
+            let colp = SharedMut::new(&mut col);
+            (0..tiles).into_par_iter().for_each(|t| {
+                let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw_in));
+                // SAFETY: each tile writes its own columns of `col`.
+                let c = unsafe { colp.slice() };
+                sgemm(
+                    rows,
+                    p1 - p0,
+                    cin_g,
+                    MatRef::transposed(wg, rows),
+                    MatRef::rows(&xg[p0..], hw_in),
+                    &mut c[p0..],
+                    hw_in,
+                    false,
+                );
+            });
+            let yg = &mut y
+                [(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
+            let col = &col;
+            yg.par_chunks_mut(oh * ow)
+                .enumerate()
+                .for_each(|(co, plane)| {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let src = &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in];
+                            for iy in 0..h {
+                                let oy = (iy * p.strides[0] + ky * p.dilations[0]) as isize
+                                    - p.pads[0] as isize;
+                                if oy < 0 || oy >= oh as isize {
+                                    continue;
+                                }
+                                let orow = &mut plane[oy as usize * ow..(oy as usize + 1) * ow];
+                                for ix in 0..wd {
+                                    let ox = (ix * p.strides[1] + kx * p.dilations[1]) as isize
+                                        - p.pads[1] as isize;
+                                    if ox >= 0 && ox < ow as isize {
+                                        orow[ox as usize] += src[iy * wd + ix];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
+                    match act {
+                        Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
+                        Activation::None => plane.iter_mut().for_each(|v| *v += bv),
+                    }
+                });
+        }
+    }
+    (y, [n, cout, oh, ow])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_conv(x: &[f32], xs: [usize; 4], w: &[f32], cout: usize, p: &Conv2dParams) -> Vec<f32> {
+        let [n, cin, h, wd] = xs;
+        let (oh, ow) = p.out_hw(h, wd).unwrap();
+        let cg = cin / p.group;
+        let og = cout / p.group;
+        let mut y = vec![0f32; n * cout * oh * ow];
+        for b in 0..n {
+            for co in 0..cout {
+                let gi = co / og;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = 0f32;
+                        for ci in 0..cg {
+                            for ky in 0..p.kernel[0] {
+                                for kx in 0..p.kernel[1] {
+                                    let iy = (oy * p.strides[0] + ky * p.dilations[0]) as isize
+                                        - p.pads[0] as isize;
+                                    let ix = (ox * p.strides[1] + kx * p.dilations[1]) as isize
+                                        - p.pads[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
+                                    {
+                                        s += x[((b * cin + gi * cg + ci) * h + iy as usize) * wd
+                                            + ix as usize]
+                                            * w[((co * cg + ci) * p.kernel[0] + ky) * p.kernel[1]
+                                                + kx];
+                                    }
+                                }
+                            }
+                        }
+                        y[((b * cout + co) * oh + oy) * ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn conv_matches_naive_reference() {
+        let xs = [2, 4, 9, 11];
+        let x: Vec<f32> = (0..xs.iter().product::<usize>())
+            .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
+            .collect();
+        for p in [
+            Conv2dParams {
+                group: 1,
+                kernel: [3, 3],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [1, 1, 1, 1],
+            },
+            Conv2dParams {
+                group: 2,
+                kernel: [3, 2],
+                strides: [2, 1],
+                dilations: [1, 2],
+                pads: [0, 1, 2, 0],
+            },
+            Conv2dParams {
+                group: 1,
+                kernel: [1, 1],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [0; 4],
+            },
+        ] {
+            let cout = 6;
+            let w: Vec<f32> = (0..cout * 4 / p.group * p.kernel[0] * p.kernel[1])
+                .map(|i| ((i * 31) % 13) as f32 / 5.0 - 1.0)
+                .collect();
+            let (y, _) = conv2d(&x, xs, &w, cout, None, &p, Activation::None);
+            let want = naive_conv(&x, xs, &w, cout, &p);
+            let err = y
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "{p:?}: max error {err}");
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The reference CPU executor: f32, multithreaded (rayon), deterministic for any thread count.
+//!
+//! Dispatch is one readable `match` over op types (`eval_node`); speed lives in the kernels
+//! behind it (conv, gemm).
+
+mod conv;
+pub mod elementwise;
+mod gemm;
+mod ops_math;
+mod ops_quant;
+mod ops_scatter;
+mod ops_shape;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Backend, NamedTensors};
+use crate::error::{Error, Result};
+use crate::graph::{fold, Dim, Graph, Node};
+use crate::tensor::{DType, Data, Tensor};
+
+pub use ops_quant::quantize_value;
+pub use ops_shape::{reshape_target, slice_plan, slice_shape_output};
+
+/// A kernel's failure; the dispatcher adds node name and op type.
+#[derive(Debug)]
+pub struct OpError(pub String);
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        OpError(match e {
+            Error::Graph { msg, .. } => msg,
+            other => other.to_string(),
+        })
+    }
+}
+
+pub type OpResult = std::result::Result<Vec<Tensor>, OpError>;
+
+pub(crate) fn input(
+    ins: &[Option<Arc<Tensor>>],
+    i: usize,
+) -> std::result::Result<&Tensor, OpError> {
+    ins.get(i)
+        .and_then(|t| t.as_deref())
+        .ok_or_else(|| OpError(format!("missing input {i}")))
+}
+
+pub(crate) fn f32_in(
+    ins: &[Option<Arc<Tensor>>],
+    i: usize,
+) -> std::result::Result<&[f32], OpError> {
+    let t = input(ins, i)?;
+    t.as_f32()
+        .ok_or_else(|| OpError(format!("input {i} must be float32, got {}", t.dtype())))
+}
+
+/// Op types the CPU executor implements (domain "" / ai.onnx, plus the pillar-scatter plugin).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "And",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "DequantizeLinear",
+    "Div",
+    "Equal",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "MatMul",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "PillarScatterPlugin",
+    "Pow",
+    "PPScatterPlugin",
+    "QuantizeLinear",
+    "Range",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Round",
+    "ScatterElements",
+    "ScatterND",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+];
+
+pub fn is_supported(op_type: &str) -> bool {
+    SUPPORTED_OPS.contains(&op_type)
+}
+
+/// Evaluates one node on its inputs (`None` for omitted optional inputs).
+pub fn eval_node(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>> {
+    use ops_math as m;
+    use ops_shape as s;
+    let r = match node.op_type.as_str() {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "LessOrEqual"
+        | "Greater" | "GreaterOrEqual" | "Equal" | "And" | "Or" => m::binary(node, ins),
+        "Relu" | "Sigmoid" | "Exp" | "Sqrt" | "Tanh" | "Abs" | "Neg" | "Floor" | "Ceil"
+        | "Round" | "LeakyRelu" | "Clip" | "Not" => m::unary(node, ins),
+        "Cast" => m::cast_op(node, ins),
+        "Where" => m::where_op(ins),
+        "BatchNormalization" => m::batch_norm(node, ins),
+        "MatMul" => m::matmul(node, ins),
+        "Gemm" => m::gemm_op(node, ins),
+        "Conv" => m::conv(node, ins),
+        "ConvTranspose" => m::conv_transpose(node, ins),
+        "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" => m::reduce(node, ins),
+        "Reshape" => s::reshape(node, ins),
+        "Squeeze" | "Unsqueeze" => s::squeeze_unsqueeze(node, ins),
+        "Flatten" => s::flatten(node, ins),
+        "Transpose" => s::transpose(node, ins),
+        "Concat" => s::concat(node, ins),
+        "Slice" => s::slice(ins),
+        "Gather" => s::gather(node, ins),
+        "Pad" => s::pad(node, ins),
+        "Expand" => s::expand(ins),
+        "Range" => s::range(ins),
+        "ConstantOfShape" => s::constant_of_shape(node, ins),
+        "Shape" => s::shape_op(node, ins),
+        "Constant" => s::constant(node),
+        "Identity" => input(ins, 0).map(|t| vec![t.clone()]),
+        "ScatterND" => ops_scatter::scatter_nd(node, ins),
+        "ScatterElements" => ops_scatter::scatter_elements(node, ins),
+        "PPScatterPlugin" | "PillarScatterPlugin" => ops_scatter::pp_scatter(node, ins),
+        "QuantizeLinear" => ops_quant::quantize_linear(node, ins),
+        "DequantizeLinear" => ops_quant::dequantize_linear(node, ins),
+        other => Err(OpError(format!(
+            "op type '{other}'{} is not supported by the CPU executor",
+            if node.domain.is_empty() {
+                String::new()
+            } else {
+                format!(" (domain '{}')", node.domain)
+            }
+        ))),
+    };
+    r.map_err(|e| Error::Exec {
+        node: node.name.clone(),
+        op: node.op_type.clone(),
+        msg: e.0,
+    })
+}
+
+/// One compiled step: a node with its input and output slots.
+struct Step {
+    node: Node,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    /// Slots whose last reader is this step (freed after it runs).
+    frees: Vec<usize>,
+}
+
+/// The compiled CPU executor for one graph.
+pub struct CpuExecutor {
+    graph: Graph,
+    steps: Vec<Step>,
+    slot_count: usize,
+    /// Slot contents known before any input arrives (initializers, folded constants).
+    constants: Vec<(usize, Arc<Tensor>)>,
+    input_slots: Vec<usize>,
+    output_slots: Vec<usize>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl CpuExecutor {
+    /// Prepares `graph` for execution (BatchNormalization folding, Relu fusion, constant folding)
+    /// and compiles it for `threads` worker threads (0 = all cores).
+    pub fn new(graph: &Graph, threads: usize) -> Result<CpuExecutor> {
+        let graph = fold::prepare_for_execution(graph)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start {threads} worker threads: {e}")))?;
+        let threads = pool.current_num_threads();
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let slot = |name: &str, slots: &mut HashMap<String, usize>| {
+            let n = slots.len();
+            *slots.entry(name.to_string()).or_insert(n)
+        };
+        let mut constants: HashMap<usize, Arc<Tensor>> = HashMap::new();
+        for (name, t) in &graph.initializers {
+            let s = slot(name, &mut slots);
+            constants.insert(s, t.clone());
+        }
+        let input_slots: Vec<usize> = graph
+            .inputs
+            .iter()
+            .map(|v| slot(&v.name, &mut slots))
+            .collect();
+        let mut steps = Vec::new();
+        for node in &graph.nodes {
+            let inputs: Vec<Option<usize>> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        None
+                    } else {
+                        Some(slot(i, &mut slots))
+                    }
+                })
+                .collect();
+            let outputs: Vec<usize> = node.outputs.iter().map(|o| slot(o, &mut slots)).collect();
+            // Fold nodes whose inputs are all constant once, here.
+            let all_const = is_supported(&node.op_type)
+                && inputs.iter().flatten().all(|s| constants.contains_key(s));
+            if all_const {
+                let ins: Vec<Option<Arc<Tensor>>> = inputs
+                    .iter()
+                    .map(|s| s.and_then(|s| constants.get(&s).cloned()))
+                    .collect();
+                let outs = eval_node(node, &ins)?;
+                for (s, t) in outputs.iter().zip(outs) {
+                    constants.insert(*s, Arc::new(t));
+                }
+                continue;
+            }
+            steps.push(Step {
+                node: node.clone(),
+                inputs,
+                outputs,
+                frees: vec![],
+            });
+        }
+        let output_slots: Vec<usize> = graph
+            .outputs
+            .iter()
+            .map(|o| slot(&o.name, &mut slots))
+            .collect();
+        // Liveness: free a non-constant, non-output slot after its last reader.
+        let mut last: HashMap<usize, usize> = HashMap::new();
+        for (i, st) in steps.iter().enumerate() {
+            for s in st.inputs.iter().flatten() {
+                last.insert(*s, i);
+            }
+        }
+        for (s, i) in last {
+            if !constants.contains_key(&s) && !output_slots.contains(&s) {
+                steps[i].frees.push(s);
+            }
+        }
+        Ok(CpuExecutor {
+            graph,
+            steps,
+            slot_count: slots.len(),
+            constants: constants.into_iter().collect(),
+            input_slots,
+            output_slots,
+            pool,
+            threads,
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The prepared graph (BN folded, activations fused).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Checks names, element types and static dimensions of the given inputs.
+    fn bind_inputs(&self, inputs: &NamedTensors, slots: &mut [Option<Arc<Tensor>>]) -> Result<()> {
+        for (name, _) in inputs {
+            if !self.graph.inputs.iter().any(|v| &v.name == name) {
+                let names: Vec<&str> = self.graph.inputs.iter().map(|v| v.name.as_str()).collect();
+                return Err(Error::Input {
+                    name: name.clone(),
+                    msg: format!("the model has no such input; its inputs are {names:?}"),
+                });
+            }
+        }
+        for (v, &s) in self.graph.inputs.iter().zip(&self.input_slots) {
+            let Some((_, t)) = inputs.iter().find(|(n, _)| n == &v.name) else {
+                return Err(Error::Input {
+                    name: v.name.clone(),
+                    msg: "no tensor given for this model input".into(),
+                });
+            };
+            let want = v.dtype;
+            let got = t.dtype();
+            let ok = want == got || (matches!(want, DType::F16 | DType::F64) && got == DType::F32);
+            if !ok {
+                return Err(Error::Input {
+                    name: v.name.clone(),
+                    msg: format!("expected element type {want}, got {got}"),
+                });
+            }
+            if let Some(shape) = &v.shape {
+                let fits = shape.len() == t.shape.len()
+                    && shape.iter().zip(&t.shape).all(|(d, &g)| match d {
+                        Dim::Fixed(x) => *x == g,
+                        Dim::Sym(_) => true,
+                    });
+                if !fits {
+                    return Err(Error::Input {
+                        name: v.name.clone(),
+                        msg: format!(
+                            "expected shape {}, got {:?}",
+                            crate::graph::shape_str(shape),
+                            t.shape
+                        ),
+                    });
+                }
+            }
+            slots[s] = Some(Arc::new(t.clone()));
+        }
+        Ok(())
+    }
+
+    /// Runs the graph with an observer called after every step with the node and its outputs
+    /// (for calibration and debugging); `run` is this without an observer.
+    pub fn run_observed(
+        &self,
+        inputs: &NamedTensors,
+        observe: &mut (dyn FnMut(&Node, &[Arc<Tensor>]) + Send),
+    ) -> Result<NamedTensors> {
+        let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.slot_count];
+        for (s, t) in &self.constants {
+            slots[*s] = Some(t.clone());
+        }
+        self.bind_inputs(inputs, &mut slots)?;
+        self.pool.install(|| -> Result<()> {
+            for st in &self.steps {
+                let ins: Vec<Option<Arc<Tensor>>> = st
+                    .inputs
+                    .iter()
+                    .map(|s| s.and_then(|s| slots[s].clone()))
+                    .collect();
+                let outs: Vec<Arc<Tensor>> = eval_node(&st.node, &ins)?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+                observe(&st.node, &outs);
+                for (s, t) in st.outputs.iter().zip(outs) {
+                    slots[*s] = Some(t);
+                }
+                for s in &st.frees {
+                    slots[*s] = None;
+                }
+            }
+            Ok(())
+        })?;
+        self.graph
+            .outputs
+            .iter()
+            .zip(&self.output_slots)
+            .map(|(o, &s)| {
+                let t = slots[s]
+                    .take()
+                    .ok_or_else(|| Error::graph(&o.name, "graph output was not computed"))?;
+                Ok((
+                    o.name.clone(),
+                    Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()),
+                ))
+            })
+            .collect()
+    }
+
+    pub fn run(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        self.run_observed(inputs, &mut |_, _| {})
+    }
+}
+
+impl Backend for CpuExecutor {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn run(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        CpuExecutor::run(self, inputs)
+    }
+}
+
+/// Largest |a - b| over the largest |b| (the acceptance metric against onnxruntime).
+pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Option<f32> {
+    match (&a.data, &b.data) {
+        (Data::F32(x), Data::F32(y)) if x.len() == y.len() => {
+            let num = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            let den = y.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            Some(if den > 0.0 { num / den } else { num })
+        }
+        _ => None,
+    }
+}
+
+/// Per-channel (scale, shift) of an inference-mode BatchNormalization node.
+pub fn bn_params(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<(Vec<f32>, Vec<f32>)> {
+    ops_math::bn_scale_shift(node, ins).map_err(|e| Error::graph(&node.name, e.0))
+}

@@ -1,0 +1,693 @@
+//! Arithmetic ops: element-wise, BatchNormalization, MatMul, Gemm, Conv, ConvTranspose, reductions.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::conv::{conv2d, conv_transpose2d, Conv2dParams, ConvTranspose2dParams};
+use super::elementwise::{cast, map2, unary_f32, where3};
+use super::gemm::{sgemm, MatRef, SharedMut};
+use super::{f32_in, input, OpError, OpResult};
+use crate::graph::{Activation, Node};
+use crate::tensor::{numel, Data, Tensor};
+
+pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let a = input(ins, 0)?;
+    let b = input(ins, 1)?;
+    let op = node.op_type.as_str();
+    let mismatch = || {
+        OpError(format!(
+            "input shapes {:?} and {:?} cannot be broadcast together",
+            a.shape, b.shape
+        ))
+    };
+    let cmp = || -> OpResult {
+        macro_rules! compare {
+            ($x:expr, $y:expr) => {{
+                let (v, s) = match op {
+                    "Less" => map2($x, &a.shape, $y, &b.shape, |p, q| p < q),
+                    "LessOrEqual" => map2($x, &a.shape, $y, &b.shape, |p, q| p <= q),
+                    "Greater" => map2($x, &a.shape, $y, &b.shape, |p, q| p > q),
+                    "GreaterOrEqual" => map2($x, &a.shape, $y, &b.shape, |p, q| p >= q),
+                    "Equal" => map2($x, &a.shape, $y, &b.shape, |p, q| p == q),
+                    _ => return Err(OpError(format!("{op} is not defined for {}", a.dtype()))),
+                }
+                .ok_or_else(mismatch)?;
+                Ok(vec![Tensor {
+                    shape: s,
+                    data: Data::Bool(v),
+                }])
+            }};
+        }
+        match (&a.data, &b.data) {
+            (Data::F32(x), Data::F32(y)) => compare!(x, y),
+            (Data::I64(x), Data::I64(y)) => compare!(x, y),
+            (Data::I32(x), Data::I32(y)) => compare!(x, y),
+            (Data::Bool(x), Data::Bool(y)) => {
+                let (v, s) = match op {
+                    "And" => map2(x, &a.shape, y, &b.shape, |p, q| p && q),
+                    "Or" => map2(x, &a.shape, y, &b.shape, |p, q| p || q),
+                    "Equal" => map2(x, &a.shape, y, &b.shape, |p, q| p == q),
+                    _ => return Err(OpError(format!("{op} is not defined for bool"))),
+                }
+                .ok_or_else(mismatch)?;
+                Ok(vec![Tensor {
+                    shape: s,
+                    data: Data::Bool(v),
+                }])
+            }
+            _ => Err(OpError(format!(
+                "input types differ: {} and {}",
+                a.dtype(),
+                b.dtype()
+            ))),
+        }
+    };
+    macro_rules! arith {
+        ($x:expr, $y:expr, $ctor:path, $div:expr) => {{
+            let (v, s) = match op {
+                "Add" => map2($x, &a.shape, $y, &b.shape, |p, q| p + q),
+                "Sub" => map2($x, &a.shape, $y, &b.shape, |p, q| p - q),
+                "Mul" => map2($x, &a.shape, $y, &b.shape, |p, q| p * q),
+                "Div" => map2($x, &a.shape, $y, &b.shape, $div),
+                "Max" => map2($x, &a.shape, $y, &b.shape, |p, q| if q > p { q } else { p }),
+                "Min" => map2($x, &a.shape, $y, &b.shape, |p, q| if q < p { q } else { p }),
+                _ => return cmp(),
+            }
+            .ok_or_else(mismatch)?;
+            Ok(vec![Tensor {
+                shape: s,
+                data: $ctor(v),
+            }])
+        }};
+    }
+    match (&a.data, &b.data) {
+        (Data::F32(x), Data::F32(y)) => {
+            if op == "Pow" {
+                let (v, s) = map2(x, &a.shape, y, &b.shape, f32::powf).ok_or_else(mismatch)?;
+                return Ok(vec![Tensor::f32(s, v)]);
+            }
+            arith!(x, y, Data::F32, |p, q| p / q)
+        }
+        (Data::I64(x), Data::I64(y)) => arith!(x, y, Data::I64, |p: i64, q: i64| if q == 0 {
+            0
+        } else {
+            p.div_euclid(q)
+        }),
+        (Data::I32(x), Data::I32(y)) => arith!(x, y, Data::I32, |p: i32, q: i32| if q == 0 {
+            0
+        } else {
+            p.div_euclid(q)
+        }),
+        _ => cmp(),
+    }
+}
+
+pub fn unary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let a = node.attr();
+    let r = match node.op_type.as_str() {
+        "Relu" => unary_f32(x, |v| v.max(0.0)),
+        "Sigmoid" => unary_f32(x, |v| 1.0 / (1.0 + (-v).exp())),
+        "Exp" => unary_f32(x, f32::exp),
+        "Sqrt" => unary_f32(x, f32::sqrt),
+        "Tanh" => unary_f32(x, f32::tanh),
+        "Abs" => unary_f32(x, f32::abs),
+        "Neg" => unary_f32(x, |v| -v),
+        "Floor" => unary_f32(x, f32::floor),
+        "Ceil" => unary_f32(x, f32::ceil),
+        "Round" => unary_f32(x, f32::round_ties_even),
+        "LeakyRelu" => {
+            let alpha = a.f32("alpha", 0.01)?;
+            unary_f32(x, move |v| if v < 0.0 { alpha * v } else { v })
+        }
+        "Clip" => {
+            let lo = ins
+                .get(1)
+                .cloned()
+                .flatten()
+                .and_then(|t| t.as_f32().map(|v| v[0]))
+                .unwrap_or(f32::NEG_INFINITY);
+            let hi = ins
+                .get(2)
+                .cloned()
+                .flatten()
+                .and_then(|t| t.as_f32().map(|v| v[0]))
+                .unwrap_or(f32::INFINITY);
+            unary_f32(x, move |v| v.max(lo).min(hi))
+        }
+        "Not" => match &x.data {
+            Data::Bool(v) => Ok(Tensor {
+                shape: x.shape.clone(),
+                data: Data::Bool(v.iter().map(|b| !b).collect()),
+            }),
+            _ => Err("expects a bool input".into()),
+        },
+        op => Err(format!("{op} is not a unary op")),
+    };
+    r.map(|t| vec![t]).map_err(OpError)
+}
+
+pub fn cast_op(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let to = node.attr().i64("to", 1)? as i32;
+    Ok(vec![cast(input(ins, 0)?, to).map_err(OpError)?])
+}
+
+pub fn where_op(ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let c = input(ins, 0)?;
+    let (x, y) = (input(ins, 1)?, input(ins, 2)?);
+    let Data::Bool(cv) = &c.data else {
+        return Err(OpError("condition must be bool".into()));
+    };
+    let bad = || OpError("condition, X and Y cannot be broadcast together".into());
+    let (data, shape) = match (&x.data, &y.data) {
+        (Data::F32(a), Data::F32(b)) => {
+            where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::F32(v), s))
+        }
+        (Data::I64(a), Data::I64(b)) => {
+            where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::I64(v), s))
+        }
+        (Data::I32(a), Data::I32(b)) => {
+            where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::I32(v), s))
+        }
+        _ => {
+            return Err(OpError(format!(
+                "X and Y types differ or are unsupported: {} and {}",
+                x.dtype(),
+                y.dtype()
+            )))
+        }
+    }
+    .ok_or_else(bad)?;
+    Ok(vec![Tensor { shape, data }])
+}
+
+/// Per-channel affine (channel axis 1) of BatchNormalization in inference mode.
+pub fn bn_scale_shift(
+    node: &Node,
+    ins: &[Option<Arc<Tensor>>],
+) -> Result<(Vec<f32>, Vec<f32>), OpError> {
+    let eps = node.attr().f32("epsilon", 1e-5)?;
+    let (g, b, m, v) = (
+        f32_in(ins, 1)?,
+        f32_in(ins, 2)?,
+        f32_in(ins, 3)?,
+        f32_in(ins, 4)?,
+    );
+    let c = g.len();
+    if b.len() != c || m.len() != c || v.len() != c {
+        return Err(OpError(
+            "scale, B, mean and var must all have the channel count".into(),
+        ));
+    }
+    let scale: Vec<f32> = (0..c).map(|i| g[i] / (v[i] + eps).sqrt()).collect();
+    let shift: Vec<f32> = (0..c).map(|i| b[i] - m[i] * scale[i]).collect();
+    Ok((scale, shift))
+}
+
+pub fn batch_norm(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let xv = f32_in(ins, 0)?;
+    let (scale, shift) = bn_scale_shift(node, ins)?;
+    if x.shape.len() < 2 || x.shape[1] != scale.len() {
+        return Err(OpError(format!(
+            "input {:?} has no channel axis 1 of size {}",
+            x.shape,
+            scale.len()
+        )));
+    }
+    let c = x.shape[1];
+    let inner: usize = x.shape[2..].iter().product();
+    let mut y = xv.to_vec();
+    y.par_chunks_mut(inner.max(1))
+        .enumerate()
+        .for_each(|(i, ch)| {
+            let ci = i % c;
+            ch.iter_mut().for_each(|v| *v = *v * scale[ci] + shift[ci]);
+        });
+    Ok(vec![Tensor::f32(x.shape.clone(), y)])
+}
+
+fn apply_act(v: &mut [f32], act: Activation) {
+    if act == Activation::Relu {
+        v.iter_mut().for_each(|x| *x = x.max(0.0));
+    }
+}
+
+/// Rows per task in row-split GEMMs (fixed: determinism does not depend on threads).
+const ROW_TILE: usize = 256;
+
+/// `[M, K] x [K, N]` with row tiles in parallel; optional bias on N.
+fn matmul_2d(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    b: MatRef,
+    n: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    let out = SharedMut::new(&mut y);
+    (0..m.div_ceil(ROW_TILE)).into_par_iter().for_each(|t| {
+        let (r0, r1) = (t * ROW_TILE, ((t + 1) * ROW_TILE).min(m));
+        // SAFETY: each tile writes its own rows.
+        let dst = &mut unsafe { out.slice() }[r0 * n..r1 * n];
+        sgemm(
+            r1 - r0,
+            n,
+            k,
+            MatRef::rows(&a[r0 * k..r1 * k], k),
+            b,
+            dst,
+            n,
+            false,
+        );
+        if let Some(bias) = bias {
+            dst.chunks_mut(n)
+                .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+        }
+        apply_act(dst, act);
+    });
+    y
+}
+
+/// ONNX MatMul (numpy semantics). After BN folding a third input may carry a bias on the last axis.
+pub fn matmul(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let (a, b) = (input(ins, 0)?, input(ins, 1)?);
+    let (av, bv) = (f32_in(ins, 0)?, f32_in(ins, 1)?);
+    let bias = match ins.get(2).cloned().flatten() {
+        Some(t) => Some(
+            t.as_f32()
+                .ok_or_else(|| OpError("bias must be float32".into()))?
+                .to_vec(),
+        ),
+        None => None,
+    };
+    if a.shape.is_empty() || b.shape.is_empty() {
+        return Err(OpError("MatMul of a scalar".into()));
+    }
+    let mut ash = a.shape.clone();
+    let mut bsh = b.shape.clone();
+    let (a1, b1) = (ash.len() == 1, bsh.len() == 1);
+    if a1 {
+        ash.insert(0, 1);
+    }
+    if b1 {
+        bsh.push(1);
+    }
+    let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
+    let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
+    if k != k2 {
+        return Err(OpError(format!(
+            "inner dimensions differ: {:?} x {:?}",
+            a.shape, b.shape
+        )));
+    }
+    if bias.as_ref().is_some_and(|b| b.len() != n) {
+        return Err(OpError(
+            "folded bias does not match the output width".into(),
+        ));
+    }
+    let batch_a = &ash[..ash.len() - 2];
+    let batch_b = &bsh[..bsh.len() - 2];
+    let (batch, st) =
+        super::elementwise::broadcast_shapes(&[batch_a, batch_b]).ok_or_else(|| {
+            OpError(format!(
+                "batch dims of {:?} and {:?} do not broadcast",
+                a.shape, b.shape
+            ))
+        })?;
+    let nb = numel(&batch);
+    let mut out = Vec::with_capacity(nb * m * n);
+    if numel(batch_b) == 1 {
+        // Common case (a layer): one weight for every batch row: one tall GEMM.
+        out = matmul_2d(
+            av,
+            nb * m,
+            k,
+            MatRef::rows(bv, n),
+            n,
+            bias.as_deref(),
+            node.activation,
+        );
+    } else {
+        for i in 0..nb {
+            let idx = |s: &[usize]| {
+                let mut rem = i;
+                let mut off = 0;
+                for ax in (0..batch.len()).rev() {
+                    off += (rem % batch[ax]) * s[ax];
+                    rem /= batch[ax];
+                }
+                off
+            };
+            let (oa, ob) = (idx(&st[0]) * m * k, idx(&st[1]) * k * n);
+            out.extend(matmul_2d(
+                &av[oa..oa + m * k],
+                m,
+                k,
+                MatRef::rows(&bv[ob..ob + k * n], n),
+                n,
+                bias.as_deref(),
+                node.activation,
+            ));
+        }
+    }
+    let mut shape = batch;
+    if !a1 {
+        shape.push(m);
+    }
+    if !b1 {
+        shape.push(n);
+    }
+    Ok(vec![Tensor::f32(shape, out)])
+}
+
+pub fn gemm_op(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let (a, b) = (input(ins, 0)?, input(ins, 1)?);
+    let (av, bv) = (f32_in(ins, 0)?, f32_in(ins, 1)?);
+    let at = node.attr();
+    let (ta, tb) = (at.i64("transA", 0)? != 0, at.i64("transB", 0)? != 0);
+    let (alpha, beta) = (at.f32("alpha", 1.0)?, at.f32("beta", 1.0)?);
+    if a.shape.len() != 2 || b.shape.len() != 2 {
+        return Err(OpError("Gemm needs 2-D A and B".into()));
+    }
+    let (m, k) = if ta {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (k2, n) = if tb {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
+    if k != k2 {
+        return Err(OpError(format!(
+            "inner dimensions differ: A {:?}, B {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let amat = if ta {
+        MatRef::transposed(av, m)
+    } else {
+        MatRef::rows(av, k)
+    };
+    let bmat = if tb {
+        MatRef::transposed(bv, k)
+    } else {
+        MatRef::rows(bv, n)
+    };
+    let mut y = vec![0f32; m * n];
+    sgemm(m, n, k, amat, bmat, &mut y, n, false);
+    if alpha != 1.0 {
+        y.iter_mut().for_each(|v| *v *= alpha);
+    }
+    if let Some(c) = ins.get(2).cloned().flatten() {
+        let cv = c
+            .as_f32()
+            .ok_or_else(|| OpError("C must be float32".into()))?;
+        let (cb, s) = map2(&y, &[m, n], cv, &c.shape, |p, q| p + beta * q)
+            .ok_or_else(|| OpError(format!("C {:?} does not broadcast to [{m}, {n}]", c.shape)))?;
+        if s != [m, n] {
+            return Err(OpError(format!(
+                "C {:?} does not broadcast to [{m}, {n}]",
+                c.shape
+            )));
+        }
+        y = cb;
+    }
+    apply_act(&mut y, node.activation);
+    Ok(vec![Tensor::f32(vec![m, n], y)])
+}
+
+fn pair(v: &[i64], name: &str) -> Result<[usize; 2], OpError> {
+    match v {
+        [a, b] if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
+        _ => Err(OpError(format!("'{name}' {v:?} is not a pair of non-negative integers (only 2-D convolutions are supported)"))),
+    }
+}
+
+struct ConvAttrs {
+    group: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 4],
+}
+
+fn conv_attrs(node: &Node, w: &Tensor) -> Result<ConvAttrs, OpError> {
+    let a = node.attr();
+    if w.shape.len() != 4 {
+        return Err(OpError(format!(
+            "weight {:?} is not 4-D (only 2-D convolutions are supported)",
+            w.shape
+        )));
+    }
+    if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
+        return Err(OpError(
+            "auto_pad is not supported; export with explicit pads".into(),
+        ));
+    }
+    let kernel = pair(
+        &a.ints_opt("kernel_shape")?
+            .unwrap_or(vec![w.shape[2] as i64, w.shape[3] as i64]),
+        "kernel_shape",
+    )?;
+    if kernel != [w.shape[2], w.shape[3]] {
+        return Err(OpError(format!(
+            "kernel_shape {kernel:?} disagrees with weight {:?}",
+            w.shape
+        )));
+    }
+    let strides = pair(&a.ints_opt("strides")?.unwrap_or(vec![1, 1]), "strides")?;
+    let dilations = pair(&a.ints_opt("dilations")?.unwrap_or(vec![1, 1]), "dilations")?;
+    let p = a.ints_opt("pads")?.unwrap_or(vec![0; 4]);
+    if p.len() != 4 || p.iter().any(|&v| v < 0) {
+        return Err(OpError(format!(
+            "pads {p:?} must be 4 non-negative integers"
+        )));
+    }
+    let group = a.i64("group", 1)?.max(1) as usize;
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err(OpError("strides and dilations must be positive".into()));
+    }
+    Ok(ConvAttrs {
+        group,
+        kernel,
+        strides,
+        dilations,
+        pads: [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize],
+    })
+}
+
+fn x4(x: &Tensor) -> Result<[usize; 4], OpError> {
+    match x.shape.as_slice() {
+        [n, c, h, w] => Ok([*n, *c, *h, *w]),
+        s => Err(OpError(format!("input {s:?} is not 4-D NCHW"))),
+    }
+}
+
+pub fn conv(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let (x, w) = (input(ins, 0)?, input(ins, 1)?);
+    let ca = conv_attrs(node, w)?;
+    let xs = x4(x)?;
+    let cout = w.shape[0];
+    if xs[1] != w.shape[1] * ca.group || cout % ca.group != 0 {
+        return Err(OpError(format!(
+            "input has {} channels but weight {:?} with group {} expects {}",
+            xs[1],
+            w.shape,
+            ca.group,
+            w.shape[1] * ca.group
+        )));
+    }
+    let bias = match ins.get(2).cloned().flatten() {
+        Some(b) => Some(
+            b.as_f32()
+                .ok_or_else(|| OpError("bias must be float32".into()))?
+                .to_vec(),
+        ),
+        None => None,
+    };
+    if bias.as_ref().is_some_and(|b| b.len() != cout) {
+        return Err(OpError(
+            "bias length differs from the output channels".into(),
+        ));
+    }
+    let p = Conv2dParams {
+        group: ca.group,
+        kernel: ca.kernel,
+        strides: ca.strides,
+        dilations: ca.dilations,
+        pads: ca.pads,
+    };
+    if p.out_hw(xs[2], xs[3]).is_none() {
+        return Err(OpError(format!(
+            "kernel {:?} does not fit input {:?}",
+            ca.kernel, x.shape
+        )));
+    }
+    let (y, ys) = conv2d(
+        f32_in(ins, 0)?,
+        xs,
+        f32_in(ins, 1)?,
+        cout,
+        bias.as_deref(),
+        &p,
+        node.activation,
+    );
+    Ok(vec![Tensor::f32(ys.to_vec(), y)])
+}
+
+pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let (x, w) = (input(ins, 0)?, input(ins, 1)?);
+    let ca = conv_attrs(node, w)?;
+    let xs = x4(x)?;
+    if xs[1] != w.shape[0] || xs[1] % ca.group != 0 {
+        return Err(OpError(format!(
+            "input has {} channels but weight {:?} expects {}",
+            xs[1], w.shape, w.shape[0]
+        )));
+    }
+    if node.attr().ints_opt("output_shape")?.is_some() {
+        return Err(OpError(
+            "output_shape is not supported; export with explicit pads".into(),
+        ));
+    }
+    let op = node
+        .attr()
+        .ints_opt("output_padding")?
+        .unwrap_or(vec![0, 0]);
+    let cout = w.shape[1] * ca.group;
+    let bias = match ins.get(2).cloned().flatten() {
+        Some(b) => Some(
+            b.as_f32()
+                .ok_or_else(|| OpError("bias must be float32".into()))?
+                .to_vec(),
+        ),
+        None => None,
+    };
+    let p = ConvTranspose2dParams {
+        group: ca.group,
+        kernel: ca.kernel,
+        strides: ca.strides,
+        dilations: ca.dilations,
+        pads: ca.pads,
+        output_padding: pair(&op, "output_padding")?,
+    };
+    if p.out_hw(xs[2], xs[3]).is_none() {
+        return Err(OpError("pads exceed the output size".into()));
+    }
+    let (y, ys) = conv_transpose2d(
+        f32_in(ins, 0)?,
+        xs,
+        f32_in(ins, 1)?,
+        cout,
+        bias.as_deref(),
+        &p,
+        node.activation,
+    );
+    Ok(vec![Tensor::f32(ys.to_vec(), y)])
+}
+
+pub fn reduce(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let xv = f32_in(ins, 0)?;
+    let a = node.attr();
+    let rank = x.shape.len();
+    let axes: Option<Vec<i64>> = match ins.get(1).cloned().flatten() {
+        Some(t) => t.to_i64_vec(),
+        None => a.ints_opt("axes")?,
+    };
+    let keep = a.i64("keepdims", 1)? != 0;
+    let mut red = vec![false; rank];
+    match axes {
+        Some(ax) if !ax.is_empty() => {
+            for v in ax {
+                let i = if v < 0 { v + rank as i64 } else { v };
+                if i < 0 || i >= rank as i64 {
+                    return Err(OpError(format!("axis {v} out of range for rank {rank}")));
+                }
+                red[i as usize] = true;
+            }
+        }
+        _ => {
+            if a.i64("noop_with_empty_axes", 0)? != 0 {
+                return Ok(vec![x.clone()]);
+            }
+            red.iter_mut().for_each(|r| *r = true)
+        }
+    }
+    let out_shape_keep: Vec<usize> = x
+        .shape
+        .iter()
+        .zip(&red)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
+    let n_out = numel(&out_shape_keep);
+    let (init, f): (f32, fn(f32, f32) -> f32) = match node.op_type.as_str() {
+        "ReduceMax" => (f32::NEG_INFINITY, f32::max),
+        "ReduceMin" => (f32::INFINITY, f32::min),
+        _ => (0.0, |a, b| a + b),
+    };
+    // Fast path: reducing one contiguous inner axis group (the PFN's max over points).
+    let mut out = vec![init; n_out];
+    let strides_in: Vec<usize> = (0..rank)
+        .map(|i| x.shape[i + 1..].iter().product())
+        .collect();
+    let strides_out: Vec<usize> = (0..rank)
+        .map(|i| out_shape_keep[i + 1..].iter().product())
+        .collect();
+    let chunk = 4096;
+    let raxes: Vec<usize> = (0..rank).filter(|&i| red[i]).collect();
+    let count: usize = raxes.iter().map(|&i| x.shape[i]).product();
+    out.par_chunks_mut(chunk).enumerate().for_each(|(ci, dst)| {
+        for (j, o) in dst.iter_mut().enumerate() {
+            let oi = ci * chunk + j;
+            // Base input offset of this output element, then walk the reduced axes.
+            let mut base = 0;
+            let mut rem = oi;
+            for ax in 0..rank {
+                let c = rem / strides_out[ax];
+                rem %= strides_out[ax];
+                if !red[ax] {
+                    base += c * strides_in[ax];
+                }
+            }
+            let mut acc = init;
+            for r in 0..count {
+                let mut off = base;
+                let mut rr = r;
+                for &ax in raxes.iter().rev() {
+                    off += (rr % x.shape[ax]) * strides_in[ax];
+                    rr /= x.shape[ax];
+                }
+                acc = f(acc, xv[off]);
+            }
+            *o = acc;
+        }
+    });
+    if node.op_type == "ReduceMean" {
+        let count: usize = x
+            .shape
+            .iter()
+            .zip(&red)
+            .filter(|(_, &r)| r)
+            .map(|(&d, _)| d)
+            .product();
+        out.iter_mut().for_each(|v| *v /= count.max(1) as f32);
+    }
+    let shape = if keep {
+        out_shape_keep
+    } else {
+        x.shape
+            .iter()
+            .zip(&red)
+            .filter(|(_, &r)| !r)
+            .map(|(&d, _)| d)
+            .collect()
+    };
+    Ok(vec![Tensor::f32(shape, out)])
+}

@@ -1,0 +1,557 @@
+//! Data-movement ops: Reshape, Transpose, Concat, Slice, Gather, Pad, (Un)Squeeze, Flatten,
+//! Expand, Range, ConstantOfShape, Shape, Constant, Identity.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::{input, OpError, OpResult};
+use crate::graph::Node;
+use crate::tensor::{numel, Data, Tensor};
+
+/// Applies `f` to the typed payload, keeping the element type.
+macro_rules! per_type {
+    ($t:expr, $v:ident => $body:expr) => {
+        match &$t.data {
+            Data::F32($v) => Data::F32($body),
+            Data::I64($v) => Data::I64($body),
+            Data::I32($v) => Data::I32($body),
+            Data::I8($v) => Data::I8($body),
+            Data::U8($v) => Data::U8($body),
+            Data::Bool($v) => Data::Bool($body),
+        }
+    };
+}
+
+fn ints(ins: &[Option<Arc<Tensor>>], i: usize, what: &str) -> Result<Option<Vec<i64>>, OpError> {
+    match ins.get(i).cloned().flatten() {
+        None => Ok(None),
+        Some(t) => t
+            .to_i64_vec()
+            .map(Some)
+            .ok_or_else(|| OpError(format!("{what} must be an integer tensor"))),
+    }
+}
+
+fn axis(v: i64, rank: usize) -> Result<usize, OpError> {
+    let r = rank as i64;
+    let a = if v < 0 { v + r } else { v };
+    if a < 0 || a >= r.max(1) {
+        return Err(OpError(format!("axis {v} is out of range for rank {rank}")));
+    }
+    Ok(a as usize)
+}
+
+/// Resolves a Reshape target (0 copies the input dim unless `allowzero`, -1 is inferred).
+pub fn reshape_target(
+    input: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>, OpError> {
+    let total = numel(input);
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &s) in spec.iter().enumerate() {
+        match s {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                OpError(format!(
+                    "shape {spec:?} copies dim {i} that the input {input:?} lacks"
+                ))
+            })?),
+            s if s >= 0 => out.push(s as usize),
+            _ => return Err(OpError(format!("shape {spec:?} is invalid"))),
+        }
+    }
+    if let Some(i) = infer {
+        let rest: usize = out.iter().product();
+        if rest == 0 || total % rest != 0 {
+            return Err(OpError(format!(
+                "cannot reshape {input:?} ({total} elements) to {spec:?}"
+            )));
+        }
+        out[i] = total / rest;
+    }
+    if numel(&out) != total {
+        return Err(OpError(format!(
+            "cannot reshape {input:?} ({total} elements) to {spec:?}"
+        )));
+    }
+    Ok(out)
+}
+
+pub fn reshape(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let spec = ints(ins, 1, "shape")?.ok_or_else(|| OpError("missing shape input".into()))?;
+    let shape = reshape_target(&x.shape, &spec, node.attr().i64("allowzero", 0)? != 0)?;
+    Ok(vec![Tensor {
+        shape,
+        data: x.data.clone(),
+    }])
+}
+
+pub fn with_shape(x: &Tensor, shape: Vec<usize>) -> Tensor {
+    Tensor {
+        shape,
+        data: x.data.clone(),
+    }
+}
+
+pub fn squeeze_unsqueeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let axes = match ints(ins, 1, "axes")? {
+        Some(a) => Some(a),
+        None => node.attr().ints_opt("axes")?,
+    };
+    let shape = if node.op_type == "Unsqueeze" {
+        let axes = axes.ok_or_else(|| OpError("Unsqueeze needs axes".into()))?;
+        let r = x.shape.len() + axes.len();
+        let mut ax: Vec<usize> = axes.iter().map(|&a| axis(a, r)).collect::<Result<_, _>>()?;
+        ax.sort_unstable();
+        let mut s = x.shape.clone();
+        for a in ax {
+            s.insert(a, 1);
+        }
+        s
+    } else {
+        match axes {
+            Some(axes) => {
+                let ax: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| axis(a, x.shape.len()))
+                    .collect::<Result<_, _>>()?;
+                for &a in &ax {
+                    if x.shape[a] != 1 {
+                        return Err(OpError(format!(
+                            "cannot squeeze axis {a} of size {}",
+                            x.shape[a]
+                        )));
+                    }
+                }
+                x.shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !ax.contains(i))
+                    .map(|(_, &d)| d)
+                    .collect()
+            }
+            None => x.shape.iter().copied().filter(|&d| d != 1).collect(),
+        }
+    };
+    Ok(vec![with_shape(x, shape)])
+}
+
+pub fn flatten(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let r = x.shape.len();
+    let a = node.attr().i64("axis", 1)?;
+    let a = if a < 0 { a + r as i64 } else { a };
+    if a < 0 || a > r as i64 {
+        return Err(OpError(format!("axis {a} out of range")));
+    }
+    let a = a as usize;
+    Ok(vec![with_shape(
+        x,
+        vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()],
+    )])
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    (0..shape.len())
+        .map(|i| shape[i + 1..].iter().product())
+        .collect()
+}
+
+pub fn transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let r = x.shape.len();
+    let perm: Vec<usize> = match node.attr().ints_opt("perm")? {
+        Some(p) => p.iter().map(|&a| axis(a, r)).collect::<Result<_, _>>()?,
+        None => (0..r).rev().collect(),
+    };
+    let mut seen = vec![false; r];
+    if perm.len() != r || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
+        return Err(OpError(format!(
+            "perm {perm:?} is not a permutation of rank {r}"
+        )));
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    let st = strides(&x.shape);
+    let src_strides: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
+    let n = numel(&out_shape);
+    let inner = *out_shape.last().unwrap_or(&1);
+    let inner_stride = *src_strides.last().unwrap_or(&1);
+    fn gather<T: Copy + Send + Sync>(
+        v: &[T],
+        n: usize,
+        inner: usize,
+        inner_stride: usize,
+        out_shape: &[usize],
+        src_strides: &[usize],
+    ) -> Vec<T> {
+        let mut out: Vec<T> = Vec::with_capacity(n);
+        if n == 0 {
+            return out;
+        }
+        let rows = n / inner;
+        let r = out_shape.len();
+        out.par_extend((0..rows).into_par_iter().flat_map_iter(|row| {
+            let mut rem = row;
+            let mut base = 0;
+            for ax in (0..r.saturating_sub(1)).rev() {
+                base += (rem % out_shape[ax]) * src_strides[ax];
+                rem /= out_shape[ax];
+            }
+            (0..inner).map(move |j| v[base + j * inner_stride])
+        }));
+        out
+    }
+    let data = per_type!(x, v => gather(v, n, inner, inner_stride, &out_shape, &src_strides));
+    Ok(vec![Tensor {
+        shape: out_shape,
+        data,
+    }])
+}
+
+pub fn concat(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let xs: Vec<&Tensor> = ins.iter().filter_map(|t| t.as_deref()).collect();
+    let first = xs.first().ok_or_else(|| OpError("no inputs".into()))?;
+    let r = first.shape.len();
+    let ax = axis(node.attr().i64("axis", 0)?, r)?;
+    for t in &xs {
+        if t.shape.len() != r
+            || t.shape
+                .iter()
+                .enumerate()
+                .any(|(i, &d)| i != ax && d != first.shape[i])
+        {
+            return Err(OpError(format!(
+                "input shapes {:?} and {:?} differ outside axis {ax}",
+                t.shape, first.shape
+            )));
+        }
+        if t.dtype() != first.dtype() {
+            return Err(OpError("inputs have different element types".into()));
+        }
+    }
+    let outer: usize = first.shape[..ax].iter().product();
+    let mut shape = first.shape.clone();
+    shape[ax] = xs.iter().map(|t| t.shape[ax]).sum();
+    fn cat<T: Copy>(parts: Vec<(&[T], usize)>, outer: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
+        for o in 0..outer {
+            for (v, block) in &parts {
+                out.extend_from_slice(&v[o * block..(o + 1) * block]);
+            }
+        }
+        out
+    }
+    let inner = |t: &Tensor| t.shape[ax..].iter().product::<usize>();
+    macro_rules! go {
+        ($var:ident) => {{
+            let parts = xs
+                .iter()
+                .map(|t| match &t.data {
+                    Data::$var(v) => (v.as_slice(), inner(t)),
+                    _ => unreachable!(),
+                })
+                .collect();
+            Data::$var(cat(parts, outer))
+        }};
+    }
+    let data = match first.data {
+        Data::F32(_) => go!(F32),
+        Data::I64(_) => go!(I64),
+        Data::I32(_) => go!(I32),
+        Data::I8(_) => go!(I8),
+        Data::U8(_) => go!(U8),
+        Data::Bool(_) => go!(Bool),
+    };
+    Ok(vec![Tensor { shape, data }])
+}
+
+/// Resolved Slice: per axis (start, step, count).
+pub fn slice_plan(
+    shape: &[usize],
+    starts: &[i64],
+    ends: &[i64],
+    axes: Option<&[i64]>,
+    steps: Option<&[i64]>,
+) -> Result<Vec<(i64, i64, usize)>, OpError> {
+    let r = shape.len();
+    let mut plan: Vec<(i64, i64, usize)> = shape.iter().map(|&d| (0, 1, d)).collect();
+    if starts.len() != ends.len() {
+        return Err(OpError("starts and ends differ in length".into()));
+    }
+    for i in 0..starts.len() {
+        let a = match axes {
+            Some(ax) => axis(
+                *ax.get(i)
+                    .ok_or_else(|| OpError("axes shorter than starts".into()))?,
+                r,
+            )?,
+            None => i,
+        };
+        let step = steps.map(|s| s[i]).unwrap_or(1);
+        if step == 0 {
+            return Err(OpError("step 0".into()));
+        }
+        let d = shape[a] as i64;
+        let clampi = |v: i64, lo: i64, hi: i64| v.max(lo).min(hi);
+        let norm = |v: i64| if v < 0 { v + d } else { v };
+        let (s, e) = if step > 0 {
+            (clampi(norm(starts[i]), 0, d), clampi(norm(ends[i]), 0, d))
+        } else {
+            (
+                clampi(norm(starts[i]), -1, d - 1),
+                clampi(norm(ends[i]), -1, d - 1),
+            )
+        };
+        let count = if step > 0 {
+            ((e - s).max(0) + step - 1) / step
+        } else {
+            ((s - e).max(0) + (-step) - 1) / (-step)
+        };
+        plan[a] = (s, step, count as usize);
+    }
+    Ok(plan)
+}
+
+pub fn slice(ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let starts = ints(ins, 1, "starts")?.ok_or_else(|| OpError("missing starts".into()))?;
+    let ends = ints(ins, 2, "ends")?.ok_or_else(|| OpError("missing ends".into()))?;
+    let axes = ints(ins, 3, "axes")?;
+    let steps = ints(ins, 4, "steps")?;
+    let plan = slice_plan(&x.shape, &starts, &ends, axes.as_deref(), steps.as_deref())?;
+    let shape: Vec<usize> = plan.iter().map(|p| p.2).collect();
+    let st = strides(&x.shape);
+    let n = numel(&shape);
+    let idx = |mut i: usize| {
+        let mut off = 0i64;
+        for ax in (0..shape.len()).rev() {
+            let c = (i % shape[ax]) as i64;
+            i /= shape[ax];
+            off += (plan[ax].0 + c * plan[ax].1) * st[ax] as i64;
+        }
+        off as usize
+    };
+    let data = per_type!(x, v => (0..n).map(|i| v[idx(i)]).collect());
+    Ok(vec![Tensor { shape, data }])
+}
+
+pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let ind = input(ins, 1)?;
+    let iv = ind
+        .to_i64_vec()
+        .ok_or_else(|| OpError("indices must be integers".into()))?;
+    let ax = axis(node.attr().i64("axis", 0)?, x.shape.len())?;
+    let d = x.shape[ax] as i64;
+    let iv: Vec<usize> = iv
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + d } else { i };
+            if j < 0 || j >= d {
+                Err(OpError(format!(
+                    "index {i} out of range for axis {ax} of size {d}"
+                )))
+            } else {
+                Ok(j as usize)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let outer: usize = x.shape[..ax].iter().product();
+    let inner: usize = x.shape[ax + 1..].iter().product();
+    let mut shape: Vec<usize> = x.shape[..ax].to_vec();
+    shape.extend_from_slice(&ind.shape);
+    shape.extend_from_slice(&x.shape[ax + 1..]);
+    let data = per_type!(x, v => {
+        let mut out = Vec::with_capacity(outer * iv.len() * inner);
+        for o in 0..outer {
+            for &j in &iv {
+                let b = (o * x.shape[ax] + j) * inner;
+                out.extend_from_slice(&v[b..b + inner]);
+            }
+        }
+        out
+    });
+    Ok(vec![Tensor { shape, data }])
+}
+
+pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let r = x.shape.len();
+    let mode = node
+        .attr()
+        .string_opt("mode")?
+        .unwrap_or_else(|| "constant".into());
+    if mode != "constant" {
+        return Err(OpError(format!(
+            "pad mode '{mode}' is not supported (only constant)"
+        )));
+    }
+    let pads = match ints(ins, 1, "pads")? {
+        Some(p) => p,
+        None => node
+            .attr()
+            .ints_opt("pads")?
+            .ok_or_else(|| OpError("missing pads".into()))?,
+    };
+    let value = match ins.get(2).cloned().flatten() {
+        Some(t) => t.as_f32().and_then(|v| v.first().copied()).unwrap_or(0.0),
+        None => node.attr().f32("value", 0.0)?,
+    };
+    let axes: Vec<usize> = match ints(ins, 3, "axes")? {
+        Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_, _>>()?,
+        None => (0..r).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(OpError(format!(
+            "pads {pads:?} do not fit {} axes",
+            axes.len()
+        )));
+    }
+    let mut before = vec![0i64; r];
+    let mut after = vec![0i64; r];
+    for (i, &a) in axes.iter().enumerate() {
+        before[a] = pads[i];
+        after[a] = pads[i + axes.len()];
+    }
+    let shape: Vec<usize> = (0..r)
+        .map(|i| {
+            let d = x.shape[i] as i64 + before[i] + after[i];
+            if d < 0 {
+                Err(OpError("negative padded size".into()))
+            } else {
+                Ok(d as usize)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let xv = x
+        .as_f32()
+        .ok_or_else(|| OpError("Pad supports float32 inputs".into()))?;
+    let st = strides(&x.shape);
+    let n = numel(&shape);
+    let out: Vec<f32> = (0..n)
+        .into_par_iter()
+        .map(|mut i| {
+            let mut off = 0usize;
+            for ax in (0..r).rev() {
+                let c = (i % shape[ax]) as i64 - before[ax];
+                i /= shape[ax];
+                if c < 0 || c >= x.shape[ax] as i64 {
+                    return value;
+                }
+                off += c as usize * st[ax];
+            }
+            xv[off]
+        })
+        .collect();
+    Ok(vec![Tensor::f32(shape, out)])
+}
+
+pub fn expand(ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let target = ints(ins, 1, "shape")?.ok_or_else(|| OpError("missing shape".into()))?;
+    let t: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
+    let (shape, st) = super::elementwise::broadcast_shapes(&[&x.shape, &t])
+        .ok_or_else(|| OpError(format!("cannot expand {:?} to {target:?}", x.shape)))?;
+    let n = numel(&shape);
+    let idx = |mut i: usize| {
+        let mut off = 0;
+        for ax in (0..shape.len()).rev() {
+            off += (i % shape[ax]) * st[0][ax];
+            i /= shape[ax];
+        }
+        off
+    };
+    let data = per_type!(x, v => (0..n).map(|i| v[idx(i)]).collect());
+    Ok(vec![Tensor { shape, data }])
+}
+
+pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let (s, l, d) = (input(ins, 0)?, input(ins, 1)?, input(ins, 2)?);
+    match (&s.data, &l.data, &d.data) {
+        (Data::F32(a), Data::F32(b), Data::F32(c)) => {
+            let n = (((b[0] - a[0]) / c[0]).ceil().max(0.0)) as usize;
+            Ok(vec![Tensor::f32(
+                vec![n],
+                (0..n).map(|i| a[0] + i as f32 * c[0]).collect(),
+            )])
+        }
+        _ => {
+            let (a, b, c) = (
+                s.to_i64_vec().unwrap_or_default(),
+                l.to_i64_vec().unwrap_or_default(),
+                d.to_i64_vec().unwrap_or_default(),
+            );
+            if a.is_empty() || b.is_empty() || c.is_empty() || c[0] == 0 {
+                return Err(OpError(
+                    "Range needs scalar start, limit and a non-zero delta".into(),
+                ));
+            }
+            let n = ((b[0] - a[0]) as f64 / c[0] as f64).ceil().max(0.0) as usize;
+            let v: Vec<i64> = (0..n as i64).map(|i| a[0] + i * c[0]).collect();
+            let data = match s.data {
+                Data::I32(_) => Data::I32(v.iter().map(|&x| x as i32).collect()),
+                _ => Data::I64(v),
+            };
+            Ok(vec![Tensor {
+                shape: vec![n],
+                data,
+            }])
+        }
+    }
+}
+
+pub fn constant_of_shape(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let s = ints(ins, 0, "shape")?.ok_or_else(|| OpError("missing shape".into()))?;
+    let shape: Vec<usize> = s.iter().map(|&d| d.max(0) as usize).collect();
+    let n = numel(&shape);
+    let data = match node.attr().tensor_opt("value") {
+        Some(v) => per_type!(v, x => vec![x[0]; n]),
+        None => Data::F32(vec![0.0; n]),
+    };
+    Ok(vec![Tensor { shape, data }])
+}
+
+pub fn shape_op(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let x = input(ins, 0)?;
+    let t = Tensor::i64(
+        vec![x.shape.len()],
+        x.shape.iter().map(|&d| d as i64).collect(),
+    );
+    Ok(vec![
+        slice_shape_output(node, t).map_err(|e| OpError(e.to_string()))?
+    ])
+}
+
+/// Applies Shape's optional `start`/`end` attributes (opset 15) to a full shape vector.
+pub fn slice_shape_output(node: &Node, t: Tensor) -> crate::error::Result<Tensor> {
+    let a = node.attr();
+    let v = t.to_i64_vec().unwrap_or_default();
+    let r = v.len() as i64;
+    let c = |x: i64| (if x < 0 { x + r } else { x }).clamp(0, r) as usize;
+    let (s, e) = (c(a.i64("start", 0)?), c(a.i64("end", r)?));
+    let out: Vec<i64> = if s < e { v[s..e].to_vec() } else { vec![] };
+    Ok(Tensor::i64(vec![out.len()], out))
+}
+
+pub fn constant(node: &Node) -> OpResult {
+    let a = node.attr();
+    if let Some(t) = a.tensor_opt("value") {
+        return Ok(vec![t.clone()]);
+    }
+    use crate::graph::AttrValue;
+    match node.attrs.0.first() {
+        Some((_, AttrValue::Float(f))) => Ok(vec![Tensor::f32(vec![], vec![*f])]),
+        Some((_, AttrValue::Floats(f))) => Ok(vec![Tensor::f32(vec![f.len()], f.clone())]),
+        Some((_, AttrValue::Int(i))) => Ok(vec![Tensor::i64(vec![], vec![*i])]),
+        Some((_, AttrValue::Ints(i))) => Ok(vec![Tensor::i64(vec![i.len()], i.clone())]),
+        _ => Err(OpError("Constant has no supported value attribute".into())),
+    }
+}

@@ -1,0 +1,252 @@
+//! Preparation passes: find what TensorRT fuses into a layer (BatchNormalization, Relu) and,
+//! for execution, fold BatchNormalization into the layer's weights and the Relu into its kernel.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::{Activation, Graph, Node};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+pub const LAYER_OPS: &[&str] = &["Conv", "ConvTranspose", "MatMul", "Gemm"];
+
+/// What follows a layer node and would be fused into it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fusion {
+    /// Index of the BatchNormalization node.
+    pub bn: Option<usize>,
+    /// For MatMul: the Transpose pair around the BatchNormalization (OpenPCDet's PFN layout).
+    pub transposes: Option<(usize, usize)>,
+    pub relu: Option<usize>,
+    /// The edge the fused layer produces.
+    pub output: String,
+}
+
+impl Fusion {
+    pub fn fused_nodes(&self) -> Vec<usize> {
+        let mut v = vec![];
+        if let Some((a, _)) = self.transposes {
+            v.push(a);
+        }
+        v.extend(self.bn);
+        if let Some((_, b)) = self.transposes {
+            v.push(b);
+        }
+        v.extend(self.relu);
+        v
+    }
+}
+
+/// Whether `node` is a quantizable layer: a Conv/ConvTranspose/MatMul/Gemm with constant weights.
+pub fn is_layer(graph: &Graph, node: &Node) -> bool {
+    LAYER_OPS.contains(&node.op_type.as_str())
+        && node
+            .input(1)
+            .is_some_and(|w| graph.initializers.contains_key(w))
+        && (node.op_type != "MatMul"
+            || node
+                .input(1)
+                .and_then(|w| graph.initializers.get(w))
+                .is_some_and(|w| w.shape.len() == 2))
+}
+
+fn perm(node: &Node) -> Option<Vec<i64>> {
+    node.attr().ints_opt("perm").ok().flatten()
+}
+
+/// Finds the BN / Transpose-BN-Transpose / Relu chain after layer `idx`.
+pub fn fusion_of(graph: &Graph, idx: usize, consumers: &HashMap<&str, Vec<usize>>) -> Fusion {
+    let node = &graph.nodes[idx];
+    let mut out = node.outputs[0].clone();
+    let mut fusion = Fusion::default();
+    // The only consumer of `edge`, if the edge is not also a graph output.
+    let sole = |edge: &str| -> Option<usize> {
+        if graph.is_output(edge) {
+            return None;
+        }
+        match consumers.get(edge).map(Vec::as_slice) {
+            Some([c]) if graph.nodes[*c].input(0) == Some(edge) => Some(*c),
+            _ => None,
+        }
+    };
+    let bn_ok = |n: &Node| {
+        n.op_type == "BatchNormalization"
+            && n.outputs.iter().skip(1).all(|o| o.is_empty())
+            && (1..5).all(|i| {
+                n.input(i)
+                    .is_some_and(|p| graph.initializers.contains_key(p))
+            })
+    };
+    let rank = graph.shape_of(&out).map(|s| s.len());
+    if let Some(c) = sole(&out) {
+        let n = &graph.nodes[c];
+        let channel_is_axis1 =
+            matches!(node.op_type.as_str(), "Conv" | "ConvTranspose") || rank == Some(2);
+        if bn_ok(n) && channel_is_axis1 {
+            fusion.bn = Some(c);
+            out = n.outputs[0].clone();
+        } else if node.op_type == "MatMul"
+            && n.op_type == "Transpose"
+            && rank == Some(3)
+            && perm(n) == Some(vec![0, 2, 1])
+        {
+            // MatMul -> Transpose(0,2,1) -> BN -> Transpose(0,2,1): BN acts on the MatMul's last axis.
+            if let Some(b) = sole(&n.outputs[0]).filter(|&b| bn_ok(&graph.nodes[b])) {
+                if let Some(t2) = sole(&graph.nodes[b].outputs[0]).filter(|&t| {
+                    graph.nodes[t].op_type == "Transpose"
+                        && perm(&graph.nodes[t]) == Some(vec![0, 2, 1])
+                }) {
+                    fusion.bn = Some(b);
+                    fusion.transposes = Some((c, t2));
+                    out = graph.nodes[t2].outputs[0].clone();
+                }
+            }
+        }
+    }
+    if let Some(c) = sole(&out) {
+        if graph.nodes[c].op_type == "Relu" {
+            fusion.relu = Some(c);
+            out = graph.nodes[c].outputs[0].clone();
+        }
+    }
+    fusion.output = out;
+    fusion
+}
+
+fn init(graph: &Graph, node: &Node, i: usize) -> Result<Arc<Tensor>> {
+    let name = node.input(i).unwrap_or_default();
+    graph.initializers.get(name).cloned().ok_or_else(|| {
+        Error::graph(
+            &node.name,
+            format!("expected a constant initializer for input {i} ('{name}')"),
+        )
+    })
+}
+
+fn f32s<'a>(t: &'a Tensor, node: &Node) -> Result<&'a [f32]> {
+    t.as_f32()
+        .ok_or_else(|| Error::graph(&node.name, "expected float32 parameters"))
+}
+
+/// Returns a copy of `graph` with BatchNormalization folded into the preceding layer and Relu
+/// fused into its kernel, following `fusion_of`. Other nodes are unchanged.
+pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
+    let consumers = graph.consumers();
+    let mut g = graph.clone();
+    let mut removed: HashSet<usize> = HashSet::new();
+    for idx in 0..graph.nodes.len() {
+        let node = &graph.nodes[idx];
+        if !is_layer(graph, node) {
+            continue;
+        }
+        let f = fusion_of(graph, idx, &consumers);
+        if f.bn.is_none() && f.relu.is_none() {
+            continue;
+        }
+        let mut new = node.clone();
+        if let Some(b) = f.bn {
+            let bn = &graph.nodes[b];
+            let ins: Vec<Option<Arc<Tensor>>> = bn
+                .inputs
+                .iter()
+                .map(|i| graph.initializers.get(i).cloned())
+                .collect();
+            let (scale, shift) = super::super::exec::cpu::bn_params(bn, &ins)?;
+            let w = init(graph, node, 1)?;
+            let wv = f32s(&w, node)?;
+            let c = scale.len();
+            let old_bias: Option<Vec<f32>> = match node.input(2) {
+                Some(_) => {
+                    let b = init(graph, node, 2)?;
+                    Some(f32s(&b, node)?.to_vec())
+                }
+                None => None,
+            };
+            // Output channel of each weight element.
+            let channel_of: Box<dyn Fn(usize) -> usize> = match node.op_type.as_str() {
+                "Conv" => {
+                    let per = wv.len() / w.shape[0].max(1);
+                    Box::new(move |i| i / per)
+                }
+                "ConvTranspose" => {
+                    let group = node.attr().i64("group", 1)?.max(1) as usize;
+                    let (cin, cog) = (w.shape[0], w.shape[1]);
+                    let inner: usize = w.shape[2..].iter().product();
+                    let cin_g = cin / group;
+                    Box::new(move |i| {
+                        let ci = i / (cog * inner);
+                        (ci / cin_g) * cog + (i / inner) % cog
+                    })
+                }
+                "MatMul" => {
+                    let n = w.shape[1];
+                    Box::new(move |i| i % n)
+                }
+                _ => {
+                    // Gemm: output column n; B is [K, N] or [N, K] with transB.
+                    let a = node.attr();
+                    if a.f32("alpha", 1.0)? != 1.0 || a.f32("beta", 1.0)? != 1.0 {
+                        continue;
+                    }
+                    let tb = a.i64("transB", 0)? != 0;
+                    let (r, cc) = (w.shape[0], w.shape[1]);
+                    let _ = r;
+                    Box::new(move |i| if tb { i / cc } else { i % cc })
+                }
+            };
+            let out_channels = match node.op_type.as_str() {
+                "Conv" => w.shape[0],
+                "ConvTranspose" => w.shape[1] * node.attr().i64("group", 1)?.max(1) as usize,
+                "MatMul" => w.shape[1],
+                _ => {
+                    if node.attr().i64("transB", 0)? != 0 {
+                        w.shape[0]
+                    } else {
+                        w.shape[1]
+                    }
+                }
+            };
+            if out_channels != c {
+                return Err(Error::graph(
+                    &bn.name,
+                    format!(
+                        "BatchNormalization has {c} channels but '{}' produces {out_channels}",
+                        node.name
+                    ),
+                ));
+            }
+            let wf: Vec<f32> = wv
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * scale[channel_of(i)])
+                .collect();
+            let bf: Vec<f32> = (0..c)
+                .map(|k| old_bias.as_ref().map_or(0.0, |b| b[k]) * scale[k] + shift[k])
+                .collect();
+            let wname = format!("{}::folded_weight", node.name);
+            let bname = format!("{}::folded_bias", node.name);
+            g.initializers
+                .insert(wname.clone(), Arc::new(Tensor::f32(w.shape.clone(), wf)));
+            g.initializers
+                .insert(bname.clone(), Arc::new(Tensor::f32(vec![c], bf)));
+            new.inputs = vec![node.inputs[0].clone(), wname, bname];
+        }
+        if f.relu.is_some() {
+            new.activation = Activation::Relu;
+        }
+        for i in f.fused_nodes() {
+            new.fused.push(graph.nodes[i].name.clone());
+            removed.insert(i);
+        }
+        new.outputs = vec![f.output.clone()];
+        g.nodes[idx] = new;
+    }
+    g.nodes = g
+        .nodes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !removed.contains(i))
+        .map(|(_, n)| n)
+        .collect();
+    Ok(g)
+}

@@ -1,0 +1,517 @@
+//! Shape and type inference for the supported ops, with constant folding of the small
+//! shape-computing subgraphs exporters emit. Separate from evaluation: it only looks at facts,
+//! except that nodes whose inputs are all constant are evaluated once (by the CPU kernels).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{fixed, shape_str, static_dims, Dim, Graph, Node, Shape, ValueInfo};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+type Fact = (DType, Option<Shape>);
+
+fn bad(node: &Node, msg: impl Into<String>) -> Error {
+    Error::graph(&node.name, format!("{} : {}", node.op_type, msg.into()))
+}
+
+/// Numpy-style broadcast of two shapes; `None` if they cannot broadcast.
+pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+    let n = a.len().max(b.len());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            Some(&a[i + a.len() - n])
+        } else {
+            None
+        };
+        let db = if i + b.len() >= n {
+            Some(&b[i + b.len() - n])
+        } else {
+            None
+        };
+        out.push(match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (Some(Dim::Fixed(1)), Some(y)) | (Some(y), Some(Dim::Fixed(1))) => y.clone(),
+            (Some(x), Some(y)) if x == y => x.clone(),
+            (Some(Dim::Fixed(_)), Some(Dim::Fixed(_))) => return None,
+            (Some(Dim::Sym(_)), Some(y)) | (Some(y), Some(Dim::Sym(_))) => y.clone(),
+            (None, None) => unreachable!(),
+        });
+    }
+    Some(out)
+}
+
+fn norm_axis(node: &Node, axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r.max(1) {
+        return Err(bad(
+            node,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
+    }
+    Ok(a as usize)
+}
+
+/// Output spatial size of a convolution-like window.
+fn conv_out(inp: usize, k: usize, s: usize, d: usize, pads: usize) -> Option<usize> {
+    let eff = d * (k - 1) + 1;
+    (inp + pads).checked_sub(eff).map(|v| v / s + 1)
+}
+
+struct Ctx<'a> {
+    consts: &'a HashMap<String, Arc<Tensor>>,
+}
+
+impl Ctx<'_> {
+    fn ints(&self, node: &Node, i: usize) -> Option<Vec<i64>> {
+        node.input(i)
+            .and_then(|n| self.consts.get(n))
+            .and_then(|t| t.to_i64_vec())
+    }
+}
+
+fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact>> {
+    let fact = |i: usize| facts.get(i).cloned().flatten();
+    let shape = |i: usize| fact(i).and_then(|f| f.1);
+    let dtype0 = fact(0).map(|f| f.0).unwrap_or(DType::F32);
+    let same = || -> Result<Vec<Fact>> { Ok(vec![(dtype0, shape(0))]) };
+    let a = node.attr();
+    match node.op_type.as_str() {
+        "Relu" | "Sigmoid" | "Identity" | "Softmax" | "Neg" | "Abs" | "Exp" | "Sqrt"
+        | "LeakyRelu" | "Clip" | "Tanh" | "Floor" | "Ceil" | "Round" | "Not" | "ScatterND"
+        | "ScatterElements" | "BatchNormalization" => same(),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "Greater" | "Equal"
+        | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
+            let mut out: Option<Shape> = shape(0);
+            for i in 1..node.inputs.len() {
+                out = match (out, shape(i)) {
+                    (Some(x), Some(y)) => Some(broadcast(&x, &y).ok_or_else(|| {
+                        bad(
+                            node,
+                            format!(
+                                "input shapes {} and {} cannot be broadcast together",
+                                shape_str(&x),
+                                shape_str(&y)
+                            ),
+                        )
+                    })?),
+                    _ => None,
+                };
+            }
+            let dt = if matches!(
+                node.op_type.as_str(),
+                "Less" | "Greater" | "Equal" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
+            ) {
+                DType::Bool
+            } else {
+                dtype0
+            };
+            Ok(vec![(dt, out)])
+        }
+        "Where" => {
+            let out = match (shape(0), shape(1), shape(2)) {
+                (Some(c), Some(x), Some(y)) => broadcast(&c, &x)
+                    .and_then(|s| broadcast(&s, &y))
+                    .map(Some)
+                    .ok_or_else(|| bad(node, "condition, X and Y cannot be broadcast together"))?,
+                _ => None,
+            };
+            Ok(vec![(fact(1).map(|f| f.0).unwrap_or(DType::F32), out)])
+        }
+        "Cast" => {
+            let to = a.i64("to", 1)? as i32;
+            Ok(vec![(DType::from_onnx(to), shape(0))])
+        }
+        "Conv" | "ConvTranspose" => {
+            let (Some(x), Some(w)) = (shape(0), shape(1)) else {
+                return Ok(vec![(dtype0, None)]);
+            };
+            if x.len() < 3 || w.len() != x.len() {
+                return Err(bad(
+                    node,
+                    format!(
+                        "input {} and weight {} ranks do not fit",
+                        shape_str(&x),
+                        shape_str(&w)
+                    ),
+                ));
+            }
+            let sp = x.len() - 2;
+            let group = a.i64("group", 1)?.max(1) as usize;
+            let k: Vec<usize> = match a.ints_opt("kernel_shape")? {
+                Some(k) => k.iter().map(|&v| v as usize).collect(),
+                None => static_dims(&w.to_vec())
+                    .map(|w| w[2..].to_vec())
+                    .unwrap_or_default(),
+            };
+            let strides = a.ints_opt("strides")?.unwrap_or(vec![1; sp]);
+            let dil = a.ints_opt("dilations")?.unwrap_or(vec![1; sp]);
+            let pads = a.ints_opt("pads")?.unwrap_or(vec![0; 2 * sp]);
+            if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
+                return Err(bad(
+                    node,
+                    "auto_pad is not supported; export with explicit pads",
+                ));
+            }
+            let conv = node.op_type == "Conv";
+            let (cin_w, cout) = match (&w[0], &w[1]) {
+                (Dim::Fixed(a0), Dim::Fixed(a1)) => {
+                    if conv {
+                        (Some(*a1 * group), Dim::Fixed(*a0))
+                    } else {
+                        (Some(*a0), Dim::Fixed(*a1 * group))
+                    }
+                }
+                _ => (None, Dim::Sym("C".into())),
+            };
+            if let (Some(cw), Dim::Fixed(cx)) = (cin_w, &x[1]) {
+                if cw != *cx {
+                    return Err(bad(
+                        node,
+                        format!(
+                            "input has {cx} channels but the weight {} expects {cw}",
+                            shape_str(&w)
+                        ),
+                    ));
+                }
+            }
+            let mut out = vec![x[0].clone(), cout];
+            for i in 0..sp {
+                let Dim::Fixed(inp) = x[2 + i] else {
+                    out.push(Dim::Sym(format!("s{i}")));
+                    continue;
+                };
+                let (kk, s, d) = (
+                    *k.get(i).unwrap_or(&1),
+                    strides[i].max(1) as usize,
+                    dil[i].max(1) as usize,
+                );
+                let ptot = (pads[i] + pads[i + sp]).max(0) as usize;
+                let o = if conv {
+                    conv_out(inp, kk, s, d, ptot).ok_or_else(|| {
+                        bad(
+                            node,
+                            format!("kernel {kk} does not fit the input size {inp}"),
+                        )
+                    })?
+                } else {
+                    let op = a
+                        .ints_opt("output_padding")?
+                        .map(|v| v[i] as usize)
+                        .unwrap_or(0);
+                    (s * (inp - 1) + op + d * (kk - 1) + 1)
+                        .checked_sub(ptot)
+                        .ok_or_else(|| bad(node, "pads exceed the output size"))?
+                };
+                out.push(Dim::Fixed(o));
+            }
+            Ok(vec![(dtype0, Some(out))])
+        }
+        "MatMul" => {
+            let (Some(x), Some(w)) = (shape(0), shape(1)) else {
+                return Ok(vec![(dtype0, None)]);
+            };
+            if x.is_empty() || w.is_empty() {
+                return Err(bad(node, "MatMul of a scalar"));
+            }
+            let (xk, wk) = (
+                x[x.len() - 1].clone(),
+                w[if w.len() == 1 { 0 } else { w.len() - 2 }].clone(),
+            );
+            if let (Dim::Fixed(p), Dim::Fixed(q)) = (&xk, &wk) {
+                if p != q {
+                    return Err(bad(
+                        node,
+                        format!(
+                            "inner dimensions differ: {} x {}",
+                            shape_str(&x),
+                            shape_str(&w)
+                        ),
+                    ));
+                }
+            }
+            let bx: Shape = x[..x.len().saturating_sub(2)].to_vec();
+            let bw: Shape = if w.len() > 2 {
+                w[..w.len() - 2].to_vec()
+            } else {
+                vec![]
+            };
+            let mut out =
+                broadcast(&bx, &bw).ok_or_else(|| bad(node, "batch dims do not broadcast"))?;
+            if x.len() >= 2 {
+                out.push(x[x.len() - 2].clone());
+            }
+            if w.len() >= 2 {
+                out.push(w[w.len() - 1].clone());
+            }
+            Ok(vec![(dtype0, Some(out))])
+        }
+        "Gemm" => {
+            let (Some(x), Some(w)) = (shape(0), shape(1)) else {
+                return Ok(vec![(dtype0, None)]);
+            };
+            if x.len() != 2 || w.len() != 2 {
+                return Err(bad(node, "Gemm needs 2-D inputs"));
+            }
+            let ta = a.i64("transA", 0)? != 0;
+            let tb = a.i64("transB", 0)? != 0;
+            let (m, k1) = if ta { (&x[1], &x[0]) } else { (&x[0], &x[1]) };
+            let (k2, n) = if tb { (&w[1], &w[0]) } else { (&w[0], &w[1]) };
+            if let (Dim::Fixed(p), Dim::Fixed(q)) = (k1, k2) {
+                if p != q {
+                    return Err(bad(node, format!("inner dimensions differ: {p} vs {q}")));
+                }
+            }
+            Ok(vec![(dtype0, Some(vec![m.clone(), n.clone()]))])
+        }
+        "Transpose" => {
+            let Some(x) = shape(0) else { return same() };
+            let perm: Vec<i64> = a
+                .ints_opt("perm")?
+                .unwrap_or_else(|| (0..x.len() as i64).rev().collect());
+            if perm.len() != x.len() {
+                return Err(bad(
+                    node,
+                    format!("perm {perm:?} does not fit rank {}", x.len()),
+                ));
+            }
+            let out = perm
+                .iter()
+                .map(|&p| norm_axis(node, p, x.len()).map(|p| x[p].clone()))
+                .collect::<Result<Shape>>()?;
+            Ok(vec![(dtype0, Some(out))])
+        }
+        "ReduceMax" | "ReduceSum" | "ReduceMean" | "ReduceMin" => {
+            let Some(x) = shape(0) else { return same() };
+            let axes = if node.input(1).is_some() {
+                ctx.ints(node, 1)
+            } else {
+                a.ints_opt("axes")?
+            };
+            let keep = a.i64("keepdims", 1)? != 0;
+            let axes: Vec<usize> = match axes {
+                Some(ax) => ax
+                    .iter()
+                    .map(|&v| norm_axis(node, v, x.len()))
+                    .collect::<Result<_>>()?,
+                None => (0..x.len()).collect(),
+            };
+            let out = x
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| {
+                    if axes.contains(&i) {
+                        keep.then_some(Dim::Fixed(1))
+                    } else {
+                        Some(d.clone())
+                    }
+                })
+                .collect();
+            Ok(vec![(dtype0, Some(out))])
+        }
+        "Concat" => {
+            let shapes: Option<Vec<Shape>> = (0..node.inputs.len()).map(shape).collect();
+            let Some(shapes) = shapes else {
+                return Ok(vec![(dtype0, None)]);
+            };
+            let rank = shapes[0].len();
+            let axis = norm_axis(node, a.i64("axis", 0)?, rank)?;
+            let mut out = shapes[0].clone();
+            let mut total = Some(0usize);
+            for s in &shapes {
+                if s.len() != rank {
+                    return Err(bad(node, "inputs have different ranks"));
+                }
+                for (i, (d, e)) in s.iter().zip(&shapes[0]).enumerate() {
+                    if i != axis {
+                        if let (Dim::Fixed(p), Dim::Fixed(q)) = (d, e) {
+                            if p != q {
+                                return Err(bad(
+                                    node,
+                                    format!(
+                                        "inputs {} and {} differ outside axis {axis}",
+                                        shape_str(s),
+                                        shape_str(&shapes[0])
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+                total = match (&s[axis], total) {
+                    (Dim::Fixed(v), Some(t)) => Some(t + v),
+                    _ => None,
+                };
+            }
+            out[axis] = total.map(Dim::Fixed).unwrap_or(Dim::Sym("concat".into()));
+            Ok(vec![(dtype0, Some(out))])
+        }
+        "PPScatterPlugin" | "PillarScatterPlugin" | "ScatterBEV" => {
+            let dense = a.ints_opt("dense_shape")?;
+            let c = shape(0).and_then(|s| s.last().cloned());
+            match (dense, c) {
+                (Some(d), Some(c)) if d.len() == 2 => Ok(vec![(
+                    DType::F32,
+                    Some(vec![
+                        Dim::Fixed(1),
+                        c,
+                        Dim::Fixed(d[0] as usize),
+                        Dim::Fixed(d[1] as usize),
+                    ]),
+                )]),
+                _ => Ok(vec![(DType::F32, None)]),
+            }
+        }
+        "QuantizeLinear" => {
+            let zp = fact(2).map(|f| f.0).unwrap_or(DType::U8);
+            let out = a
+                .i64_opt("output_dtype")?
+                .map(|t| DType::from_onnx(t as i32))
+                .unwrap_or(zp);
+            Ok(vec![(out, shape(0))])
+        }
+        "DequantizeLinear" => Ok(vec![(DType::F32, shape(0))]),
+        // The remaining supported ops compute shapes from constant inputs: fold them by running.
+        _ => Ok(vec![(dtype0, None); node.outputs.len().max(1)]),
+    }
+}
+
+fn shape_from_tensor(t: &Tensor) -> Shape {
+    fixed(&t.shape)
+}
+
+fn dtype_of_tensor(t: &Tensor, declared: Option<DType>) -> DType {
+    // f16 and f64 are held as f32 in memory; keep the declared element type for the edge.
+    match (t.dtype(), declared) {
+        (DType::F32, Some(d @ (DType::F16 | DType::F64))) => d,
+        (d, _) => d,
+    }
+}
+
+/// Fills `graph.values` for every node output. Declared shapes in the file are checked
+/// against what the ops imply.
+pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result<()> {
+    let mut consts: HashMap<String, Arc<Tensor>> = graph.initializers.clone();
+    let mut values = std::mem::take(&mut graph.values);
+    for node in &graph.nodes {
+        let facts: Vec<Option<Fact>> = node
+            .inputs
+            .iter()
+            .map(|i| {
+                values
+                    .get(i)
+                    .map(|v: &ValueInfo| (v.dtype, v.shape.clone()))
+            })
+            .collect();
+        let all_const = !node
+            .inputs
+            .iter()
+            .filter(|i| !i.is_empty())
+            .any(|i| !consts.contains_key(i))
+            && crate::exec::cpu::is_supported(&node.op_type)
+            && node.op_type != "PPScatterPlugin";
+        let mut out_facts: Vec<Fact> = Vec::new();
+        let mut folded = false;
+        // Shape of a statically shaped input is a constant.
+        if node.op_type == "Shape" {
+            if let Some(s) = facts
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|f| f.1)
+                .and_then(|s| static_dims(&s))
+            {
+                let t = Tensor::i64(vec![s.len()], s.iter().map(|&v| v as i64).collect());
+                let t = crate::exec::cpu::slice_shape_output(node, t)?;
+                out_facts.push((DType::I64, Some(shape_from_tensor(&t))));
+                consts.insert(node.outputs[0].clone(), Arc::new(t));
+                folded = true;
+            }
+        }
+        if !folded && all_const {
+            let ins: Vec<Option<Arc<Tensor>>> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        None
+                    } else {
+                        consts.get(i).cloned()
+                    }
+                })
+                .collect();
+            let outs = crate::exec::cpu::eval_node(node, &ins)?;
+            for (name, t) in node.outputs.iter().zip(outs) {
+                let dt = dtype_of_tensor(&t, declared.get(name).map(|v| v.dtype));
+                out_facts.push((dt, Some(shape_from_tensor(&t))));
+                consts.insert(name.clone(), Arc::new(t));
+            }
+            folded = true;
+        }
+        if !folded {
+            out_facts = infer_node(node, &facts, &Ctx { consts: &consts })?;
+        }
+        for (i, name) in node.outputs.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            let (mut dt, mut shape) = out_facts.get(i).cloned().unwrap_or((DType::Other(0), None));
+            if let Some(d) = declared.get(name) {
+                match (&shape, &d.shape) {
+                    (Some(s), Some(ds)) if s.len() == ds.len() => {
+                        for (x, y) in s.iter().zip(ds) {
+                            if let (Dim::Fixed(p), Dim::Fixed(q)) = (x, y) {
+                                if p != q {
+                                    return Err(Error::graph(
+                                        &node.name,
+                                        format!(
+                                            "inconsistent shapes: output '{name}' is declared {} but the op gives {}",
+                                            shape_str(ds),
+                                            shape_str(s)
+                                        ),
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    (Some(s), Some(ds)) => {
+                        return Err(Error::graph(
+                            &node.name,
+                            format!(
+                                "inconsistent shapes: output '{name}' is declared {} but the op gives {}",
+                                shape_str(ds),
+                                shape_str(s)
+                            ),
+                        ))
+                    }
+                    (None, Some(_)) => shape = d.shape.clone(),
+                    _ => {}
+                }
+                if matches!(dt, DType::Other(0)) {
+                    dt = d.dtype;
+                }
+            }
+            values.insert(
+                name.clone(),
+                ValueInfo {
+                    name: name.clone(),
+                    dtype: dt,
+                    shape,
+                },
+            );
+        }
+    }
+    graph.values = values;
+    // Graph outputs take the inferred facts.
+    for o in &mut graph.outputs {
+        if let Some(v) = graph.values.get(&o.name) {
+            if v.shape.is_some() {
+                o.shape = v.shape.clone();
+            }
+            o.dtype = v.dtype;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! pillarq: PointPillars ONNX models to fast, accurate mixed-precision TensorRT deployments.
+//!
+//! Stages (each a library function; the CLI is a thin layer): `onnx` (load/save), `graph`
+//! (IR, shape inference, BN folding, quantizable layers), `exec` (backends: the CPU executor),
+//! `pointpillars` (model config and layout).
+
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod graph;
+pub mod model;
+pub mod npy;
+pub mod onnx;
+pub mod pointpillars;
+pub mod tensor;
+
+pub use error::{Error, Result};
