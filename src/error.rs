@@ -16,11 +16,7 @@ pub enum Error {
     #[error("node '{node}': {msg}")]
     Graph { node: String, msg: String },
     #[error("node '{node}' ({op}): {msg}")]
-    Exec {
-        node: String,
-        op: String,
-        msg: String,
-    },
+    Exec { node: String, op: String, msg: String },
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },
     #[error("{}: {msg}", file.display())]
@@ -33,9 +29,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn graph(node: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Graph {
-            node: node.into(),
-            msg: msg.into(),
-        }
+        Error::Graph { node: node.into(), msg: msg.into() }
     }
 }

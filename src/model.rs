@@ -19,16 +19,9 @@ impl Model {
         let file = load_model(path)?;
         let graph = Graph::from_model(&file.model, &file.dir).map_err(|e| match e {
             e @ (Error::Model { .. } | Error::Io { .. }) => e,
-            other => Error::Model {
-                file: path.to_path_buf(),
-                msg: other.to_string(),
-            },
+            other => Error::Model { file: path.to_path_buf(), msg: other.to_string() },
         })?;
         let layers = quantizable_layers(&graph);
-        Ok(Model {
-            file,
-            graph,
-            layers,
-        })
+        Ok(Model { file, graph, layers })
     }
 }

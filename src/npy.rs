@@ -9,19 +9,14 @@ use crate::tensor::{numel, Data, Tensor};
 const MAGIC: &[u8] = b"\x93NUMPY";
 
 fn err(file: &Path, msg: impl Into<String>) -> Error {
-    Error::Npy {
-        file: file.to_path_buf(),
-        msg: msg.into(),
-    }
+    Error::Npy { file: file.to_path_buf(), msg: msg.into() }
 }
 
 /// Parses the python-dict header, e.g. `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
 fn parse_header(h: &str, file: &Path) -> Result<(String, bool, Vec<usize>)> {
     let field = |key: &str| -> Result<&str> {
         let pat = format!("'{key}':");
-        let at = h
-            .find(&pat)
-            .ok_or_else(|| err(file, format!("npy header lacks '{key}': {h}")))?;
+        let at = h.find(&pat).ok_or_else(|| err(file, format!("npy header lacks '{key}': {h}")))?;
         Ok(h[at + pat.len()..].trim_start())
     };
     let descr = field("descr")?;
@@ -32,12 +27,8 @@ fn parse_header(h: &str, file: &Path) -> Result<(String, bool, Vec<usize>)> {
         .to_string();
     let fortran = field("fortran_order")?.starts_with("True");
     let shape_s = field("shape")?;
-    let close = shape_s
-        .find(')')
-        .ok_or_else(|| err(file, format!("npy header has a malformed 'shape': {h}")))?;
-    let inner = shape_s
-        .get(1..close)
-        .ok_or_else(|| err(file, format!("npy header has a malformed 'shape': {h}")))?;
+    let close = shape_s.find(')').ok_or_else(|| err(file, format!("npy header has a malformed 'shape': {h}")))?;
+    let inner = shape_s.get(1..close).ok_or_else(|| err(file, format!("npy header has a malformed 'shape': {h}")))?;
     let shape = inner
         .split(',')
         .map(str::trim)
@@ -62,23 +53,15 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
             if bytes.len() < 12 {
                 return Err(err(file, "truncated .npy header"));
             }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
         }
         v => return Err(err(file, format!("unsupported .npy format version {v}"))),
     };
-    let header = bytes
-        .get(start..start + hlen)
-        .ok_or_else(|| err(file, "truncated .npy header"))?;
+    let header = bytes.get(start..start + hlen).ok_or_else(|| err(file, "truncated .npy header"))?;
     let header = std::str::from_utf8(header).map_err(|_| err(file, "npy header is not text"))?;
     let (descr, fortran, shape) = parse_header(header, file)?;
     if fortran {
-        return Err(err(
-            file,
-            "Fortran-order arrays are not supported; save with np.ascontiguousarray",
-        ));
+        return Err(err(file, "Fortran-order arrays are not supported; save with np.ascontiguousarray"));
     }
     let payload = &bytes[start + hlen..];
     let n = numel(&shape);
@@ -106,26 +89,11 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
     }
     let c = |w: usize| payload.chunks_exact(w);
     let data = match descr.as_str() {
-        "<f4" => Data::F32(
-            c(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        ),
-        "<f8" => Data::F32(
-            c(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32)
-                .collect(),
-        ),
-        "<f2" => Data::F32(
-            c(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32())
-                .collect(),
-        ),
-        "<i8" => Data::I64(
-            c(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        ),
-        "<i4" => Data::I32(
-            c(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        ),
+        "<f4" => Data::F32(c(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
+        "<f8" => Data::F32(c(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()),
+        "<f2" => Data::F32(c(2).map(|b| half::f16::from_le_bytes(b.try_into().unwrap()).to_f32()).collect()),
+        "<i8" => Data::I64(c(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+        "<i4" => Data::I32(c(4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect()),
         "|i1" => Data::I8(payload.iter().map(|&b| b as i8).collect()),
         "|u1" => Data::U8(payload.to_vec()),
         _ => Data::Bool(payload.iter().map(|&b| b != 0).collect()),
@@ -134,10 +102,7 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
 }
 
 pub fn read_npy(path: &Path) -> Result<Tensor> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     decode_npy(&bytes, path)
 }
 
@@ -155,14 +120,7 @@ pub fn encode_npy(t: &Tensor) -> Vec<u8> {
     let shape = match t.shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", t.shape[0]),
-        _ => format!(
-            "({})",
-            t.shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so that magic + version + length + header + '\n' is a multiple of 64.
@@ -179,10 +137,7 @@ pub fn encode_npy(t: &Tensor) -> Vec<u8> {
 }
 
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    std::fs::write(path, encode_npy(t)).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    std::fs::write(path, encode_npy(t)).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
 }
 
 #[cfg(test)]
@@ -206,9 +161,6 @@ mod tests {
         let bytes = encode_npy(&t);
         let e = decode_npy(&bytes[..bytes.len() - 3], Path::new("cut.npy")).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("cut.npy") && msg.contains("truncated"),
-            "{msg}"
-        );
+        assert!(msg.contains("cut.npy") && msg.contains("truncated"), "{msg}");
     }
 }

@@ -106,17 +106,11 @@ impl Tensor {
     }
     pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
         debug_assert_eq!(numel(&shape), v.len());
-        Tensor {
-            shape,
-            data: Data::F32(v),
-        }
+        Tensor { shape, data: Data::F32(v) }
     }
     pub fn i64(shape: Vec<usize>, v: Vec<i64>) -> Tensor {
         debug_assert_eq!(numel(&shape), v.len());
-        Tensor {
-            shape,
-            data: Data::I64(v),
-        }
+        Tensor { shape, data: Data::I64(v) }
     }
     pub fn scalar_i64(v: i64) -> Tensor {
         Tensor::i64(vec![], vec![v])
@@ -183,9 +177,7 @@ impl Tensor {
         };
         let check = |got: usize| -> Result<()> {
             if got != n {
-                Err(bad(format!(
-                    "tensor of shape {shape:?} needs {n} elements but holds {got}"
-                )))
+                Err(bad(format!("tensor of shape {shape:?} needs {n} elements but holds {got}")))
             } else {
                 Ok(())
             }
@@ -208,23 +200,15 @@ impl Tensor {
             }
             DType::F16 => {
                 let v: Vec<f32> = match raw {
-                    Some(r) => chunks::<2>(r)
-                        .map(|b| half::f16::from_le_bytes(b).to_f32())
-                        .collect(),
-                    None => t
-                        .int32_data
-                        .iter()
-                        .map(|&b| half::f16::from_bits(b as u16).to_f32())
-                        .collect(),
+                    Some(r) => chunks::<2>(r).map(|b| half::f16::from_le_bytes(b).to_f32()).collect(),
+                    None => t.int32_data.iter().map(|&b| half::f16::from_bits(b as u16).to_f32()).collect(),
                 };
                 check(v.len())?;
                 Data::F32(v)
             }
             DType::F64 => {
                 let v: Vec<f32> = match raw {
-                    Some(r) => chunks::<8>(r)
-                        .map(|b| f64::from_le_bytes(b) as f32)
-                        .collect(),
+                    Some(r) => chunks::<8>(r).map(|b| f64::from_le_bytes(b) as f32).collect(),
                     None => t.double_data.iter().map(|&x| x as f32).collect(),
                 };
                 check(v.len())?;
@@ -273,9 +257,7 @@ impl Tensor {
             DType::Other(c) => {
                 return Err(bad(format!(
                     "tensor element type {c} ({}) is not supported",
-                    OnnxType::try_from(c)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("unknown")
+                    OnnxType::try_from(c).map(|t| t.as_str_name()).unwrap_or("unknown")
                 )))
             }
         };

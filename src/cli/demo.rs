@@ -18,12 +18,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model_path = a
-        .model
-        .unwrap_or_else(|| bundled_model("pointpillars_small.onnx"));
+    let model_path = a.model.unwrap_or_else(|| bundled_model("pointpillars_small.onnx"));
     println!("== pillarq demo: {} ==\n", model_path.display());
-    let model = crate::model::Model::load(&model_path)
-        .with_context(|| format!("cannot load {}", model_path.display()))?;
+    let model =
+        crate::model::Model::load(&model_path).with_context(|| format!("cannot load {}", model_path.display()))?;
     print!("{}", super::inspect::render(&model));
     println!("\n== inference on generated pillar inputs (seed 0) ==");
     super::infer::run(super::infer::Args {
@@ -34,10 +32,8 @@ pub fn run(a: Args) -> Result<()> {
         threads: a.threads,
         repeat: 3,
         json: false,
+        profile: false,
     })?;
-    println!(
-        "\ninputs and outputs written to {} (feed them to any runtime to compare)",
-        a.out.display()
-    );
+    println!("\ninputs and outputs written to {} (feed them to any runtime to compare)", a.out.display());
     Ok(())
 }

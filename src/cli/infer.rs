@@ -31,20 +31,15 @@ pub struct Args {
     /// Print the timing as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Print where the time goes: per node of the last run, sorted, to stderr.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// File name for an edge name (ONNX names may hold '/', ':').
 pub fn npy_name(edge: &str) -> String {
-    let s: String = edge
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let s: String =
+        edge.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
     format!("{s}.npy")
 }
 
@@ -52,11 +47,8 @@ pub fn load_inputs(specs: &[String]) -> Result<Vec<(String, Tensor)>> {
     specs
         .iter()
         .map(|s| {
-            let (name, file) = s
-                .split_once('=')
-                .with_context(|| format!("--input '{s}' should be NAME=FILE.npy"))?;
-            let t =
-                read_npy(Path::new(file)).with_context(|| format!("cannot read input '{name}'"))?;
+            let (name, file) = s.split_once('=').with_context(|| format!("--input '{s}' should be NAME=FILE.npy"))?;
+            let t = read_npy(Path::new(file)).with_context(|| format!("cannot read input '{name}'"))?;
             Ok((name.to_string(), t))
         })
         .collect()
@@ -71,9 +63,27 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+fn print_profile(per_node: &mut [(String, String, f64)]) {
+    let total: f64 = per_node.iter().map(|p| p.2).sum();
+    let mut by_op: std::collections::BTreeMap<&str, f64> = Default::default();
+    for (_, op, ms) in per_node.iter() {
+        *by_op.entry(op.as_str()).or_default() += ms;
+    }
+    eprintln!("time by op type ({total:.2} ms in nodes):");
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (op, ms) in ops {
+        eprintln!("  {op:<20} {ms:>9.2} ms {:>5.1} %", 100.0 * ms / total.max(1e-9));
+    }
+    per_node.sort_by(|a, b| b.2.total_cmp(&a.2));
+    eprintln!("slowest nodes:");
+    for (name, op, ms) in per_node.iter().take(15) {
+        eprintln!("  {name:<52} {op:<16} {ms:>8.2} ms");
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let model =
-        Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
+    let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
     let inputs = match a.random {
         Some(seed) => {
             let cfg = PointPillarsConfig::from_graph(&model.graph)?;
@@ -85,8 +95,7 @@ pub fn run(a: Args) -> Result<()> {
         None => load_inputs(&a.inputs)?,
     };
     let exec = CpuExecutor::new(&model.graph, a.threads)?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     if a.random.is_some() {
         for (name, t) in &inputs {
             write_npy(&a.out.join(npy_name(name)), t)?;
@@ -97,9 +106,18 @@ pub fn run(a: Args) -> Result<()> {
     let runs = if a.repeat > 1 { a.repeat + 1 } else { 1 };
     for i in 0..runs {
         let t0 = Instant::now();
+        let mut last = Instant::now();
+        let mut per_node: Vec<(String, String, f64)> = Vec::new();
         outputs = exec
-            .run(&inputs)
+            .run_observed(&inputs, &mut |node, _| {
+                let now = Instant::now();
+                per_node.push((node.name.clone(), node.op_type.clone(), (now - last).as_secs_f64() * 1e3));
+                last = now;
+            })
             .with_context(|| format!("running {}", a.model.display()))?;
+        if a.profile && i + 1 == runs {
+            print_profile(&mut per_node);
+        }
         if i > 0 || runs == 1 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -113,16 +131,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let med = median(&mut times);
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"median_ms": med, "runs": times.len(), "threads": exec.threads()})
-        );
+        println!("{}", serde_json::json!({"median_ms": med, "runs": times.len(), "threads": exec.threads()}));
     } else {
-        println!(
-            "network time: median {med:.2} ms over {} run(s), {} thread(s)",
-            times.len(),
-            exec.threads()
-        );
+        println!("network time: median {med:.2} ms over {} run(s), {} thread(s)", times.len(), exec.threads());
     }
     Ok(())
 }

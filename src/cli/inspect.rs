@@ -55,8 +55,7 @@ pub fn report(model: &Model) -> serde_json::Value {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model =
-        Model::load(&a.model).with_context(|| format!("cannot inspect {}", a.model.display()))?;
+    let model = Model::load(&a.model).with_context(|| format!("cannot inspect {}", a.model.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report(&model))?);
         return Ok(());
@@ -89,19 +88,11 @@ pub fn render(model: &Model) -> String {
             );
         }
     }
-    let ops: Vec<String> = g
-        .op_histogram()
-        .iter()
-        .map(|(k, v)| format!("{k} x{v}"))
-        .collect();
+    let ops: Vec<String> = g.op_histogram().iter().map(|(k, v)| format!("{k} x{v}")).collect();
     let _ = writeln!(s, "ops      {}", ops.join(", "));
     for (k, v) in &g.metadata {
         let short: String = v.chars().take(100).collect();
-        let _ = writeln!(
-            s,
-            "meta     {k} = {short}{}",
-            if v.len() > 100 { " ..." } else { "" }
-        );
+        let _ = writeln!(s, "meta     {k} = {short}{}", if v.len() > 100 { " ..." } else { "" });
     }
     let _ = writeln!(s, "\nquantizable layers ({}):", model.layers.len());
     let _ = writeln!(
@@ -114,10 +105,7 @@ pub fn render(model: &Model) -> String {
             if v.is_empty() {
                 "-".to_string()
             } else {
-                v.iter()
-                    .map(|x| x.to_string())
-                    .collect::<Vec<_>>()
-                    .join("x")
+                v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x")
             }
         };
         let _ = writeln!(
@@ -130,17 +118,19 @@ pub fn render(model: &Model) -> String {
             l.out_channels,
             dims(&l.kernel),
             dims(&l.stride),
-            if l.fused.is_empty() {
-                "-".into()
-            } else {
-                l.fused.join("+")
-            },
+            if l.fused.is_empty() { "-".into() } else { l.fused.join("+") },
             l.params,
             l.flops as f64 / 1e6
         );
     }
     let lp: usize = model.layers.iter().map(|l| l.params).sum();
     let lf: u64 = model.layers.iter().map(|l| l.flops).sum();
-    let _ = writeln!(s, "\ntotal    {} params ({} in quantizable layers), {:.2} GFLOP per run in quantizable layers", total_params(g), lp, lf as f64 / 1e9);
+    let _ = writeln!(
+        s,
+        "\ntotal    {} params ({} in quantizable layers), {:.2} GFLOP per run in quantizable layers",
+        total_params(g),
+        lp,
+        lf as f64 / 1e9
+    );
     s
 }

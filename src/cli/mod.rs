@@ -43,9 +43,7 @@ pub fn bundled_model(name: &str) -> PathBuf {
     if local.exists() {
         return local;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("onnx")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx").join(name)
 }
 
 pub fn main() -> i32 {
@@ -56,9 +54,7 @@ pub fn main() -> i32 {
         _ => "debug",
     };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .try_init();
     let r = match cli.command {

@@ -35,23 +35,15 @@ impl Attrs {
                 Some(AttributeType::String) => {
                     AttrValue::Str(String::from_utf8_lossy(a.s.as_deref().unwrap_or(&[])).into())
                 }
-                Some(AttributeType::Strings) => AttrValue::Strs(
-                    a.strings
-                        .iter()
-                        .map(|s| String::from_utf8_lossy(s).into())
-                        .collect(),
-                ),
+                Some(AttributeType::Strings) => {
+                    AttrValue::Strs(a.strings.iter().map(|s| String::from_utf8_lossy(s).into()).collect())
+                }
                 Some(AttributeType::Tensor) => match &a.t {
                     Some(t) => AttrValue::Tensor(
                         Tensor::from_proto(t, None)
                             .map_err(|e| Error::graph(node, format!("attribute '{name}': {e}")))?,
                     ),
-                    None => {
-                        return Err(Error::graph(
-                            node,
-                            format!("attribute '{name}' is a tensor but holds none"),
-                        ))
-                    }
+                    None => return Err(Error::graph(node, format!("attribute '{name}' is a tensor but holds none"))),
                 },
                 _ => AttrValue::Unsupported(a.r#type.unwrap_or(0)),
             };

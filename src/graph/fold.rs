@@ -40,14 +40,9 @@ impl Fusion {
 /// Whether `node` is a quantizable layer: a Conv/ConvTranspose/MatMul/Gemm with constant weights.
 pub fn is_layer(graph: &Graph, node: &Node) -> bool {
     LAYER_OPS.contains(&node.op_type.as_str())
-        && node
-            .input(1)
-            .is_some_and(|w| graph.initializers.contains_key(w))
+        && node.input(1).is_some_and(|w| graph.initializers.contains_key(w))
         && (node.op_type != "MatMul"
-            || node
-                .input(1)
-                .and_then(|w| graph.initializers.get(w))
-                .is_some_and(|w| w.shape.len() == 2))
+            || node.input(1).and_then(|w| graph.initializers.get(w)).is_some_and(|w| w.shape.len() == 2))
 }
 
 fn perm(node: &Node) -> Option<Vec<i64>> {
@@ -72,16 +67,12 @@ pub fn fusion_of(graph: &Graph, idx: usize, consumers: &HashMap<&str, Vec<usize>
     let bn_ok = |n: &Node| {
         n.op_type == "BatchNormalization"
             && n.outputs.iter().skip(1).all(|o| o.is_empty())
-            && (1..5).all(|i| {
-                n.input(i)
-                    .is_some_and(|p| graph.initializers.contains_key(p))
-            })
+            && (1..5).all(|i| n.input(i).is_some_and(|p| graph.initializers.contains_key(p)))
     };
     let rank = graph.shape_of(&out).map(|s| s.len());
     if let Some(c) = sole(&out) {
         let n = &graph.nodes[c];
-        let channel_is_axis1 =
-            matches!(node.op_type.as_str(), "Conv" | "ConvTranspose") || rank == Some(2);
+        let channel_is_axis1 = matches!(node.op_type.as_str(), "Conv" | "ConvTranspose") || rank == Some(2);
         if bn_ok(n) && channel_is_axis1 {
             fusion.bn = Some(c);
             out = n.outputs[0].clone();
@@ -92,10 +83,9 @@ pub fn fusion_of(graph: &Graph, idx: usize, consumers: &HashMap<&str, Vec<usize>
         {
             // MatMul -> Transpose(0,2,1) -> BN -> Transpose(0,2,1): BN acts on the MatMul's last axis.
             if let Some(b) = sole(&n.outputs[0]).filter(|&b| bn_ok(&graph.nodes[b])) {
-                if let Some(t2) = sole(&graph.nodes[b].outputs[0]).filter(|&t| {
-                    graph.nodes[t].op_type == "Transpose"
-                        && perm(&graph.nodes[t]) == Some(vec![0, 2, 1])
-                }) {
+                if let Some(t2) = sole(&graph.nodes[b].outputs[0])
+                    .filter(|&t| graph.nodes[t].op_type == "Transpose" && perm(&graph.nodes[t]) == Some(vec![0, 2, 1]))
+                {
                     fusion.bn = Some(b);
                     fusion.transposes = Some((c, t2));
                     out = graph.nodes[t2].outputs[0].clone();
@@ -115,17 +105,15 @@ pub fn fusion_of(graph: &Graph, idx: usize, consumers: &HashMap<&str, Vec<usize>
 
 fn init(graph: &Graph, node: &Node, i: usize) -> Result<Arc<Tensor>> {
     let name = node.input(i).unwrap_or_default();
-    graph.initializers.get(name).cloned().ok_or_else(|| {
-        Error::graph(
-            &node.name,
-            format!("expected a constant initializer for input {i} ('{name}')"),
-        )
-    })
+    graph
+        .initializers
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::graph(&node.name, format!("expected a constant initializer for input {i} ('{name}')")))
 }
 
 fn f32s<'a>(t: &'a Tensor, node: &Node) -> Result<&'a [f32]> {
-    t.as_f32()
-        .ok_or_else(|| Error::graph(&node.name, "expected float32 parameters"))
+    t.as_f32().ok_or_else(|| Error::graph(&node.name, "expected float32 parameters"))
 }
 
 /// Returns a copy of `graph` with BatchNormalization folded into the preceding layer and Relu
@@ -146,11 +134,7 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
         let mut new = node.clone();
         if let Some(b) = f.bn {
             let bn = &graph.nodes[b];
-            let ins: Vec<Option<Arc<Tensor>>> = bn
-                .inputs
-                .iter()
-                .map(|i| graph.initializers.get(i).cloned())
-                .collect();
+            let ins: Vec<Option<Arc<Tensor>>> = bn.inputs.iter().map(|i| graph.initializers.get(i).cloned()).collect();
             let (scale, shift) = super::super::exec::cpu::bn_params(bn, &ins)?;
             let w = init(graph, node, 1)?;
             let wv = f32s(&w, node)?;
@@ -209,26 +193,15 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
             if out_channels != c {
                 return Err(Error::graph(
                     &bn.name,
-                    format!(
-                        "BatchNormalization has {c} channels but '{}' produces {out_channels}",
-                        node.name
-                    ),
+                    format!("BatchNormalization has {c} channels but '{}' produces {out_channels}", node.name),
                 ));
             }
-            let wf: Vec<f32> = wv
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| v * scale[channel_of(i)])
-                .collect();
-            let bf: Vec<f32> = (0..c)
-                .map(|k| old_bias.as_ref().map_or(0.0, |b| b[k]) * scale[k] + shift[k])
-                .collect();
+            let wf: Vec<f32> = wv.iter().enumerate().map(|(i, &v)| v * scale[channel_of(i)]).collect();
+            let bf: Vec<f32> = (0..c).map(|k| old_bias.as_ref().map_or(0.0, |b| b[k]) * scale[k] + shift[k]).collect();
             let wname = format!("{}::folded_weight", node.name);
             let bname = format!("{}::folded_bias", node.name);
-            g.initializers
-                .insert(wname.clone(), Arc::new(Tensor::f32(w.shape.clone(), wf)));
-            g.initializers
-                .insert(bname.clone(), Arc::new(Tensor::f32(vec![c], bf)));
+            g.initializers.insert(wname.clone(), Arc::new(Tensor::f32(w.shape.clone(), wf)));
+            g.initializers.insert(bname.clone(), Arc::new(Tensor::f32(vec![c], bf)));
             new.inputs = vec![node.inputs[0].clone(), wname, bname];
         }
         if f.relu.is_some() {
@@ -241,12 +214,55 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
         new.outputs = vec![f.output.clone()];
         g.nodes[idx] = new;
     }
-    g.nodes = g
-        .nodes
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !removed.contains(i))
-        .map(|(_, n)| n)
-        .collect();
+    g.nodes = g.nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
+    fuse_zero_pads(&mut g);
     Ok(g)
+}
+
+/// Folds a constant zero `Pad` on the spatial axes of a 4-D tensor into the `Conv` that reads
+/// it (exporters write `nn.ZeroPad2d` + `Conv` this way). Same function, one copy fewer.
+fn fuse_zero_pads(g: &mut Graph) {
+    let consumers: HashMap<String, Vec<usize>> = g.consumers().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut removed = HashSet::new();
+    for i in 0..g.nodes.len() {
+        let pad = &g.nodes[i];
+        if pad.op_type != "Pad" || pad.attr().string_opt("mode").ok().flatten().is_some_and(|m| m != "constant") {
+            continue;
+        }
+        let konst = |k: usize| pad.input(k).and_then(|n| g.initializers.get(n)).cloned();
+        let Some(pads) = konst(1).and_then(|t| t.to_i64_vec()) else { continue };
+        let zero_value = match pad.input(2) {
+            None => true,
+            Some(_) => konst(2).and_then(|t| t.as_f32().map(|v| v.iter().all(|&x| x == 0.0))).unwrap_or(false),
+        };
+        if !zero_value || pad.input(3).is_some() || pads.len() != 8 || pads.iter().any(|&p| p < 0) {
+            continue;
+        }
+        if pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || g.is_output(&pad.outputs[0]) {
+            continue;
+        }
+        let Some(&[c]) = consumers.get(&pad.outputs[0]).map(Vec::as_slice) else { continue };
+        let conv = &g.nodes[c];
+        if conv.op_type != "Conv" || conv.input(0) != Some(pad.outputs[0].as_str()) {
+            continue;
+        }
+        if conv.attr().string_opt("auto_pad").ok().flatten().is_some_and(|p| p != "NOTSET") {
+            continue;
+        }
+        let old = conv.attr().ints_opt("pads").ok().flatten().unwrap_or(vec![0; 4]);
+        if old.len() != 4 {
+            continue;
+        }
+        // ONNX Pad order: [x1_begin, x2_begin, x3_begin, x4_begin, x1_end, ...]; Conv: [h_b, w_b, h_e, w_e].
+        let new = vec![old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]];
+        let src = pad.inputs[0].clone();
+        let pad_name = pad.name.clone();
+        let conv = &mut g.nodes[c];
+        conv.attrs.set("pads", super::AttrValue::Ints(new));
+        conv.inputs[0] = src;
+        conv.fused.insert(0, pad_name);
+        removed.insert(i);
+    }
+    let nodes = std::mem::take(&mut g.nodes);
+    g.nodes = nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
 }

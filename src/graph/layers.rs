@@ -42,15 +42,9 @@ pub fn quantizable_layers(graph: &Graph) -> Vec<Layer> {
         let w = &graph.initializers[node.input(1).unwrap_or_default()];
         let f = fusion_of(graph, idx, &consumers);
         let fused_idx = f.fused_nodes();
-        let fused: Vec<String> = fused_idx
-            .iter()
-            .map(|&i| graph.nodes[i].op_type.clone())
-            .filter(|op| op != "Transpose")
-            .collect();
-        let bias = node
-            .input(2)
-            .and_then(|b| graph.initializers.get(b))
-            .map_or(0, |b| b.len());
+        let fused: Vec<String> =
+            fused_idx.iter().map(|&i| graph.nodes[i].op_type.clone()).filter(|op| op != "Transpose").collect();
+        let bias = node.input(2).and_then(|b| graph.initializers.get(b)).map_or(0, |b| b.len());
         let ws = &w.shape;
         let attr_pair = |name: &str, default: Vec<usize>| -> Vec<usize> {
             node.attr()
@@ -66,42 +60,24 @@ pub fn quantizable_layers(graph: &Graph) -> Vec<Layer> {
         let (cin, cout, kernel, stride, macs) = match node.op_type.as_str() {
             "Conv" => {
                 let k = ws[2..].to_vec();
-                let macs = out_shape.as_ref().map_or(0, |o| {
-                    o.iter().product::<usize>() * ws[1] * k.iter().product::<usize>()
-                });
-                (
-                    ws[1] * group,
-                    ws[0],
-                    k.clone(),
-                    attr_pair("strides", vec![1; k.len()]),
-                    macs,
-                )
+                let macs =
+                    out_shape.as_ref().map_or(0, |o| o.iter().product::<usize>() * ws[1] * k.iter().product::<usize>());
+                (ws[1] * group, ws[0], k.clone(), attr_pair("strides", vec![1; k.len()]), macs)
             }
             "ConvTranspose" => {
                 let k = ws[2..].to_vec();
-                let macs = in_shape.as_ref().map_or(0, |i| {
-                    i.iter().product::<usize>() * ws[1] * k.iter().product::<usize>()
-                });
-                (
-                    ws[0],
-                    ws[1] * group,
-                    k.clone(),
-                    attr_pair("strides", vec![1; k.len()]),
-                    macs,
-                )
+                let macs =
+                    in_shape.as_ref().map_or(0, |i| i.iter().product::<usize>() * ws[1] * k.iter().product::<usize>());
+                (ws[0], ws[1] * group, k.clone(), attr_pair("strides", vec![1; k.len()]), macs)
             }
             "MatMul" => {
-                let macs = out_shape
-                    .as_ref()
-                    .map_or(0, |o| o.iter().product::<usize>() * ws[0]);
+                let macs = out_shape.as_ref().map_or(0, |o| o.iter().product::<usize>() * ws[0]);
                 (ws[0], ws[1], vec![], vec![], macs)
             }
             _ => {
                 let tb = node.attr().i64("transB", 0).unwrap_or(0) != 0;
                 let (k, n) = if tb { (ws[1], ws[0]) } else { (ws[0], ws[1]) };
-                let macs = out_shape
-                    .as_ref()
-                    .map_or(0, |o| o.iter().product::<usize>() * k);
+                let macs = out_shape.as_ref().map_or(0, |o| o.iter().product::<usize>() * k);
                 (k, n, vec![], vec![], macs)
             }
         };
@@ -114,10 +90,7 @@ pub fn quantizable_layers(graph: &Graph) -> Vec<Layer> {
             kernel,
             stride,
             fused,
-            fused_nodes: fused_idx
-                .iter()
-                .map(|&i| graph.nodes[i].name.clone())
-                .collect(),
+            fused_nodes: fused_idx.iter().map(|&i| graph.nodes[i].name.clone()).collect(),
             params: w.len() + bias,
             flops: 2 * macs as u64,
             input: node.inputs[0].clone(),
@@ -130,10 +103,5 @@ pub fn quantizable_layers(graph: &Graph) -> Vec<Layer> {
 
 /// Total parameter count: elements of every floating-point initializer.
 pub fn total_params(graph: &Graph) -> usize {
-    graph
-        .initializers
-        .values()
-        .filter(|t| t.as_f32().is_some())
-        .map(|t| t.len())
-        .sum()
+    graph.initializers.values().filter(|t| t.as_f32().is_some()).map(|t| t.len()).sum()
 }

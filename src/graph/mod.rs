@@ -54,14 +54,7 @@ pub fn static_dims(shape: &Shape) -> Option<Vec<usize>> {
 }
 
 pub fn shape_str(shape: &Shape) -> String {
-    format!(
-        "[{}]",
-        shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
 }
 
 /// Facts about one tensor edge.
@@ -99,16 +92,10 @@ pub struct Node {
 
 impl Node {
     pub fn attr(&self) -> AttrReader<'_> {
-        AttrReader {
-            node: &self.name,
-            attrs: &self.attrs,
-        }
+        AttrReader { node: &self.name, attrs: &self.attrs }
     }
     pub fn input(&self, i: usize) -> Option<&str> {
-        self.inputs
-            .get(i)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
+        self.inputs.get(i).map(String::as_str).filter(|s| !s.is_empty())
     }
 }
 
@@ -132,26 +119,21 @@ fn value_info(v: &ValueInfoProto) -> ValueInfo {
     let name = v.name.clone().unwrap_or_default();
     let mut dtype = DType::Other(0);
     let mut shape = None;
-    if let Some(type_proto::Value::TensorType(tt)) =
-        v.r#type.as_ref().and_then(|t| t.value.as_ref())
-    {
+    if let Some(type_proto::Value::TensorType(tt)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         dtype = DType::from_onnx(tt.elem_type.unwrap_or(0));
-        shape =
-            tt.shape.as_ref().map(|s| {
-                s.dim
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| match &d.value {
-                        Some(
-                            crate::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(v),
-                        ) if *v >= 0 => Dim::Fixed(*v as usize),
-                        Some(
-                            crate::onnx::proto::tensor_shape_proto::dimension::Value::DimParam(p),
-                        ) => Dim::Sym(p.clone()),
-                        _ => Dim::Sym(format!("?{i}")),
-                    })
-                    .collect()
-            });
+        shape = tt.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match &d.value {
+                    Some(crate::onnx::proto::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
+                        Dim::Fixed(*v as usize)
+                    }
+                    Some(crate::onnx::proto::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Sym(p.clone()),
+                    _ => Dim::Sym(format!("?{i}")),
+                })
+                .collect()
+        });
     }
     ValueInfo { name, dtype, shape }
 }
@@ -161,17 +143,11 @@ impl Graph {
     /// topological order, declared edge facts; then checks that every edge has a producer and
     /// infers shapes. Unknown ops import fine; they fail only when executed.
     pub fn from_model(model: &ModelProto, model_dir: &Path) -> Result<Graph> {
-        let g = model
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::Other("model has no graph".into()))?;
+        let g = model.graph.as_ref().ok_or_else(|| Error::Other("model has no graph".into()))?;
         let opset = model
             .opset_import
             .iter()
-            .find(|o| {
-                o.domain.as_deref().unwrap_or("").is_empty()
-                    || o.domain.as_deref() == Some("ai.onnx")
-            })
+            .find(|o| o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx"))
             .and_then(|o| o.version)
             .unwrap_or(1);
 
@@ -191,23 +167,14 @@ impl Graph {
             );
             initializers.insert(name, Arc::new(tensor));
         }
-        let inputs: Vec<ValueInfo> = g
-            .input
-            .iter()
-            .map(value_info)
-            .filter(|v| !initializers.contains_key(&v.name))
-            .collect();
+        let inputs: Vec<ValueInfo> =
+            g.input.iter().map(value_info).filter(|v| !initializers.contains_key(&v.name)).collect();
         for v in &inputs {
             values.insert(v.name.clone(), v.clone());
         }
         let outputs: Vec<ValueInfo> = g.output.iter().map(value_info).collect();
-        let declared: HashMap<String, ValueInfo> = g
-            .value_info
-            .iter()
-            .map(value_info)
-            .chain(outputs.iter().cloned())
-            .map(|v| (v.name.clone(), v))
-            .collect();
+        let declared: HashMap<String, ValueInfo> =
+            g.value_info.iter().map(value_info).chain(outputs.iter().cloned()).map(|v| (v.name.clone(), v)).collect();
 
         let mut used_names = HashSet::new();
         let mut nodes = Vec::with_capacity(g.node.len());
@@ -240,12 +207,7 @@ impl Graph {
             metadata: model
                 .metadata_props
                 .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone().unwrap_or_default(),
-                        kv.value.clone().unwrap_or_default(),
-                    )
-                })
+                .map(|kv| (kv.key.clone().unwrap_or_default(), kv.value.clone().unwrap_or_default()))
                 .collect(),
             opset,
         };
@@ -260,19 +222,12 @@ impl Graph {
         for (i, n) in self.nodes.iter().enumerate() {
             for o in n.outputs.iter().filter(|o| !o.is_empty()) {
                 if producer.insert(o, i).is_some() {
-                    return Err(Error::graph(
-                        &n.name,
-                        format!("output '{o}' is produced by more than one node"),
-                    ));
+                    return Err(Error::graph(&n.name, format!("output '{o}' is produced by more than one node")));
                 }
             }
         }
-        let available: HashSet<&str> = self
-            .inputs
-            .iter()
-            .map(|v| v.name.as_str())
-            .chain(self.initializers.keys().map(String::as_str))
-            .collect();
+        let available: HashSet<&str> =
+            self.inputs.iter().map(|v| v.name.as_str()).chain(self.initializers.keys().map(String::as_str)).collect();
         let mut indeg = vec![0usize; self.nodes.len()];
         let mut users: Vec<Vec<usize>> = vec![vec![]; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
@@ -293,14 +248,10 @@ impl Graph {
         }
         for o in &self.outputs {
             if !producer.contains_key(o.name.as_str()) && !available.contains(o.name.as_str()) {
-                return Err(Error::graph(
-                    &o.name,
-                    "graph output is not produced by any node".to_string(),
-                ));
+                return Err(Error::graph(&o.name, "graph output is not produced by any node".to_string()));
             }
         }
-        let mut ready: std::collections::BTreeSet<usize> =
-            (0..self.nodes.len()).filter(|&i| indeg[i] == 0).collect();
+        let mut ready: std::collections::BTreeSet<usize> = (0..self.nodes.len()).filter(|&i| indeg[i] == 0).collect();
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(i) = ready.pop_first() {
             order.push(i);
@@ -313,15 +264,9 @@ impl Graph {
         }
         if order.len() != self.nodes.len() {
             let stuck = (0..self.nodes.len()).find(|i| indeg[*i] > 0).unwrap_or(0);
-            return Err(Error::graph(
-                &self.nodes[stuck].name,
-                "the graph has a cycle through this node",
-            ));
+            return Err(Error::graph(&self.nodes[stuck].name, "the graph has a cycle through this node"));
         }
-        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
-            .into_iter()
-            .map(Some)
-            .collect();
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
         self.nodes = order.into_iter().map(|i| old[i].take().unwrap()).collect();
         Ok(())
     }

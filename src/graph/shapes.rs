@@ -20,16 +20,8 @@ pub fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n {
-            Some(&a[i + a.len() - n])
-        } else {
-            None
-        };
-        let db = if i + b.len() >= n {
-            Some(&b[i + b.len() - n])
-        } else {
-            None
-        };
+        let da = if i + a.len() >= n { Some(&a[i + a.len() - n]) } else { None };
+        let db = if i + b.len() >= n { Some(&b[i + b.len() - n]) } else { None };
         out.push(match (da, db) {
             (Some(x), None) | (None, Some(x)) => x.clone(),
             (Some(Dim::Fixed(1)), Some(y)) | (Some(y), Some(Dim::Fixed(1))) => y.clone(),
@@ -46,10 +38,7 @@ fn norm_axis(node: &Node, axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r.max(1) {
-        return Err(bad(
-            node,
-            format!("axis {axis} is out of range for rank {rank}"),
-        ));
+        return Err(bad(node, format!("axis {axis} is out of range for rank {rank}")));
     }
     Ok(a as usize)
 }
@@ -66,9 +55,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn ints(&self, node: &Node, i: usize) -> Option<Vec<i64>> {
-        node.input(i)
-            .and_then(|n| self.consts.get(n))
-            .and_then(|t| t.to_i64_vec())
+        node.input(i).and_then(|n| self.consts.get(n)).and_then(|t| t.to_i64_vec())
     }
 }
 
@@ -79,11 +66,12 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
     let same = || -> Result<Vec<Fact>> { Ok(vec![(dtype0, shape(0))]) };
     let a = node.attr();
     match node.op_type.as_str() {
-        "Relu" | "Sigmoid" | "Identity" | "Softmax" | "Neg" | "Abs" | "Exp" | "Sqrt"
-        | "LeakyRelu" | "Clip" | "Tanh" | "Floor" | "Ceil" | "Round" | "Not" | "ScatterND"
-        | "ScatterElements" | "BatchNormalization" => same(),
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "Greater" | "Equal"
-        | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or" => {
+        "Relu" | "Sigmoid" | "Identity" | "Softmax" | "Neg" | "Abs" | "Exp" | "Sqrt" | "LeakyRelu" | "Clip"
+        | "Tanh" | "Floor" | "Ceil" | "Round" | "Not" | "ScatterND" | "ScatterElements" | "BatchNormalization" => {
+            same()
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "Greater" | "Equal" | "LessOrEqual"
+        | "GreaterOrEqual" | "And" | "Or" => {
             let mut out: Option<Shape> = shape(0);
             for i in 1..node.inputs.len() {
                 out = match (out, shape(i)) {
@@ -125,35 +113,29 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
             Ok(vec![(DType::from_onnx(to), shape(0))])
         }
         "Conv" | "ConvTranspose" => {
+            if let Some(w) = shape(1).filter(|w| w.len() < 3) {
+                return Err(bad(node, format!("weight {} must have rank >= 3", shape_str(&w))));
+            }
             let (Some(x), Some(w)) = (shape(0), shape(1)) else {
                 return Ok(vec![(dtype0, None)]);
             };
             if x.len() < 3 || w.len() != x.len() {
                 return Err(bad(
                     node,
-                    format!(
-                        "input {} and weight {} ranks do not fit",
-                        shape_str(&x),
-                        shape_str(&w)
-                    ),
+                    format!("input {} and weight {} ranks do not fit", shape_str(&x), shape_str(&w)),
                 ));
             }
             let sp = x.len() - 2;
             let group = a.i64("group", 1)?.max(1) as usize;
             let k: Vec<usize> = match a.ints_opt("kernel_shape")? {
                 Some(k) => k.iter().map(|&v| v as usize).collect(),
-                None => static_dims(&w.to_vec())
-                    .map(|w| w[2..].to_vec())
-                    .unwrap_or_default(),
+                None => static_dims(&w.to_vec()).map(|w| w[2..].to_vec()).unwrap_or_default(),
             };
             let strides = a.ints_opt("strides")?.unwrap_or(vec![1; sp]);
             let dil = a.ints_opt("dilations")?.unwrap_or(vec![1; sp]);
             let pads = a.ints_opt("pads")?.unwrap_or(vec![0; 2 * sp]);
             if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
-                return Err(bad(
-                    node,
-                    "auto_pad is not supported; export with explicit pads",
-                ));
+                return Err(bad(node, "auto_pad is not supported; export with explicit pads"));
             }
             let conv = node.op_type == "Conv";
             let (cin_w, cout) = match (&w[0], &w[1]) {
@@ -170,10 +152,7 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
                 if cw != *cx {
                     return Err(bad(
                         node,
-                        format!(
-                            "input has {cx} channels but the weight {} expects {cw}",
-                            shape_str(&w)
-                        ),
+                        format!("input has {cx} channels but the weight {} expects {cw}", shape_str(&w)),
                     ));
                 }
             }
@@ -183,24 +162,13 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
                     out.push(Dim::Sym(format!("s{i}")));
                     continue;
                 };
-                let (kk, s, d) = (
-                    *k.get(i).unwrap_or(&1),
-                    strides[i].max(1) as usize,
-                    dil[i].max(1) as usize,
-                );
+                let (kk, s, d) = (*k.get(i).unwrap_or(&1), strides[i].max(1) as usize, dil[i].max(1) as usize);
                 let ptot = (pads[i] + pads[i + sp]).max(0) as usize;
                 let o = if conv {
-                    conv_out(inp, kk, s, d, ptot).ok_or_else(|| {
-                        bad(
-                            node,
-                            format!("kernel {kk} does not fit the input size {inp}"),
-                        )
-                    })?
+                    conv_out(inp, kk, s, d, ptot)
+                        .ok_or_else(|| bad(node, format!("kernel {kk} does not fit the input size {inp}")))?
                 } else {
-                    let op = a
-                        .ints_opt("output_padding")?
-                        .map(|v| v[i] as usize)
-                        .unwrap_or(0);
+                    let op = a.ints_opt("output_padding")?.map(|v| v[i] as usize).unwrap_or(0);
                     (s * (inp - 1) + op + d * (kk - 1) + 1)
                         .checked_sub(ptot)
                         .ok_or_else(|| bad(node, "pads exceed the output size"))?
@@ -216,30 +184,15 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
             if x.is_empty() || w.is_empty() {
                 return Err(bad(node, "MatMul of a scalar"));
             }
-            let (xk, wk) = (
-                x[x.len() - 1].clone(),
-                w[if w.len() == 1 { 0 } else { w.len() - 2 }].clone(),
-            );
+            let (xk, wk) = (x[x.len() - 1].clone(), w[if w.len() == 1 { 0 } else { w.len() - 2 }].clone());
             if let (Dim::Fixed(p), Dim::Fixed(q)) = (&xk, &wk) {
                 if p != q {
-                    return Err(bad(
-                        node,
-                        format!(
-                            "inner dimensions differ: {} x {}",
-                            shape_str(&x),
-                            shape_str(&w)
-                        ),
-                    ));
+                    return Err(bad(node, format!("inner dimensions differ: {} x {}", shape_str(&x), shape_str(&w))));
                 }
             }
             let bx: Shape = x[..x.len().saturating_sub(2)].to_vec();
-            let bw: Shape = if w.len() > 2 {
-                w[..w.len() - 2].to_vec()
-            } else {
-                vec![]
-            };
-            let mut out =
-                broadcast(&bx, &bw).ok_or_else(|| bad(node, "batch dims do not broadcast"))?;
+            let bw: Shape = if w.len() > 2 { w[..w.len() - 2].to_vec() } else { vec![] };
+            let mut out = broadcast(&bx, &bw).ok_or_else(|| bad(node, "batch dims do not broadcast"))?;
             if x.len() >= 2 {
                 out.push(x[x.len() - 2].clone());
             }
@@ -249,6 +202,9 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
             Ok(vec![(dtype0, Some(out))])
         }
         "Gemm" => {
+            if let Some(w) = shape(1).filter(|w| w.len() != 2) {
+                return Err(bad(node, format!("input B {} must be 2-D", shape_str(&w))));
+            }
             let (Some(x), Some(w)) = (shape(0), shape(1)) else {
                 return Ok(vec![(dtype0, None)]);
             };
@@ -268,46 +224,26 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
         }
         "Transpose" => {
             let Some(x) = shape(0) else { return same() };
-            let perm: Vec<i64> = a
-                .ints_opt("perm")?
-                .unwrap_or_else(|| (0..x.len() as i64).rev().collect());
+            let perm: Vec<i64> = a.ints_opt("perm")?.unwrap_or_else(|| (0..x.len() as i64).rev().collect());
             if perm.len() != x.len() {
-                return Err(bad(
-                    node,
-                    format!("perm {perm:?} does not fit rank {}", x.len()),
-                ));
+                return Err(bad(node, format!("perm {perm:?} does not fit rank {}", x.len())));
             }
-            let out = perm
-                .iter()
-                .map(|&p| norm_axis(node, p, x.len()).map(|p| x[p].clone()))
-                .collect::<Result<Shape>>()?;
+            let out =
+                perm.iter().map(|&p| norm_axis(node, p, x.len()).map(|p| x[p].clone())).collect::<Result<Shape>>()?;
             Ok(vec![(dtype0, Some(out))])
         }
         "ReduceMax" | "ReduceSum" | "ReduceMean" | "ReduceMin" => {
             let Some(x) = shape(0) else { return same() };
-            let axes = if node.input(1).is_some() {
-                ctx.ints(node, 1)
-            } else {
-                a.ints_opt("axes")?
-            };
+            let axes = if node.input(1).is_some() { ctx.ints(node, 1) } else { a.ints_opt("axes")? };
             let keep = a.i64("keepdims", 1)? != 0;
             let axes: Vec<usize> = match axes {
-                Some(ax) => ax
-                    .iter()
-                    .map(|&v| norm_axis(node, v, x.len()))
-                    .collect::<Result<_>>()?,
+                Some(ax) => ax.iter().map(|&v| norm_axis(node, v, x.len())).collect::<Result<_>>()?,
                 None => (0..x.len()).collect(),
             };
             let out = x
                 .iter()
                 .enumerate()
-                .filter_map(|(i, d)| {
-                    if axes.contains(&i) {
-                        keep.then_some(Dim::Fixed(1))
-                    } else {
-                        Some(d.clone())
-                    }
-                })
+                .filter_map(|(i, d)| if axes.contains(&i) { keep.then_some(Dim::Fixed(1)) } else { Some(d.clone()) })
                 .collect();
             Ok(vec![(dtype0, Some(out))])
         }
@@ -354,22 +290,14 @@ fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact
             match (dense, c) {
                 (Some(d), Some(c)) if d.len() == 2 => Ok(vec![(
                     DType::F32,
-                    Some(vec![
-                        Dim::Fixed(1),
-                        c,
-                        Dim::Fixed(d[0] as usize),
-                        Dim::Fixed(d[1] as usize),
-                    ]),
+                    Some(vec![Dim::Fixed(1), c, Dim::Fixed(d[0] as usize), Dim::Fixed(d[1] as usize)]),
                 )]),
                 _ => Ok(vec![(DType::F32, None)]),
             }
         }
         "QuantizeLinear" => {
             let zp = fact(2).map(|f| f.0).unwrap_or(DType::U8);
-            let out = a
-                .i64_opt("output_dtype")?
-                .map(|t| DType::from_onnx(t as i32))
-                .unwrap_or(zp);
+            let out = a.i64_opt("output_dtype")?.map(|t| DType::from_onnx(t as i32)).unwrap_or(zp);
             Ok(vec![(out, shape(0))])
         }
         "DequantizeLinear" => Ok(vec![(DType::F32, shape(0))]),
@@ -396,33 +324,16 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
     let mut consts: HashMap<String, Arc<Tensor>> = graph.initializers.clone();
     let mut values = std::mem::take(&mut graph.values);
     for node in &graph.nodes {
-        let facts: Vec<Option<Fact>> = node
-            .inputs
-            .iter()
-            .map(|i| {
-                values
-                    .get(i)
-                    .map(|v: &ValueInfo| (v.dtype, v.shape.clone()))
-            })
-            .collect();
-        let all_const = !node
-            .inputs
-            .iter()
-            .filter(|i| !i.is_empty())
-            .any(|i| !consts.contains_key(i))
+        let facts: Vec<Option<Fact>> =
+            node.inputs.iter().map(|i| values.get(i).map(|v: &ValueInfo| (v.dtype, v.shape.clone()))).collect();
+        let all_const = !node.inputs.iter().filter(|i| !i.is_empty()).any(|i| !consts.contains_key(i))
             && crate::exec::cpu::is_supported(&node.op_type)
             && node.op_type != "PPScatterPlugin";
         let mut out_facts: Vec<Fact> = Vec::new();
         let mut folded = false;
         // Shape of a statically shaped input is a constant.
         if node.op_type == "Shape" {
-            if let Some(s) = facts
-                .first()
-                .cloned()
-                .flatten()
-                .and_then(|f| f.1)
-                .and_then(|s| static_dims(&s))
-            {
+            if let Some(s) = facts.first().cloned().flatten().and_then(|f| f.1).and_then(|s| static_dims(&s)) {
                 let t = Tensor::i64(vec![s.len()], s.iter().map(|&v| v as i64).collect());
                 let t = crate::exec::cpu::slice_shape_output(node, t)?;
                 out_facts.push((DType::I64, Some(shape_from_tensor(&t))));
@@ -431,18 +342,9 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
             }
         }
         if !folded && all_const {
-            let ins: Vec<Option<Arc<Tensor>>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    if i.is_empty() {
-                        None
-                    } else {
-                        consts.get(i).cloned()
-                    }
-                })
-                .collect();
-            let outs = crate::exec::cpu::eval_node(node, &ins)?;
+            let ins: Vec<Option<Arc<Tensor>>> =
+                node.inputs.iter().map(|i| if i.is_empty() { None } else { consts.get(i).cloned() }).collect();
+            let outs = crate::exec::cpu::eval_node(node, ins)?;
             for (name, t) in node.outputs.iter().zip(outs) {
                 let dt = dtype_of_tensor(&t, declared.get(name).map(|v| v.dtype));
                 out_facts.push((dt, Some(shape_from_tensor(&t))));
@@ -493,14 +395,7 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
                     dt = d.dtype;
                 }
             }
-            values.insert(
-                name.clone(),
-                ValueInfo {
-                    name: name.clone(),
-                    dtype: dt,
-                    shape,
-                },
-            );
+            values.insert(name.clone(), ValueInfo { name: name.clone(), dtype: dt, shape });
         }
     }
     graph.values = values;

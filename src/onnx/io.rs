@@ -28,9 +28,7 @@ pub fn decode_model(bytes: &[u8], origin: &Path) -> Result<ModelProto> {
     }
     let model = ModelProto::decode(bytes).map_err(|e| Error::Model {
         file: origin.to_path_buf(),
-        msg: format!(
-            "not a valid ONNX protobuf ({e}); the file may be truncated or not an ONNX model"
-        ),
+        msg: format!("not a valid ONNX protobuf ({e}); the file may be truncated or not an ONNX model"),
     })?;
     // Protobuf accepts many byte strings; an ONNX model has at least an IR version and a graph.
     if model.graph.is_none() || model.ir_version.unwrap_or(0) <= 0 {
@@ -49,35 +47,18 @@ pub fn encode_model(model: &ModelProto) -> Vec<u8> {
 /// Reads and decodes `path`. External-data initializers stay as references; they are read
 /// (relative to the model's folder) when the graph is built.
 pub fn load_model(path: &Path) -> Result<ModelFile> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     let model = decode_model(&bytes, path)?;
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    Ok(ModelFile {
-        path: path.to_path_buf(),
-        dir,
-        model,
-        file_bytes: bytes.len() as u64,
-    })
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    Ok(ModelFile { path: path.to_path_buf(), dir, model, file_bytes: bytes.len() as u64 })
 }
 
 /// Encodes and writes atomically (temp file + rename), so a failed save never leaves a half file.
 pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
     let bytes = encode_model(model);
     let tmp = path.with_extension("onnx.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io {
-        path: tmp.clone(),
-        source: e,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Returns the raw bytes of a tensor stored as external data (`location`, `offset`, `length`).
@@ -116,10 +97,7 @@ pub fn read_tensor_external(t: &TensorProto, model_dir: &Path) -> Result<Option<
         });
     }
     let file = model_dir.join(&location);
-    let bytes = std::fs::read(&file).map_err(|e| Error::Io {
-        path: file.clone(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(&file).map_err(|e| Error::Io { path: file.clone(), source: e })?;
     let start = offset as usize;
     let end = match length {
         Some(l) => start.saturating_add(l as usize),
@@ -128,11 +106,7 @@ pub fn read_tensor_external(t: &TensorProto, model_dir: &Path) -> Result<Option<
     if start > bytes.len() || end > bytes.len() {
         return Err(Error::Graph {
             node: name,
-            msg: format!(
-                "external data range {start}..{end} lies outside {} ({} bytes)",
-                file.display(),
-                bytes.len()
-            ),
+            msg: format!("external data range {start}..{end} lies outside {} ({} bytes)", file.display(), bytes.len()),
         });
     }
     Ok(Some(bytes[start..end].to_vec()))

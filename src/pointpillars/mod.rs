@@ -63,9 +63,7 @@ impl PointPillarsConfig {
         match graph.metadata.get(METADATA_KEY) {
             None => Ok(None),
             Some(s) => serde_json::from_str(s).map(Some).map_err(|e| {
-                Error::Other(format!(
-                    "metadata '{METADATA_KEY}' is not a valid PointPillars configuration: {e}"
-                ))
+                Error::Other(format!("metadata '{METADATA_KEY}' is not a valid PointPillars configuration: {e}"))
             }),
         }
     }
@@ -82,12 +80,11 @@ pub enum Layout {
 }
 
 pub fn detect_layout(graph: &Graph) -> Layout {
-    if graph.nodes.iter().any(|n| {
-        matches!(
-            n.op_type.as_str(),
-            "PPScatterPlugin" | "PillarScatterPlugin" | "ScatterBEV"
-        )
-    }) {
+    if graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op_type.as_str(), "PPScatterPlugin" | "PillarScatterPlugin" | "ScatterBEV"))
+    {
         Layout::Cudapp
     } else {
         Layout::Standard
@@ -132,12 +129,7 @@ pub fn random_pillar_inputs(
             .inputs
             .iter()
             .find(|v| v.name == name)
-            .and_then(|v| {
-                v.shape
-                    .as_ref()
-                    .and_then(crate::graph::static_dims)
-                    .map(|s| (v.dtype, s))
-            })
+            .and_then(|v| v.shape.as_ref().and_then(crate::graph::static_dims).map(|s| (v.dtype, s)))
             .ok_or_else(|| Error::Input {
                 name: name.into(),
                 msg: "random pillar inputs need a statically shaped input of this name".into(),
@@ -147,31 +139,19 @@ pub fn random_pillar_inputs(
     let (idt, _) = need("voxel_idxs")?;
     let (ndt, _) = need("voxel_num")?;
     let [p, m, f] = vs[..] else {
-        return Err(Error::Input {
-            name: "voxels".into(),
-            msg: format!("expected [P, points, features], got {vs:?}"),
-        });
+        return Err(Error::Input { name: "voxels".into(), msg: format!("expected [P, points, features], got {vs:?}") });
     };
     let (nx, ny, range, vsz) = match cfg {
-        Some(c) => (
-            c.grid_size[0],
-            c.grid_size[1],
-            c.point_cloud_range,
-            c.voxel_size,
-        ),
+        Some(c) => (c.grid_size[0], c.grid_size[1], c.point_cloud_range, c.voxel_size),
         None => {
-            let dense = graph
-                .nodes
-                .iter()
-                .find_map(|n| n.attr().ints_opt("dense_shape").ok().flatten())
-                .ok_or_else(|| Error::Other("the model has no PointPillars metadata and no dense_shape: cannot size the grid".into()))?;
+            let dense =
+                graph.nodes.iter().find_map(|n| n.attr().ints_opt("dense_shape").ok().flatten()).ok_or_else(|| {
+                    Error::Other(
+                        "the model has no PointPillars metadata and no dense_shape: cannot size the grid".into(),
+                    )
+                })?;
             let (ny, nx) = (dense[0] as usize, dense[1] as usize);
-            (
-                nx,
-                ny,
-                [0.0, -39.68, -3.0, 69.12, 39.68, 1.0],
-                [69.12 / nx as f32, 79.36 / ny as f32, 4.0],
-            )
+            (nx, ny, [0.0, -39.68, -3.0, 69.12, 39.68, 1.0], [69.12 / nx as f32, 79.36 / ny as f32, 4.0])
         }
     };
     let mut rng = SplitMix64::new(seed);
@@ -190,12 +170,7 @@ pub fn random_pillar_inputs(
             for v in &mut voxels[i * m * f..(i + 1) * m * f] {
                 *v = (rng.unit() - 0.5) * 2000.0;
             }
-            idxs[i * 4..i * 4 + 4].copy_from_slice(&[
-                0,
-                0,
-                rng.below(ny + 50) as i64,
-                rng.below(nx + 50) as i64,
-            ]);
+            idxs[i * 4..i * 4 + 4].copy_from_slice(&[0, 0, rng.below(ny + 50) as i64, rng.below(nx + 50) as i64]);
             continue;
         }
         let (y, x) = (cells[i] / nx, cells[i] % nx);
@@ -213,8 +188,7 @@ pub fn random_pillar_inputs(
                 rng.unit(),
             ]);
         }
-        let mean: [f32; 3] =
-            std::array::from_fn(|d| pts.iter().map(|q| q[d]).sum::<f32>() / npts as f32);
+        let mean: [f32; 3] = std::array::from_fn(|d| pts.iter().map(|q| q[d]).sum::<f32>() / npts as f32);
         for (j, q) in pts.iter().enumerate() {
             let row = &mut voxels[(i * m + j) * f..(i * m + j + 1) * f];
             let feats = [
@@ -236,10 +210,7 @@ pub fn random_pillar_inputs(
     }
     let int_tensor = |dt: crate::tensor::DType, shape: Vec<usize>, v: Vec<i64>| -> Tensor {
         match dt {
-            crate::tensor::DType::I32 => Tensor {
-                shape,
-                data: Data::I32(v.iter().map(|&x| x as i32).collect()),
-            },
+            crate::tensor::DType::I32 => Tensor { shape, data: Data::I32(v.iter().map(|&x| x as i32).collect()) },
             _ => Tensor::i64(shape, v),
         }
     };

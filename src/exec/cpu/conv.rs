@@ -98,11 +98,7 @@ fn im2col(
                         } else {
                             for (j, d) in dst.iter_mut().enumerate() {
                                 let ix = ix0 + (j * sw) as isize;
-                                *d = if ix >= 0 && ix < w as isize {
-                                    src[ix as usize]
-                                } else {
-                                    0.0
-                                };
+                                *d = if ix >= 0 && ix < w as isize { src[ix as usize] } else { 0.0 };
                             }
                         }
                     }
@@ -137,45 +133,25 @@ pub fn conv2d(
     let tiles = hw.div_ceil(tile);
     let out = SharedMut::new(&mut y);
     let pointwise = p.is_pointwise();
-    (0..n * g * tiles)
-        .into_par_iter()
-        .for_each_init(Vec::new, |col, job| {
-            let (b, rest) = (job / (g * tiles), job % (g * tiles));
-            let (gi, t) = (rest / tiles, rest % tiles);
-            let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw));
-            let xg = &x[(b * cin + gi * cin_g) * h * wd..(b * cin + (gi + 1) * cin_g) * h * wd];
-            let wg = &w[gi * cout_g * k..(gi + 1) * cout_g * k];
-            // SAFETY: this job writes only columns [p0, p1) of its own (batch, group) rows.
-            let yall = unsafe { out.slice() };
-            let yg = &mut yall[(b * cout + gi * cout_g) * hw..(b * cout + (gi + 1) * cout_g) * hw];
-            let dst = &mut yg[p0..];
-            if pointwise {
-                sgemm(
-                    cout_g,
-                    p1 - p0,
-                    k,
-                    MatRef::rows(wg, k),
-                    MatRef::rows(&xg[p0..], hw),
-                    dst,
-                    hw,
-                    false,
-                );
-            } else {
-                col.resize(k * (p1 - p0), 0.0);
-                im2col(xg, cin_g, h, wd, ow, p, p0, p1, col);
-                sgemm(
-                    cout_g,
-                    p1 - p0,
-                    k,
-                    MatRef::rows(wg, k),
-                    MatRef::rows(col, p1 - p0),
-                    dst,
-                    hw,
-                    false,
-                );
-            }
-            epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act);
-        });
+    (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, job| {
+        let (b, rest) = (job / (g * tiles), job % (g * tiles));
+        let (gi, t) = (rest / tiles, rest % tiles);
+        let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw));
+        let xg = &x[(b * cin + gi * cin_g) * h * wd..(b * cin + (gi + 1) * cin_g) * h * wd];
+        let wg = &w[gi * cout_g * k..(gi + 1) * cout_g * k];
+        // SAFETY: this job writes only columns [p0, p1) of its own (batch, group) rows.
+        let yall = unsafe { out.slice() };
+        let yg = &mut yall[(b * cout + gi * cout_g) * hw..(b * cout + (gi + 1) * cout_g) * hw];
+        let dst = &mut yg[p0..];
+        if pointwise {
+            sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(&xg[p0..], hw), dst, hw, false);
+        } else {
+            col.resize(k * (p1 - p0), 0.0);
+            im2col(xg, cin_g, h, wd, ow, p, p0, p1, col);
+            sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(col, p1 - p0), dst, hw, false);
+        }
+        epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act);
+    });
     (y, [n, cout, oh, ow])
 }
 
@@ -193,11 +169,8 @@ pub struct ConvTranspose2dParams {
 impl ConvTranspose2dParams {
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let f = |i: usize, d: usize| {
-            (self.strides[i] * (d - 1)
-                + self.output_padding[i]
-                + self.dilations[i] * (self.kernel[i] - 1)
-                + 1)
-            .checked_sub(self.pads[i] + self.pads[i + 2])
+            (self.strides[i] * (d - 1) + self.output_padding[i] + self.dilations[i] * (self.kernel[i] - 1) + 1)
+                .checked_sub(self.pads[i] + self.pads[i + 2])
         };
         Some((f(0, h)?, f(1, w)?))
     }
@@ -246,38 +219,61 @@ pub fn conv_transpose2d(
                     false,
                 );
             });
-            let yg = &mut y
-                [(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
+            let yg = &mut y[(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
             let col = &col;
-            yg.par_chunks_mut(oh * ow)
-                .enumerate()
-                .for_each(|(co, plane)| {
+            if p.kernel == p.strides && p.dilations == [1, 1] && p.pads == [0; 4] {
+                // Kernel = stride (the PointPillars neck): windows do not overlap, col2im is a
+                // placement; every output element is written exactly once.
+                yg.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
+                    let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
                     for ky in 0..kh {
                         for kx in 0..kw {
                             let src = &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in];
                             for iy in 0..h {
-                                let oy = (iy * p.strides[0] + ky * p.dilations[0]) as isize
-                                    - p.pads[0] as isize;
-                                if oy < 0 || oy >= oh as isize {
-                                    continue;
-                                }
-                                let orow = &mut plane[oy as usize * ow..(oy as usize + 1) * ow];
-                                for ix in 0..wd {
-                                    let ox = (ix * p.strides[1] + kx * p.dilations[1]) as isize
-                                        - p.pads[1] as isize;
-                                    if ox >= 0 && ox < ow as isize {
-                                        orow[ox as usize] += src[iy * wd + ix];
+                                let orow = &mut plane[(iy * kh + ky) * ow..(iy * kh + ky + 1) * ow];
+                                let srow = &src[iy * wd..(iy + 1) * wd];
+                                if kw == 1 {
+                                    orow[..wd].copy_from_slice(srow);
+                                } else {
+                                    for (ix, &v) in srow.iter().enumerate() {
+                                        orow[ix * kw + kx] = v;
                                     }
                                 }
                             }
                         }
                     }
-                    let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
                     match act {
                         Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
                         Activation::None => plane.iter_mut().for_each(|v| *v += bv),
                     }
                 });
+                continue;
+            }
+            yg.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let src = &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in];
+                        for iy in 0..h {
+                            let oy = (iy * p.strides[0] + ky * p.dilations[0]) as isize - p.pads[0] as isize;
+                            if oy < 0 || oy >= oh as isize {
+                                continue;
+                            }
+                            let orow = &mut plane[oy as usize * ow..(oy as usize + 1) * ow];
+                            for ix in 0..wd {
+                                let ox = (ix * p.strides[1] + kx * p.dilations[1]) as isize - p.pads[1] as isize;
+                                if ox >= 0 && ox < ow as isize {
+                                    orow[ox as usize] += src[iy * wd + ix];
+                                }
+                            }
+                        }
+                    }
+                }
+                let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
+                match act {
+                    Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
+                    Activation::None => plane.iter_mut().for_each(|v| *v += bv),
+                }
+            });
         }
     }
     (y, [n, cout, oh, ow])
@@ -302,16 +298,11 @@ mod tests {
                         for ci in 0..cg {
                             for ky in 0..p.kernel[0] {
                                 for kx in 0..p.kernel[1] {
-                                    let iy = (oy * p.strides[0] + ky * p.dilations[0]) as isize
-                                        - p.pads[0] as isize;
-                                    let ix = (ox * p.strides[1] + kx * p.dilations[1]) as isize
-                                        - p.pads[1] as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
-                                    {
-                                        s += x[((b * cin + gi * cg + ci) * h + iy as usize) * wd
-                                            + ix as usize]
-                                            * w[((co * cg + ci) * p.kernel[0] + ky) * p.kernel[1]
-                                                + kx];
+                                    let iy = (oy * p.strides[0] + ky * p.dilations[0]) as isize - p.pads[0] as isize;
+                                    let ix = (ox * p.strides[1] + kx * p.dilations[1]) as isize - p.pads[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                        s += x[((b * cin + gi * cg + ci) * h + iy as usize) * wd + ix as usize]
+                                            * w[((co * cg + ci) * p.kernel[0] + ky) * p.kernel[1] + kx];
                                     }
                                 }
                             }
@@ -327,31 +318,11 @@ mod tests {
     #[test]
     fn conv_matches_naive_reference() {
         let xs = [2, 4, 9, 11];
-        let x: Vec<f32> = (0..xs.iter().product::<usize>())
-            .map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5)
-            .collect();
+        let x: Vec<f32> = (0..xs.iter().product::<usize>()).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5).collect();
         for p in [
-            Conv2dParams {
-                group: 1,
-                kernel: [3, 3],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [1, 1, 1, 1],
-            },
-            Conv2dParams {
-                group: 2,
-                kernel: [3, 2],
-                strides: [2, 1],
-                dilations: [1, 2],
-                pads: [0, 1, 2, 0],
-            },
-            Conv2dParams {
-                group: 1,
-                kernel: [1, 1],
-                strides: [1, 1],
-                dilations: [1, 1],
-                pads: [0; 4],
-            },
+            Conv2dParams { group: 1, kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1, 1, 1, 1] },
+            Conv2dParams { group: 2, kernel: [3, 2], strides: [2, 1], dilations: [1, 2], pads: [0, 1, 2, 0] },
+            Conv2dParams { group: 1, kernel: [1, 1], strides: [1, 1], dilations: [1, 1], pads: [0; 4] },
         ] {
             let cout = 6;
             let w: Vec<f32> = (0..cout * 4 / p.group * p.kernel[0] * p.kernel[1])
@@ -359,11 +330,7 @@ mod tests {
                 .collect();
             let (y, _) = conv2d(&x, xs, &w, cout, None, &p, Activation::None);
             let want = naive_conv(&x, xs, &w, cout, &p);
-            let err = y
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(err < 1e-4, "{p:?}: max error {err}");
         }
     }

@@ -56,22 +56,14 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Send + Default + Clone>(
     let (shape, st) = broadcast_shapes(&[sa, sb])?;
     let n = numel(&shape);
     let out: Vec<O> = if sa == sb {
-        a.par_iter()
-            .zip(b.par_iter())
-            .map(|(&x, &y)| f(x, y))
-            .collect()
+        a.par_iter().zip(b.par_iter()).map(|(&x, &y)| f(x, y)).collect()
     } else if b.len() == 1 && shape == sa {
         let y = b[0];
         a.par_iter().map(|&x| f(x, y)).collect()
     } else {
         (0..n)
             .into_par_iter()
-            .map(|i| {
-                f(
-                    a[gather_index(i, &shape, &st[0])],
-                    b[gather_index(i, &shape, &st[1])],
-                )
-            })
+            .map(|i| f(a[gather_index(i, &shape, &st[0])], b[gather_index(i, &shape, &st[1])]))
             .collect()
     };
     Some((out, shape))
@@ -145,18 +137,12 @@ pub fn cast(t: &Tensor, to: i32) -> std::result::Result<Tensor, String> {
         DType::Bool => Data::Bool(f.iter().map(|&x| x != 0.0).collect()),
         DType::Other(c) => return Err(format!("cast to ONNX type {c} is not supported")),
     };
-    Ok(Tensor {
-        shape: t.shape.clone(),
-        data,
-    })
+    Ok(Tensor { shape: t.shape.clone(), data })
 }
 
 pub fn unary_f32(t: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Result<Tensor, String> {
     match &t.data {
-        Data::F32(v) => Ok(Tensor::f32(
-            t.shape.clone(),
-            v.par_iter().map(|&x| f(x)).collect(),
-        )),
+        Data::F32(v) => Ok(Tensor::f32(t.shape.clone(), v.par_iter().map(|&x| f(x)).collect())),
         _ => Err(format!("expects float32 input, got {}", t.dtype())),
     }
 }

@@ -12,18 +12,10 @@ pub struct MatRef<'a> {
 
 impl<'a> MatRef<'a> {
     pub fn rows(data: &'a [f32], ld: usize) -> Self {
-        MatRef {
-            data,
-            rs: ld,
-            cs: 1,
-        }
+        MatRef { data, rs: ld, cs: 1 }
     }
     pub fn transposed(data: &'a [f32], ld: usize) -> Self {
-        MatRef {
-            data,
-            rs: 1,
-            cs: ld,
-        }
+        MatRef { data, rs: 1, cs: ld }
     }
 }
 
@@ -31,25 +23,12 @@ impl<'a> MatRef<'a> {
 ///
 /// # Safety contract (checked)
 /// Every index the product touches lies inside the given slices.
-pub fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef,
-    b: MatRef,
-    dst: &mut [f32],
-    ldd: usize,
-    accumulate: bool,
-) {
+pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, dst: &mut [f32], ldd: usize, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    let last = |r: usize, c: usize, rs: usize, cs: usize| {
-        (r.saturating_sub(1)) * rs + (c.saturating_sub(1)) * cs
-    };
-    assert!(
-        k == 0 || (a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs))
-    );
+    let last = |r: usize, c: usize, rs: usize, cs: usize| (r.saturating_sub(1)) * rs + (c.saturating_sub(1)) * cs;
+    assert!(k == 0 || (a.data.len() > last(m, k, a.rs, a.cs) && b.data.len() > last(k, n, b.rs, b.cs)));
     assert!(dst.len() > last(m, n, ldd, 1));
     if k == 0 {
         if !accumulate {
@@ -114,16 +93,7 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 2.0).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 - 1.0).collect(); // b stored transposed
         let mut c = vec![1.0f32; m * (n + 2)];
-        sgemm(
-            m,
-            n,
-            k,
-            MatRef::rows(&a, k),
-            MatRef::transposed(&bt, k),
-            &mut c,
-            n + 2,
-            true,
-        );
+        sgemm(m, n, k, MatRef::rows(&a, k), MatRef::transposed(&bt, k), &mut c, n + 2, true);
         for r in 0..m {
             for col in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|i| a[r * k + i] * bt[col * k + i]).sum::<f32>();

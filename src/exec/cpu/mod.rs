@@ -37,22 +37,13 @@ impl From<Error> for OpError {
 
 pub type OpResult = std::result::Result<Vec<Tensor>, OpError>;
 
-pub(crate) fn input(
-    ins: &[Option<Arc<Tensor>>],
-    i: usize,
-) -> std::result::Result<&Tensor, OpError> {
-    ins.get(i)
-        .and_then(|t| t.as_deref())
-        .ok_or_else(|| OpError(format!("missing input {i}")))
+pub(crate) fn input(ins: &[Option<Arc<Tensor>>], i: usize) -> std::result::Result<&Tensor, OpError> {
+    ins.get(i).and_then(|t| t.as_deref()).ok_or_else(|| OpError(format!("missing input {i}")))
 }
 
-pub(crate) fn f32_in(
-    ins: &[Option<Arc<Tensor>>],
-    i: usize,
-) -> std::result::Result<&[f32], OpError> {
+pub(crate) fn f32_in(ins: &[Option<Arc<Tensor>>], i: usize) -> std::result::Result<&[f32], OpError> {
     let t = input(ins, i)?;
-    t.as_f32()
-        .ok_or_else(|| OpError(format!("input {i} must be float32, got {}", t.dtype())))
+    t.as_f32().ok_or_else(|| OpError(format!("input {i} must be float32, got {}", t.dtype())))
 }
 
 /// Op types the CPU executor implements (domain "" / ai.onnx, plus the pillar-scatter plugin).
@@ -123,14 +114,15 @@ pub fn is_supported(op_type: &str) -> bool {
 }
 
 /// Evaluates one node on its inputs (`None` for omitted optional inputs).
-pub fn eval_node(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>> {
+pub fn eval_node(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tensor>> {
     use ops_math as m;
     use ops_shape as s;
+    let ins = &mut ins[..];
     let r = match node.op_type.as_str() {
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "LessOrEqual"
-        | "Greater" | "GreaterOrEqual" | "Equal" | "And" | "Or" => m::binary(node, ins),
-        "Relu" | "Sigmoid" | "Exp" | "Sqrt" | "Tanh" | "Abs" | "Neg" | "Floor" | "Ceil"
-        | "Round" | "LeakyRelu" | "Clip" | "Not" => m::unary(node, ins),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "LessOrEqual" | "Greater"
+        | "GreaterOrEqual" | "Equal" | "And" | "Or" => m::binary(node, ins),
+        "Relu" | "Sigmoid" | "Exp" | "Sqrt" | "Tanh" | "Abs" | "Neg" | "Floor" | "Ceil" | "Round" | "LeakyRelu"
+        | "Clip" | "Not" => m::unary(node, ins),
         "Cast" => m::cast_op(node, ins),
         "Where" => m::where_op(ins),
         "BatchNormalization" => m::batch_norm(node, ins),
@@ -139,9 +131,10 @@ pub fn eval_node(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>
         "Conv" => m::conv(node, ins),
         "ConvTranspose" => m::conv_transpose(node, ins),
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" => m::reduce(node, ins),
-        "Reshape" => s::reshape(node, ins),
-        "Squeeze" | "Unsqueeze" => s::squeeze_unsqueeze(node, ins),
-        "Flatten" => s::flatten(node, ins),
+        // Shape-only ops reuse the input's storage when this node is its last reader.
+        "Reshape" => s::reshape(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
+        "Squeeze" | "Unsqueeze" => s::squeeze_unsqueeze(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
+        "Flatten" => s::flatten(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
         "Transpose" => s::transpose(node, ins),
         "Concat" => s::concat(node, ins),
         "Slice" => s::slice(ins),
@@ -152,7 +145,7 @@ pub fn eval_node(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>
         "ConstantOfShape" => s::constant_of_shape(node, ins),
         "Shape" => s::shape_op(node, ins),
         "Constant" => s::constant(node),
-        "Identity" => input(ins, 0).map(|t| vec![t.clone()]),
+        "Identity" => input(ins, 0).map(|t| t.shape.clone()).map(|sh| vec![s::retarget(ins, sh)]),
         "ScatterND" => ops_scatter::scatter_nd(node, ins),
         "ScatterElements" => ops_scatter::scatter_elements(node, ins),
         "PPScatterPlugin" | "PillarScatterPlugin" => ops_scatter::pp_scatter(node, ins),
@@ -160,18 +153,10 @@ pub fn eval_node(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<Tensor>
         "DequantizeLinear" => ops_quant::dequantize_linear(node, ins),
         other => Err(OpError(format!(
             "op type '{other}'{} is not supported by the CPU executor",
-            if node.domain.is_empty() {
-                String::new()
-            } else {
-                format!(" (domain '{}')", node.domain)
-            }
+            if node.domain.is_empty() { String::new() } else { format!(" (domain '{}')", node.domain) }
         ))),
     };
-    r.map_err(|e| Error::Exec {
-        node: node.name.clone(),
-        op: node.op_type.clone(),
-        msg: e.0,
-    })
+    r.map_err(|e| Error::Exec { node: node.name.clone(), op: node.op_type.clone(), msg: e.0 })
 }
 
 /// One compiled step: a node with its input and output slots.
@@ -216,51 +201,26 @@ impl CpuExecutor {
             let s = slot(name, &mut slots);
             constants.insert(s, t.clone());
         }
-        let input_slots: Vec<usize> = graph
-            .inputs
-            .iter()
-            .map(|v| slot(&v.name, &mut slots))
-            .collect();
+        let input_slots: Vec<usize> = graph.inputs.iter().map(|v| slot(&v.name, &mut slots)).collect();
         let mut steps = Vec::new();
         for node in &graph.nodes {
-            let inputs: Vec<Option<usize>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    if i.is_empty() {
-                        None
-                    } else {
-                        Some(slot(i, &mut slots))
-                    }
-                })
-                .collect();
+            let inputs: Vec<Option<usize>> =
+                node.inputs.iter().map(|i| if i.is_empty() { None } else { Some(slot(i, &mut slots)) }).collect();
             let outputs: Vec<usize> = node.outputs.iter().map(|o| slot(o, &mut slots)).collect();
             // Fold nodes whose inputs are all constant once, here.
-            let all_const = is_supported(&node.op_type)
-                && inputs.iter().flatten().all(|s| constants.contains_key(s));
+            let all_const = is_supported(&node.op_type) && inputs.iter().flatten().all(|s| constants.contains_key(s));
             if all_const {
-                let ins: Vec<Option<Arc<Tensor>>> = inputs
-                    .iter()
-                    .map(|s| s.and_then(|s| constants.get(&s).cloned()))
-                    .collect();
-                let outs = eval_node(node, &ins)?;
+                let ins: Vec<Option<Arc<Tensor>>> =
+                    inputs.iter().map(|s| s.and_then(|s| constants.get(&s).cloned())).collect();
+                let outs = eval_node(node, ins)?;
                 for (s, t) in outputs.iter().zip(outs) {
                     constants.insert(*s, Arc::new(t));
                 }
                 continue;
             }
-            steps.push(Step {
-                node: node.clone(),
-                inputs,
-                outputs,
-                frees: vec![],
-            });
+            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![] });
         }
-        let output_slots: Vec<usize> = graph
-            .outputs
-            .iter()
-            .map(|o| slot(&o.name, &mut slots))
-            .collect();
+        let output_slots: Vec<usize> = graph.outputs.iter().map(|o| slot(&o.name, &mut slots)).collect();
         // Liveness: free a non-constant, non-output slot after its last reader.
         let mut last: HashMap<usize, usize> = HashMap::new();
         for (i, st) in steps.iter().enumerate() {
@@ -307,10 +267,7 @@ impl CpuExecutor {
         }
         for (v, &s) in self.graph.inputs.iter().zip(&self.input_slots) {
             let Some((_, t)) = inputs.iter().find(|(n, _)| n == &v.name) else {
-                return Err(Error::Input {
-                    name: v.name.clone(),
-                    msg: "no tensor given for this model input".into(),
-                });
+                return Err(Error::Input { name: v.name.clone(), msg: "no tensor given for this model input".into() });
             };
             let want = v.dtype;
             let got = t.dtype();
@@ -330,11 +287,7 @@ impl CpuExecutor {
                 if !fits {
                     return Err(Error::Input {
                         name: v.name.clone(),
-                        msg: format!(
-                            "expected shape {}, got {:?}",
-                            crate::graph::shape_str(shape),
-                            t.shape
-                        ),
+                        msg: format!("expected shape {}, got {:?}", crate::graph::shape_str(shape), t.shape),
                     });
                 }
             }
@@ -357,15 +310,22 @@ impl CpuExecutor {
         self.bind_inputs(inputs, &mut slots)?;
         self.pool.install(|| -> Result<()> {
             for st in &self.steps {
+                // Inputs read for the last time are moved, not shared, so kernels may reuse them.
                 let ins: Vec<Option<Arc<Tensor>>> = st
                     .inputs
                     .iter()
-                    .map(|s| s.and_then(|s| slots[s].clone()))
+                    .map(|s| {
+                        s.and_then(|s| {
+                            let once = st.inputs.iter().filter(|x| **x == Some(s)).count() == 1;
+                            if once && st.frees.contains(&s) {
+                                slots[s].take()
+                            } else {
+                                slots[s].clone()
+                            }
+                        })
+                    })
                     .collect();
-                let outs: Vec<Arc<Tensor>> = eval_node(&st.node, &ins)?
-                    .into_iter()
-                    .map(Arc::new)
-                    .collect();
+                let outs: Vec<Arc<Tensor>> = eval_node(&st.node, ins)?.into_iter().map(Arc::new).collect();
                 observe(&st.node, &outs);
                 for (s, t) in st.outputs.iter().zip(outs) {
                     slots[*s] = Some(t);
@@ -381,13 +341,8 @@ impl CpuExecutor {
             .iter()
             .zip(&self.output_slots)
             .map(|(o, &s)| {
-                let t = slots[s]
-                    .take()
-                    .ok_or_else(|| Error::graph(&o.name, "graph output was not computed"))?;
-                Ok((
-                    o.name.clone(),
-                    Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()),
-                ))
+                let t = slots[s].take().ok_or_else(|| Error::graph(&o.name, "graph output was not computed"))?;
+                Ok((o.name.clone(), Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone())))
             })
             .collect()
     }
@@ -413,11 +368,7 @@ impl Backend for CpuExecutor {
 pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Option<f32> {
     match (&a.data, &b.data) {
         (Data::F32(x), Data::F32(y)) if x.len() == y.len() => {
-            let num = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0f32, f32::max);
+            let num = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
             let den = y.iter().map(|v| v.abs()).fold(0f32, f32::max);
             Some(if den > 0.0 { num / den } else { num })
         }

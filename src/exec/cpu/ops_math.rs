@@ -15,12 +15,7 @@ pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let a = input(ins, 0)?;
     let b = input(ins, 1)?;
     let op = node.op_type.as_str();
-    let mismatch = || {
-        OpError(format!(
-            "input shapes {:?} and {:?} cannot be broadcast together",
-            a.shape, b.shape
-        ))
-    };
+    let mismatch = || OpError(format!("input shapes {:?} and {:?} cannot be broadcast together", a.shape, b.shape));
     let cmp = || -> OpResult {
         macro_rules! compare {
             ($x:expr, $y:expr) => {{
@@ -33,10 +28,7 @@ pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
                     _ => return Err(OpError(format!("{op} is not defined for {}", a.dtype()))),
                 }
                 .ok_or_else(mismatch)?;
-                Ok(vec![Tensor {
-                    shape: s,
-                    data: Data::Bool(v),
-                }])
+                Ok(vec![Tensor { shape: s, data: Data::Bool(v) }])
             }};
         }
         match (&a.data, &b.data) {
@@ -51,16 +43,9 @@ pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
                     _ => return Err(OpError(format!("{op} is not defined for bool"))),
                 }
                 .ok_or_else(mismatch)?;
-                Ok(vec![Tensor {
-                    shape: s,
-                    data: Data::Bool(v),
-                }])
+                Ok(vec![Tensor { shape: s, data: Data::Bool(v) }])
             }
-            _ => Err(OpError(format!(
-                "input types differ: {} and {}",
-                a.dtype(),
-                b.dtype()
-            ))),
+            _ => Err(OpError(format!("input types differ: {} and {}", a.dtype(), b.dtype()))),
         }
     };
     macro_rules! arith {
@@ -75,10 +60,7 @@ pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
                 _ => return cmp(),
             }
             .ok_or_else(mismatch)?;
-            Ok(vec![Tensor {
-                shape: s,
-                data: $ctor(v),
-            }])
+            Ok(vec![Tensor { shape: s, data: $ctor(v) }])
         }};
     }
     match (&a.data, &b.data) {
@@ -89,16 +71,12 @@ pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
             }
             arith!(x, y, Data::F32, |p, q| p / q)
         }
-        (Data::I64(x), Data::I64(y)) => arith!(x, y, Data::I64, |p: i64, q: i64| if q == 0 {
-            0
-        } else {
-            p.div_euclid(q)
-        }),
-        (Data::I32(x), Data::I32(y)) => arith!(x, y, Data::I32, |p: i32, q: i32| if q == 0 {
-            0
-        } else {
-            p.div_euclid(q)
-        }),
+        (Data::I64(x), Data::I64(y)) => {
+            arith!(x, y, Data::I64, |p: i64, q: i64| if q == 0 { 0 } else { p.div_euclid(q) })
+        }
+        (Data::I32(x), Data::I32(y)) => {
+            arith!(x, y, Data::I32, |p: i32, q: i32| if q == 0 { 0 } else { p.div_euclid(q) })
+        }
         _ => cmp(),
     }
 }
@@ -122,25 +100,12 @@ pub fn unary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
             unary_f32(x, move |v| if v < 0.0 { alpha * v } else { v })
         }
         "Clip" => {
-            let lo = ins
-                .get(1)
-                .cloned()
-                .flatten()
-                .and_then(|t| t.as_f32().map(|v| v[0]))
-                .unwrap_or(f32::NEG_INFINITY);
-            let hi = ins
-                .get(2)
-                .cloned()
-                .flatten()
-                .and_then(|t| t.as_f32().map(|v| v[0]))
-                .unwrap_or(f32::INFINITY);
+            let lo = ins.get(1).cloned().flatten().and_then(|t| t.as_f32().map(|v| v[0])).unwrap_or(f32::NEG_INFINITY);
+            let hi = ins.get(2).cloned().flatten().and_then(|t| t.as_f32().map(|v| v[0])).unwrap_or(f32::INFINITY);
             unary_f32(x, move |v| v.max(lo).min(hi))
         }
         "Not" => match &x.data {
-            Data::Bool(v) => Ok(Tensor {
-                shape: x.shape.clone(),
-                data: Data::Bool(v.iter().map(|b| !b).collect()),
-            }),
+            Data::Bool(v) => Ok(Tensor { shape: x.shape.clone(), data: Data::Bool(v.iter().map(|b| !b).collect()) }),
             _ => Err("expects a bool input".into()),
         },
         op => Err(format!("{op} is not a unary op")),
@@ -161,44 +126,22 @@ pub fn where_op(ins: &[Option<Arc<Tensor>>]) -> OpResult {
     };
     let bad = || OpError("condition, X and Y cannot be broadcast together".into());
     let (data, shape) = match (&x.data, &y.data) {
-        (Data::F32(a), Data::F32(b)) => {
-            where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::F32(v), s))
-        }
-        (Data::I64(a), Data::I64(b)) => {
-            where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::I64(v), s))
-        }
-        (Data::I32(a), Data::I32(b)) => {
-            where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::I32(v), s))
-        }
-        _ => {
-            return Err(OpError(format!(
-                "X and Y types differ or are unsupported: {} and {}",
-                x.dtype(),
-                y.dtype()
-            )))
-        }
+        (Data::F32(a), Data::F32(b)) => where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::F32(v), s)),
+        (Data::I64(a), Data::I64(b)) => where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::I64(v), s)),
+        (Data::I32(a), Data::I32(b)) => where3(cv, &c.shape, a, &x.shape, b, &y.shape).map(|(v, s)| (Data::I32(v), s)),
+        _ => return Err(OpError(format!("X and Y types differ or are unsupported: {} and {}", x.dtype(), y.dtype()))),
     }
     .ok_or_else(bad)?;
     Ok(vec![Tensor { shape, data }])
 }
 
 /// Per-channel affine (channel axis 1) of BatchNormalization in inference mode.
-pub fn bn_scale_shift(
-    node: &Node,
-    ins: &[Option<Arc<Tensor>>],
-) -> Result<(Vec<f32>, Vec<f32>), OpError> {
+pub fn bn_scale_shift(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<(Vec<f32>, Vec<f32>), OpError> {
     let eps = node.attr().f32("epsilon", 1e-5)?;
-    let (g, b, m, v) = (
-        f32_in(ins, 1)?,
-        f32_in(ins, 2)?,
-        f32_in(ins, 3)?,
-        f32_in(ins, 4)?,
-    );
+    let (g, b, m, v) = (f32_in(ins, 1)?, f32_in(ins, 2)?, f32_in(ins, 3)?, f32_in(ins, 4)?);
     let c = g.len();
     if b.len() != c || m.len() != c || v.len() != c {
-        return Err(OpError(
-            "scale, B, mean and var must all have the channel count".into(),
-        ));
+        return Err(OpError("scale, B, mean and var must all have the channel count".into()));
     }
     let scale: Vec<f32> = (0..c).map(|i| g[i] / (v[i] + eps).sqrt()).collect();
     let shift: Vec<f32> = (0..c).map(|i| b[i] - m[i] * scale[i]).collect();
@@ -210,21 +153,15 @@ pub fn batch_norm(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let xv = f32_in(ins, 0)?;
     let (scale, shift) = bn_scale_shift(node, ins)?;
     if x.shape.len() < 2 || x.shape[1] != scale.len() {
-        return Err(OpError(format!(
-            "input {:?} has no channel axis 1 of size {}",
-            x.shape,
-            scale.len()
-        )));
+        return Err(OpError(format!("input {:?} has no channel axis 1 of size {}", x.shape, scale.len())));
     }
     let c = x.shape[1];
     let inner: usize = x.shape[2..].iter().product();
     let mut y = xv.to_vec();
-    y.par_chunks_mut(inner.max(1))
-        .enumerate()
-        .for_each(|(i, ch)| {
-            let ci = i % c;
-            ch.iter_mut().for_each(|v| *v = *v * scale[ci] + shift[ci]);
-        });
+    y.par_chunks_mut(inner.max(1)).enumerate().for_each(|(i, ch)| {
+        let ci = i % c;
+        ch.iter_mut().for_each(|v| *v = *v * scale[ci] + shift[ci]);
+    });
     Ok(vec![Tensor::f32(x.shape.clone(), y)])
 }
 
@@ -238,7 +175,28 @@ fn apply_act(v: &mut [f32], act: Activation) {
 const ROW_TILE: usize = 256;
 
 /// `[M, K] x [K, N]` with row tiles in parallel; optional bias on N.
-fn matmul_2d(
+fn matmul_2d(a: &[f32], m: usize, k: usize, b: MatRef, n: usize, bias: Option<&[f32]>, act: Activation) -> Vec<f32> {
+    if k <= 16 && b.cs == 1 {
+        return matmul_small_k(a, m, k, b, n, bias, act);
+    }
+    let mut y = vec![0f32; m * n];
+    let out = SharedMut::new(&mut y);
+    (0..m.div_ceil(ROW_TILE)).into_par_iter().for_each(|t| {
+        let (r0, r1) = (t * ROW_TILE, ((t + 1) * ROW_TILE).min(m));
+        // SAFETY: each tile writes its own rows.
+        let dst = &mut unsafe { out.slice() }[r0 * n..r1 * n];
+        sgemm(r1 - r0, n, k, MatRef::rows(&a[r0 * k..r1 * k], k), b, dst, n, false);
+        if let Some(bias) = bias {
+            dst.chunks_mut(n).for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+        }
+        apply_act(dst, act);
+    });
+    y
+}
+
+/// Thin inner dimension (the pillar net's 10 features): row by row, `y = bias + sum_k a_k * b_k`,
+/// vectorized over the output width; GEMM packing would cost more than the product.
+fn matmul_small_k(
     a: &[f32],
     m: usize,
     k: usize,
@@ -248,24 +206,17 @@ fn matmul_2d(
     act: Activation,
 ) -> Vec<f32> {
     let mut y = vec![0f32; m * n];
-    let out = SharedMut::new(&mut y);
-    (0..m.div_ceil(ROW_TILE)).into_par_iter().for_each(|t| {
-        let (r0, r1) = (t * ROW_TILE, ((t + 1) * ROW_TILE).min(m));
-        // SAFETY: each tile writes its own rows.
-        let dst = &mut unsafe { out.slice() }[r0 * n..r1 * n];
-        sgemm(
-            r1 - r0,
-            n,
-            k,
-            MatRef::rows(&a[r0 * k..r1 * k], k),
-            b,
-            dst,
-            n,
-            false,
-        );
-        if let Some(bias) = bias {
-            dst.chunks_mut(n)
-                .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v += b));
+    y.par_chunks_mut(ROW_TILE * n).enumerate().for_each(|(t, dst)| {
+        for (r, row) in dst.chunks_mut(n).enumerate() {
+            let ar = &a[(t * ROW_TILE + r) * k..][..k];
+            match bias {
+                Some(bb) => row.copy_from_slice(bb),
+                None => row.fill(0.0),
+            }
+            for (kk, &av) in ar.iter().enumerate() {
+                let brow = &b.data[kk * b.rs..kk * b.rs + n];
+                row.iter_mut().zip(brow).for_each(|(o, &w)| *o += av * w);
+            }
         }
         apply_act(dst, act);
     });
@@ -277,11 +228,7 @@ pub fn matmul(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let (a, b) = (input(ins, 0)?, input(ins, 1)?);
     let (av, bv) = (f32_in(ins, 0)?, f32_in(ins, 1)?);
     let bias = match ins.get(2).cloned().flatten() {
-        Some(t) => Some(
-            t.as_f32()
-                .ok_or_else(|| OpError("bias must be float32".into()))?
-                .to_vec(),
-        ),
+        Some(t) => Some(t.as_f32().ok_or_else(|| OpError("bias must be float32".into()))?.to_vec()),
         None => None,
     };
     if a.shape.is_empty() || b.shape.is_empty() {
@@ -299,38 +246,20 @@ pub fn matmul(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
     let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
     if k != k2 {
-        return Err(OpError(format!(
-            "inner dimensions differ: {:?} x {:?}",
-            a.shape, b.shape
-        )));
+        return Err(OpError(format!("inner dimensions differ: {:?} x {:?}", a.shape, b.shape)));
     }
     if bias.as_ref().is_some_and(|b| b.len() != n) {
-        return Err(OpError(
-            "folded bias does not match the output width".into(),
-        ));
+        return Err(OpError("folded bias does not match the output width".into()));
     }
     let batch_a = &ash[..ash.len() - 2];
     let batch_b = &bsh[..bsh.len() - 2];
-    let (batch, st) =
-        super::elementwise::broadcast_shapes(&[batch_a, batch_b]).ok_or_else(|| {
-            OpError(format!(
-                "batch dims of {:?} and {:?} do not broadcast",
-                a.shape, b.shape
-            ))
-        })?;
+    let (batch, st) = super::elementwise::broadcast_shapes(&[batch_a, batch_b])
+        .ok_or_else(|| OpError(format!("batch dims of {:?} and {:?} do not broadcast", a.shape, b.shape)))?;
     let nb = numel(&batch);
     let mut out = Vec::with_capacity(nb * m * n);
     if numel(batch_b) == 1 {
         // Common case (a layer): one weight for every batch row: one tall GEMM.
-        out = matmul_2d(
-            av,
-            nb * m,
-            k,
-            MatRef::rows(bv, n),
-            n,
-            bias.as_deref(),
-            node.activation,
-        );
+        out = matmul_2d(av, nb * m, k, MatRef::rows(bv, n), n, bias.as_deref(), node.activation);
     } else {
         for i in 0..nb {
             let idx = |s: &[usize]| {
@@ -373,48 +302,24 @@ pub fn gemm_op(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     if a.shape.len() != 2 || b.shape.len() != 2 {
         return Err(OpError("Gemm needs 2-D A and B".into()));
     }
-    let (m, k) = if ta {
-        (a.shape[1], a.shape[0])
-    } else {
-        (a.shape[0], a.shape[1])
-    };
-    let (k2, n) = if tb {
-        (b.shape[1], b.shape[0])
-    } else {
-        (b.shape[0], b.shape[1])
-    };
+    let (m, k) = if ta { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+    let (k2, n) = if tb { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
     if k != k2 {
-        return Err(OpError(format!(
-            "inner dimensions differ: A {:?}, B {:?}",
-            a.shape, b.shape
-        )));
+        return Err(OpError(format!("inner dimensions differ: A {:?}, B {:?}", a.shape, b.shape)));
     }
-    let amat = if ta {
-        MatRef::transposed(av, m)
-    } else {
-        MatRef::rows(av, k)
-    };
-    let bmat = if tb {
-        MatRef::transposed(bv, k)
-    } else {
-        MatRef::rows(bv, n)
-    };
+    let amat = if ta { MatRef::transposed(av, m) } else { MatRef::rows(av, k) };
+    let bmat = if tb { MatRef::transposed(bv, k) } else { MatRef::rows(bv, n) };
     let mut y = vec![0f32; m * n];
     sgemm(m, n, k, amat, bmat, &mut y, n, false);
     if alpha != 1.0 {
         y.iter_mut().for_each(|v| *v *= alpha);
     }
     if let Some(c) = ins.get(2).cloned().flatten() {
-        let cv = c
-            .as_f32()
-            .ok_or_else(|| OpError("C must be float32".into()))?;
+        let cv = c.as_f32().ok_or_else(|| OpError("C must be float32".into()))?;
         let (cb, s) = map2(&y, &[m, n], cv, &c.shape, |p, q| p + beta * q)
             .ok_or_else(|| OpError(format!("C {:?} does not broadcast to [{m}, {n}]", c.shape)))?;
         if s != [m, n] {
-            return Err(OpError(format!(
-                "C {:?} does not broadcast to [{m}, {n}]",
-                c.shape
-            )));
+            return Err(OpError(format!("C {:?} does not broadcast to [{m}, {n}]", c.shape)));
         }
         y = cb;
     }
@@ -425,7 +330,9 @@ pub fn gemm_op(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
 fn pair(v: &[i64], name: &str) -> Result<[usize; 2], OpError> {
     match v {
         [a, b] if *a >= 0 && *b >= 0 => Ok([*a as usize, *b as usize]),
-        _ => Err(OpError(format!("'{name}' {v:?} is not a pair of non-negative integers (only 2-D convolutions are supported)"))),
+        _ => Err(OpError(format!(
+            "'{name}' {v:?} is not a pair of non-negative integers (only 2-D convolutions are supported)"
+        ))),
     }
 }
 
@@ -440,34 +347,21 @@ struct ConvAttrs {
 fn conv_attrs(node: &Node, w: &Tensor) -> Result<ConvAttrs, OpError> {
     let a = node.attr();
     if w.shape.len() != 4 {
-        return Err(OpError(format!(
-            "weight {:?} is not 4-D (only 2-D convolutions are supported)",
-            w.shape
-        )));
+        return Err(OpError(format!("weight {:?} is not 4-D (only 2-D convolutions are supported)", w.shape)));
     }
     if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
-        return Err(OpError(
-            "auto_pad is not supported; export with explicit pads".into(),
-        ));
+        return Err(OpError("auto_pad is not supported; export with explicit pads".into()));
     }
-    let kernel = pair(
-        &a.ints_opt("kernel_shape")?
-            .unwrap_or(vec![w.shape[2] as i64, w.shape[3] as i64]),
-        "kernel_shape",
-    )?;
+    let kernel =
+        pair(&a.ints_opt("kernel_shape")?.unwrap_or(vec![w.shape[2] as i64, w.shape[3] as i64]), "kernel_shape")?;
     if kernel != [w.shape[2], w.shape[3]] {
-        return Err(OpError(format!(
-            "kernel_shape {kernel:?} disagrees with weight {:?}",
-            w.shape
-        )));
+        return Err(OpError(format!("kernel_shape {kernel:?} disagrees with weight {:?}", w.shape)));
     }
     let strides = pair(&a.ints_opt("strides")?.unwrap_or(vec![1, 1]), "strides")?;
     let dilations = pair(&a.ints_opt("dilations")?.unwrap_or(vec![1, 1]), "dilations")?;
     let p = a.ints_opt("pads")?.unwrap_or(vec![0; 4]);
     if p.len() != 4 || p.iter().any(|&v| v < 0) {
-        return Err(OpError(format!(
-            "pads {p:?} must be 4 non-negative integers"
-        )));
+        return Err(OpError(format!("pads {p:?} must be 4 non-negative integers")));
     }
     let group = a.i64("group", 1)?.max(1) as usize;
     if strides.contains(&0) || dilations.contains(&0) {
@@ -504,17 +398,11 @@ pub fn conv(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         )));
     }
     let bias = match ins.get(2).cloned().flatten() {
-        Some(b) => Some(
-            b.as_f32()
-                .ok_or_else(|| OpError("bias must be float32".into()))?
-                .to_vec(),
-        ),
+        Some(b) => Some(b.as_f32().ok_or_else(|| OpError("bias must be float32".into()))?.to_vec()),
         None => None,
     };
     if bias.as_ref().is_some_and(|b| b.len() != cout) {
-        return Err(OpError(
-            "bias length differs from the output channels".into(),
-        ));
+        return Err(OpError("bias length differs from the output channels".into()));
     }
     let p = Conv2dParams {
         group: ca.group,
@@ -524,20 +412,9 @@ pub fn conv(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         pads: ca.pads,
     };
     if p.out_hw(xs[2], xs[3]).is_none() {
-        return Err(OpError(format!(
-            "kernel {:?} does not fit input {:?}",
-            ca.kernel, x.shape
-        )));
+        return Err(OpError(format!("kernel {:?} does not fit input {:?}", ca.kernel, x.shape)));
     }
-    let (y, ys) = conv2d(
-        f32_in(ins, 0)?,
-        xs,
-        f32_in(ins, 1)?,
-        cout,
-        bias.as_deref(),
-        &p,
-        node.activation,
-    );
+    let (y, ys) = conv2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 
@@ -546,27 +423,15 @@ pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let ca = conv_attrs(node, w)?;
     let xs = x4(x)?;
     if xs[1] != w.shape[0] || xs[1] % ca.group != 0 {
-        return Err(OpError(format!(
-            "input has {} channels but weight {:?} expects {}",
-            xs[1], w.shape, w.shape[0]
-        )));
+        return Err(OpError(format!("input has {} channels but weight {:?} expects {}", xs[1], w.shape, w.shape[0])));
     }
     if node.attr().ints_opt("output_shape")?.is_some() {
-        return Err(OpError(
-            "output_shape is not supported; export with explicit pads".into(),
-        ));
+        return Err(OpError("output_shape is not supported; export with explicit pads".into()));
     }
-    let op = node
-        .attr()
-        .ints_opt("output_padding")?
-        .unwrap_or(vec![0, 0]);
+    let op = node.attr().ints_opt("output_padding")?.unwrap_or(vec![0, 0]);
     let cout = w.shape[1] * ca.group;
     let bias = match ins.get(2).cloned().flatten() {
-        Some(b) => Some(
-            b.as_f32()
-                .ok_or_else(|| OpError("bias must be float32".into()))?
-                .to_vec(),
-        ),
+        Some(b) => Some(b.as_f32().ok_or_else(|| OpError("bias must be float32".into()))?.to_vec()),
         None => None,
     };
     let p = ConvTranspose2dParams {
@@ -580,15 +445,7 @@ pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     if p.out_hw(xs[2], xs[3]).is_none() {
         return Err(OpError("pads exceed the output size".into()));
     }
-    let (y, ys) = conv_transpose2d(
-        f32_in(ins, 0)?,
-        xs,
-        f32_in(ins, 1)?,
-        cout,
-        bias.as_deref(),
-        &p,
-        node.activation,
-    );
+    let (y, ys) = conv_transpose2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 
@@ -620,12 +477,7 @@ pub fn reduce(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
             red.iter_mut().for_each(|r| *r = true)
         }
     }
-    let out_shape_keep: Vec<usize> = x
-        .shape
-        .iter()
-        .zip(&red)
-        .map(|(&d, &r)| if r { 1 } else { d })
-        .collect();
+    let out_shape_keep: Vec<usize> = x.shape.iter().zip(&red).map(|(&d, &r)| if r { 1 } else { d }).collect();
     let n_out = numel(&out_shape_keep);
     let (init, f): (f32, fn(f32, f32) -> f32) = match node.op_type.as_str() {
         "ReduceMax" => (f32::NEG_INFINITY, f32::max),
@@ -634,12 +486,27 @@ pub fn reduce(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     };
     // Fast path: reducing one contiguous inner axis group (the PFN's max over points).
     let mut out = vec![init; n_out];
-    let strides_in: Vec<usize> = (0..rank)
-        .map(|i| x.shape[i + 1..].iter().product())
-        .collect();
-    let strides_out: Vec<usize> = (0..rank)
-        .map(|i| out_shape_keep[i + 1..].iter().product())
-        .collect();
+    let strides_in: Vec<usize> = (0..rank).map(|i| x.shape[i + 1..].iter().product()).collect();
+    let strides_out: Vec<usize> = (0..rank).map(|i| out_shape_keep[i + 1..].iter().product()).collect();
+    let raxes_v: Vec<usize> = (0..rank).filter(|&i| red[i]).collect();
+    let contiguous = raxes_v.windows(2).all(|w| w[1] == w[0] + 1);
+    if contiguous && !raxes_v.is_empty() {
+        // View as [outer, R, inner]: out[o, i] = f over r of x[o, r, i], vectorizable over i.
+        let (a0, a1) = (raxes_v[0], *raxes_v.last().unwrap());
+        let outer: usize = x.shape[..a0].iter().product();
+        let rr: usize = x.shape[a0..=a1].iter().product();
+        let inner: usize = x.shape[a1 + 1..].iter().product();
+        if inner > 0 && outer > 0 {
+            out.par_chunks_mut(inner).enumerate().for_each(|(o, dst)| {
+                let base = o * rr * inner;
+                for r in 0..rr {
+                    let src = &xv[base + r * inner..base + (r + 1) * inner];
+                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(*d, v));
+                }
+            });
+        }
+        return finish_reduce(node, x, &red, keep, out_shape_keep, out);
+    }
     let chunk = 4096;
     let raxes: Vec<usize> = (0..rank).filter(|&i| red[i]).collect();
     let count: usize = raxes.iter().map(|&i| x.shape[i]).product();
@@ -669,25 +536,25 @@ pub fn reduce(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
             *o = acc;
         }
     });
+    finish_reduce(node, x, &red, keep, out_shape_keep, out)
+}
+
+fn finish_reduce(
+    node: &Node,
+    x: &Tensor,
+    red: &[bool],
+    keep: bool,
+    out_shape_keep: Vec<usize>,
+    mut out: Vec<f32>,
+) -> OpResult {
     if node.op_type == "ReduceMean" {
-        let count: usize = x
-            .shape
-            .iter()
-            .zip(&red)
-            .filter(|(_, &r)| r)
-            .map(|(&d, _)| d)
-            .product();
+        let count: usize = x.shape.iter().zip(red.iter()).filter(|(_, &r)| r).map(|(&d, _)| d).product();
         out.iter_mut().for_each(|v| *v /= count.max(1) as f32);
     }
     let shape = if keep {
         out_shape_keep
     } else {
-        x.shape
-            .iter()
-            .zip(&red)
-            .filter(|(_, &r)| !r)
-            .map(|(&d, _)| d)
-            .collect()
+        x.shape.iter().zip(red.iter()).filter(|(_, &r)| !r).map(|(&d, _)| d).collect()
     };
     Ok(vec![Tensor::f32(shape, out)])
 }

@@ -10,22 +10,11 @@ pub fn scatter_nd(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let data = input(ins, 0)?;
     let ind = input(ins, 1)?;
     let upd = input(ins, 2)?;
-    let reduction = node
-        .attr()
-        .string_opt("reduction")?
-        .unwrap_or_else(|| "none".into());
-    let iv = ind
-        .to_i64_vec()
-        .ok_or_else(|| OpError("indices must be integers".into()))?;
-    let q = *ind
-        .shape
-        .last()
-        .ok_or_else(|| OpError("indices must have rank >= 1".into()))?;
+    let reduction = node.attr().string_opt("reduction")?.unwrap_or_else(|| "none".into());
+    let iv = ind.to_i64_vec().ok_or_else(|| OpError("indices must be integers".into()))?;
+    let q = *ind.shape.last().ok_or_else(|| OpError("indices must have rank >= 1".into()))?;
     if q == 0 || q > data.shape.len() {
-        return Err(OpError(format!(
-            "index depth {q} does not fit data rank {}",
-            data.shape.len()
-        )));
+        return Err(OpError(format!("index depth {q} does not fit data rank {}", data.shape.len())));
     }
     let slice: usize = data.shape[q..].iter().product();
     let n_idx = iv.len() / q;
@@ -45,10 +34,7 @@ pub fn scatter_nd(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
                 v += d;
             }
             if v < 0 || v >= d {
-                return Err(OpError(format!(
-                    "index {} out of range for axis {j} of size {d}",
-                    iv[i * q + j]
-                )));
+                return Err(OpError(format!("index {} out of range for axis {j} of size {d}", iv[i * q + j])));
             }
             off = off * data.shape[j] + v as usize;
         }
@@ -83,16 +69,9 @@ pub fn scatter_nd(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         (Data::F32(d), Data::F32(u)) => go!(d, u, Data::F32),
         (Data::I64(d), Data::I64(u)) => go!(d, u, Data::I64),
         (Data::I32(d), Data::I32(u)) => go!(d, u, Data::I32),
-        _ => {
-            return Err(OpError(
-                "data and updates must have the same numeric type".into(),
-            ))
-        }
+        _ => return Err(OpError("data and updates must have the same numeric type".into())),
     };
-    Ok(vec![Tensor {
-        shape: data.shape.clone(),
-        data: out,
-    }])
+    Ok(vec![Tensor { shape: data.shape.clone(), data: out }])
 }
 
 pub fn scatter_elements(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
@@ -103,17 +82,11 @@ pub fn scatter_elements(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let ax = node.attr().i64("axis", 0)?;
     let ax = if ax < 0 { ax + r as i64 } else { ax };
     if ax < 0 || ax >= r as i64 || ind.shape.len() != r || ind.shape != upd.shape {
-        return Err(OpError(
-            "indices and updates must share a shape of the data's rank".into(),
-        ));
+        return Err(OpError("indices and updates must share a shape of the data's rank".into()));
     }
     let ax = ax as usize;
-    let iv = ind
-        .to_i64_vec()
-        .ok_or_else(|| OpError("indices must be integers".into()))?;
-    let dst_strides: Vec<usize> = (0..r)
-        .map(|i| data.shape[i + 1..].iter().product())
-        .collect();
+    let iv = ind.to_i64_vec().ok_or_else(|| OpError("indices must be integers".into()))?;
+    let dst_strides: Vec<usize> = (0..r).map(|i| data.shape[i + 1..].iter().product()).collect();
     let mut offsets = Vec::with_capacity(iv.len());
     for (i, &v) in iv.iter().enumerate() {
         let mut rem = i;
@@ -125,9 +98,7 @@ pub fn scatter_elements(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
                 let d = data.shape[a] as i64;
                 let j = if v < 0 { v + d } else { v };
                 if j < 0 || j >= d {
-                    return Err(OpError(format!(
-                        "index {v} out of range for axis {ax} of size {d}"
-                    )));
+                    return Err(OpError(format!("index {v} out of range for axis {ax} of size {d}")));
                 }
                 j as usize
             } else {
@@ -148,16 +119,9 @@ pub fn scatter_elements(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
             offsets.iter().zip(u).for_each(|(&k, &v)| o[k] = v);
             Data::I64(o)
         }
-        _ => {
-            return Err(OpError(
-                "data and updates must be float32 or int64 of the same type".into(),
-            ))
-        }
+        _ => return Err(OpError("data and updates must be float32 or int64 of the same type".into())),
     };
-    Ok(vec![Tensor {
-        shape: data.shape.clone(),
-        data: out,
-    }])
+    Ok(vec![Tensor { shape: data.shape.clone(), data: out }])
 }
 
 /// NVIDIA CUDA-PointPillars' scatter: `canvas[0, :, y_i, x_i] = features[i, :]` for the first
@@ -165,43 +129,26 @@ pub fn scatter_elements(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
 pub fn pp_scatter(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let feats = input(ins, 0)?;
     let fv = f32_in(ins, 0)?;
-    let idx = input(ins, 1)?
-        .to_i64_vec()
-        .ok_or_else(|| OpError("voxel_idxs must be integers".into()))?;
-    let num = input(ins, 2)?
-        .to_i64_vec()
-        .ok_or_else(|| OpError("voxel_num must be an integer".into()))?;
-    let dense = node
-        .attr()
-        .ints_opt("dense_shape")?
-        .ok_or_else(|| OpError("missing attribute dense_shape [H, W]".into()))?;
+    let idx = input(ins, 1)?.to_i64_vec().ok_or_else(|| OpError("voxel_idxs must be integers".into()))?;
+    let num = input(ins, 2)?.to_i64_vec().ok_or_else(|| OpError("voxel_num must be an integer".into()))?;
+    let dense =
+        node.attr().ints_opt("dense_shape")?.ok_or_else(|| OpError("missing attribute dense_shape [H, W]".into()))?;
     let (h, w) = match dense.as_slice() {
         [h, w] if *h > 0 && *w > 0 => (*h as usize, *w as usize),
         _ => return Err(OpError(format!("dense_shape {dense:?} must be [H, W]"))),
     };
     // Features arrive as [P, C] or [1, P, C] (or [P, 1, C]); channels last.
-    let c = *feats
-        .shape
-        .last()
-        .ok_or_else(|| OpError("features must have rank >= 2".into()))?;
+    let c = *feats.shape.last().ok_or_else(|| OpError("features must have rank >= 2".into()))?;
     let p = fv.len() / c.max(1);
     if idx.len() != p * 4 {
-        return Err(OpError(format!(
-            "voxel_idxs has {} values, expected {p} x 4",
-            idx.len()
-        )));
+        return Err(OpError(format!("voxel_idxs has {} values, expected {p} x 4", idx.len())));
     }
-    let n = (*num
-        .first()
-        .ok_or_else(|| OpError("voxel_num is empty".into()))?)
-    .clamp(0, p as i64) as usize;
+    let n = (*num.first().ok_or_else(|| OpError("voxel_num is empty".into()))?).clamp(0, p as i64) as usize;
     let mut canvas = vec![0f32; c * h * w];
     for i in 0..n {
         let (y, x) = (idx[i * 4 + 2], idx[i * 4 + 3]);
         if y < 0 || x < 0 || y as usize >= h || x as usize >= w {
-            return Err(OpError(format!(
-                "pillar {i} at (y {y}, x {x}) lies outside the {h} x {w} grid"
-            )));
+            return Err(OpError(format!("pillar {i} at (y {y}, x {x}) lies outside the {h} x {w} grid")));
         }
         let cell = y as usize * w + x as usize;
         for ch in 0..c {

@@ -26,10 +26,7 @@ macro_rules! per_type {
 fn ints(ins: &[Option<Arc<Tensor>>], i: usize, what: &str) -> Result<Option<Vec<i64>>, OpError> {
     match ins.get(i).cloned().flatten() {
         None => Ok(None),
-        Some(t) => t
-            .to_i64_vec()
-            .map(Some)
-            .ok_or_else(|| OpError(format!("{what} must be an integer tensor"))),
+        Some(t) => t.to_i64_vec().map(Some).ok_or_else(|| OpError(format!("{what} must be an integer tensor"))),
     }
 }
 
@@ -43,11 +40,7 @@ fn axis(v: i64, rank: usize) -> Result<usize, OpError> {
 }
 
 /// Resolves a Reshape target (0 copies the input dim unless `allowzero`, -1 is inferred).
-pub fn reshape_target(
-    input: &[usize],
-    spec: &[i64],
-    allowzero: bool,
-) -> Result<Vec<usize>, OpError> {
+pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, OpError> {
     let total = numel(input);
     let mut out = Vec::with_capacity(spec.len());
     let mut infer = None;
@@ -57,11 +50,11 @@ pub fn reshape_target(
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
-                OpError(format!(
-                    "shape {spec:?} copies dim {i} that the input {input:?} lacks"
-                ))
-            })?),
+            0 if !allowzero => out.push(
+                *input
+                    .get(i)
+                    .ok_or_else(|| OpError(format!("shape {spec:?} copies dim {i} that the input {input:?} lacks")))?,
+            ),
             s if s >= 0 => out.push(s as usize),
             _ => return Err(OpError(format!("shape {spec:?} is invalid"))),
         }
@@ -69,38 +62,31 @@ pub fn reshape_target(
     if let Some(i) = infer {
         let rest: usize = out.iter().product();
         if rest == 0 || total % rest != 0 {
-            return Err(OpError(format!(
-                "cannot reshape {input:?} ({total} elements) to {spec:?}"
-            )));
+            return Err(OpError(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
         }
         out[i] = total / rest;
     }
     if numel(&out) != total {
-        return Err(OpError(format!(
-            "cannot reshape {input:?} ({total} elements) to {spec:?}"
-        )));
+        return Err(OpError(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
     }
     Ok(out)
 }
 
-pub fn reshape(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+pub fn reshape(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
     let x = input(ins, 0)?;
     let spec = ints(ins, 1, "shape")?.ok_or_else(|| OpError("missing shape input".into()))?;
-    let shape = reshape_target(&x.shape, &spec, node.attr().i64("allowzero", 0)? != 0)?;
-    Ok(vec![Tensor {
-        shape,
-        data: x.data.clone(),
-    }])
+    reshape_target(&x.shape, &spec, node.attr().i64("allowzero", 0)? != 0)
 }
 
-pub fn with_shape(x: &Tensor, shape: Vec<usize>) -> Tensor {
-    Tensor {
-        shape,
-        data: x.data.clone(),
-    }
+/// Input 0 with a new shape: its storage is moved when this node holds the only reference.
+pub fn retarget(ins: &mut [Option<Arc<Tensor>>], shape: Vec<usize>) -> Tensor {
+    let x = ins[0].take().expect("checked by the shape function");
+    let mut t = Arc::try_unwrap(x).unwrap_or_else(|a| (*a).clone());
+    t.shape = shape;
+    t
 }
 
-pub fn squeeze_unsqueeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+pub fn squeeze_unsqueeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
     let x = input(ins, 0)?;
     let axes = match ints(ins, 1, "axes")? {
         Some(a) => Some(a),
@@ -119,32 +105,21 @@ pub fn squeeze_unsqueeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     } else {
         match axes {
             Some(axes) => {
-                let ax: Vec<usize> = axes
-                    .iter()
-                    .map(|&a| axis(a, x.shape.len()))
-                    .collect::<Result<_, _>>()?;
+                let ax: Vec<usize> = axes.iter().map(|&a| axis(a, x.shape.len())).collect::<Result<_, _>>()?;
                 for &a in &ax {
                     if x.shape[a] != 1 {
-                        return Err(OpError(format!(
-                            "cannot squeeze axis {a} of size {}",
-                            x.shape[a]
-                        )));
+                        return Err(OpError(format!("cannot squeeze axis {a} of size {}", x.shape[a])));
                     }
                 }
-                x.shape
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !ax.contains(i))
-                    .map(|(_, &d)| d)
-                    .collect()
+                x.shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
             }
             None => x.shape.iter().copied().filter(|&d| d != 1).collect(),
         }
     };
-    Ok(vec![with_shape(x, shape)])
+    Ok(shape)
 }
 
-pub fn flatten(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+pub fn flatten(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
     let x = input(ins, 0)?;
     let r = x.shape.len();
     let a = node.attr().i64("axis", 1)?;
@@ -153,16 +128,11 @@ pub fn flatten(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         return Err(OpError(format!("axis {a} out of range")));
     }
     let a = a as usize;
-    Ok(vec![with_shape(
-        x,
-        vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()],
-    )])
+    Ok(vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()])
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
-    (0..shape.len())
-        .map(|i| shape[i + 1..].iter().product())
-        .collect()
+    (0..shape.len()).map(|i| shape[i + 1..].iter().product()).collect()
 }
 
 pub fn transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
@@ -174,11 +144,17 @@ pub fn transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     };
     let mut seen = vec![false; r];
     if perm.len() != r || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
-        return Err(OpError(format!(
-            "perm {perm:?} is not a permutation of rank {r}"
-        )));
+        return Err(OpError(format!("perm {perm:?} is not a permutation of rank {r}")));
     }
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+    let (cshape, cperm) = collapse_perm(&x.shape, &perm);
+    // A batch of 2-D transposes (the usual case: NHWC <-> NCHW) goes through cache tiles.
+    if cperm == [1, 0] || cperm == [0, 2, 1] {
+        let (b, rows, cols) =
+            if cperm.len() == 2 { (1, cshape[0], cshape[1]) } else { (cshape[0], cshape[1], cshape[2]) };
+        let data = per_type!(x, v => transpose_tiled(v, b, rows, cols));
+        return Ok(vec![Tensor { shape: out_shape, data }]);
+    }
     let st = strides(&x.shape);
     let src_strides: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
     let n = numel(&out_shape);
@@ -210,10 +186,53 @@ pub fn transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         out
     }
     let data = per_type!(x, v => gather(v, n, inner, inner_stride, &out_shape, &src_strides));
-    Ok(vec![Tensor {
-        shape: out_shape,
-        data,
-    }])
+    Ok(vec![Tensor { shape: out_shape, data }])
+}
+
+/// Merges input axes that stay adjacent and in order under `perm`, and drops size-1 axes.
+fn collapse_perm(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let keep: Vec<usize> = perm.iter().copied().filter(|&p| shape[p] != 1).collect();
+    // Groups of consecutive input axes, in output order.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for p in keep {
+        match groups.last_mut() {
+            Some(g) if *g.last().unwrap() + 1 == p => g.push(p),
+            _ => groups.push(vec![p]),
+        }
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&i| groups[i][0]);
+    // order[j] = the group that is j-th in input order.
+    let cshape: Vec<usize> = order.iter().map(|&g| groups[g].iter().map(|&a| shape[a]).product()).collect();
+    let cperm: Vec<usize> = (0..groups.len()).map(|g| order.iter().position(|&o| o == g).unwrap()).collect();
+    (cshape, cperm)
+}
+
+/// `out[b][c][r] = v[b][r][c]` with 32 x 32 tiles, rows of tiles in parallel.
+fn transpose_tiled<T: Copy + Send + Sync + Default>(v: &[T], b: usize, rows: usize, cols: usize) -> Vec<T> {
+    const T_: usize = 32;
+    let mut out = vec![T::default(); b * rows * cols];
+    let plane = rows * cols;
+    if plane == 0 {
+        return out;
+    }
+    out.par_chunks_mut(plane).zip(v.par_chunks(plane)).for_each(|(o, src)| {
+        // Split the output (cols x rows) into bands of T_ output rows.
+        o.par_chunks_mut(T_ * rows).enumerate().for_each(|(band, ob)| {
+            let c0 = band * T_;
+            let c1 = (c0 + T_).min(cols);
+            for r0 in (0..rows).step_by(T_) {
+                let r1 = (r0 + T_).min(rows);
+                for c in c0..c1 {
+                    let orow = &mut ob[(c - c0) * rows..(c - c0 + 1) * rows];
+                    for r in r0..r1 {
+                        orow[r] = src[r * cols + c];
+                    }
+                }
+            }
+        });
+    });
+    out
 }
 
 pub fn concat(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
@@ -222,16 +241,8 @@ pub fn concat(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let r = first.shape.len();
     let ax = axis(node.attr().i64("axis", 0)?, r)?;
     for t in &xs {
-        if t.shape.len() != r
-            || t.shape
-                .iter()
-                .enumerate()
-                .any(|(i, &d)| i != ax && d != first.shape[i])
-        {
-            return Err(OpError(format!(
-                "input shapes {:?} and {:?} differ outside axis {ax}",
-                t.shape, first.shape
-            )));
+        if t.shape.len() != r || t.shape.iter().enumerate().any(|(i, &d)| i != ax && d != first.shape[i]) {
+            return Err(OpError(format!("input shapes {:?} and {:?} differ outside axis {ax}", t.shape, first.shape)));
         }
         if t.dtype() != first.dtype() {
             return Err(OpError("inputs have different element types".into()));
@@ -240,13 +251,19 @@ pub fn concat(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let outer: usize = first.shape[..ax].iter().product();
     let mut shape = first.shape.clone();
     shape[ax] = xs.iter().map(|t| t.shape[ax]).sum();
-    fn cat<T: Copy>(parts: Vec<(&[T], usize)>, outer: usize) -> Vec<T> {
-        let mut out = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
-        for o in 0..outer {
-            for (v, block) in &parts {
-                out.extend_from_slice(&v[o * block..(o + 1) * block]);
-            }
+    fn cat<T: Copy + Send + Sync + Default>(parts: Vec<(&[T], usize)>, outer: usize) -> Vec<T> {
+        let row: usize = parts.iter().map(|p| p.1).sum();
+        let mut out = vec![T::default(); outer * row];
+        if row == 0 {
+            return out;
         }
+        out.par_chunks_mut(row).enumerate().for_each(|(o, dst)| {
+            let mut at = 0;
+            for (v, block) in &parts {
+                dst[at..at + block].copy_from_slice(&v[o * block..(o + 1) * block]);
+                at += block;
+            }
+        });
         out
     }
     let inner = |t: &Tensor| t.shape[ax..].iter().product::<usize>();
@@ -288,11 +305,7 @@ pub fn slice_plan(
     }
     for i in 0..starts.len() {
         let a = match axes {
-            Some(ax) => axis(
-                *ax.get(i)
-                    .ok_or_else(|| OpError("axes shorter than starts".into()))?,
-                r,
-            )?,
+            Some(ax) => axis(*ax.get(i).ok_or_else(|| OpError("axes shorter than starts".into()))?, r)?,
             None => i,
         };
         let step = steps.map(|s| s[i]).unwrap_or(1);
@@ -305,16 +318,10 @@ pub fn slice_plan(
         let (s, e) = if step > 0 {
             (clampi(norm(starts[i]), 0, d), clampi(norm(ends[i]), 0, d))
         } else {
-            (
-                clampi(norm(starts[i]), -1, d - 1),
-                clampi(norm(ends[i]), -1, d - 1),
-            )
+            (clampi(norm(starts[i]), -1, d - 1), clampi(norm(ends[i]), -1, d - 1))
         };
-        let count = if step > 0 {
-            ((e - s).max(0) + step - 1) / step
-        } else {
-            ((s - e).max(0) + (-step) - 1) / (-step)
-        };
+        let count =
+            if step > 0 { ((e - s).max(0) + step - 1) / step } else { ((s - e).max(0) + (-step) - 1) / (-step) };
         plan[a] = (s, step, count as usize);
     }
     Ok(plan)
@@ -339,6 +346,26 @@ pub fn slice(ins: &[Option<Arc<Tensor>>]) -> OpResult {
         }
         off as usize
     };
+    // Innermost axes taken whole and with step 1 are copied as contiguous blocks.
+    let mut block = 1;
+    let mut ax = shape.len();
+    while ax > 0 && plan[ax - 1] == (0, 1, x.shape[ax - 1]) {
+        ax -= 1;
+        block *= x.shape[ax];
+    }
+    if ax > 0 && plan[ax - 1].1 == 1 {
+        block *= plan[ax - 1].2;
+        let outer = n / block.max(1);
+        let rows: Vec<usize> = (0..outer).map(|o| idx(o * block)).collect();
+        let data = per_type!(x, v => {
+            let mut out = Vec::with_capacity(n);
+            for &r in &rows {
+                out.extend_from_slice(&v[r..r + block]);
+            }
+            out
+        });
+        return Ok(vec![Tensor { shape, data }]);
+    }
     let data = per_type!(x, v => (0..n).map(|i| v[idx(i)]).collect());
     Ok(vec![Tensor { shape, data }])
 }
@@ -346,9 +373,7 @@ pub fn slice(ins: &[Option<Arc<Tensor>>]) -> OpResult {
 pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let x = input(ins, 0)?;
     let ind = input(ins, 1)?;
-    let iv = ind
-        .to_i64_vec()
-        .ok_or_else(|| OpError("indices must be integers".into()))?;
+    let iv = ind.to_i64_vec().ok_or_else(|| OpError("indices must be integers".into()))?;
     let ax = axis(node.attr().i64("axis", 0)?, x.shape.len())?;
     let d = x.shape[ax] as i64;
     let iv: Vec<usize> = iv
@@ -356,9 +381,7 @@ pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         .map(|&i| {
             let j = if i < 0 { i + d } else { i };
             if j < 0 || j >= d {
-                Err(OpError(format!(
-                    "index {i} out of range for axis {ax} of size {d}"
-                )))
+                Err(OpError(format!("index {i} out of range for axis {ax} of size {d}")))
             } else {
                 Ok(j as usize)
             }
@@ -385,21 +408,13 @@ pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
 pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let x = input(ins, 0)?;
     let r = x.shape.len();
-    let mode = node
-        .attr()
-        .string_opt("mode")?
-        .unwrap_or_else(|| "constant".into());
+    let mode = node.attr().string_opt("mode")?.unwrap_or_else(|| "constant".into());
     if mode != "constant" {
-        return Err(OpError(format!(
-            "pad mode '{mode}' is not supported (only constant)"
-        )));
+        return Err(OpError(format!("pad mode '{mode}' is not supported (only constant)")));
     }
     let pads = match ints(ins, 1, "pads")? {
         Some(p) => p,
-        None => node
-            .attr()
-            .ints_opt("pads")?
-            .ok_or_else(|| OpError("missing pads".into()))?,
+        None => node.attr().ints_opt("pads")?.ok_or_else(|| OpError("missing pads".into()))?,
     };
     let value = match ins.get(2).cloned().flatten() {
         Some(t) => t.as_f32().and_then(|v| v.first().copied()).unwrap_or(0.0),
@@ -410,10 +425,7 @@ pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         None => (0..r).collect(),
     };
     if pads.len() != 2 * axes.len() {
-        return Err(OpError(format!(
-            "pads {pads:?} do not fit {} axes",
-            axes.len()
-        )));
+        return Err(OpError(format!("pads {pads:?} do not fit {} axes", axes.len())));
     }
     let mut before = vec![0i64; r];
     let mut after = vec![0i64; r];
@@ -431,9 +443,7 @@ pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
             }
         })
         .collect::<Result<_, _>>()?;
-    let xv = x
-        .as_f32()
-        .ok_or_else(|| OpError("Pad supports float32 inputs".into()))?;
+    let xv = x.as_f32().ok_or_else(|| OpError("Pad supports float32 inputs".into()))?;
     let st = strides(&x.shape);
     let n = numel(&shape);
     let out: Vec<f32> = (0..n)
@@ -478,10 +488,7 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
     match (&s.data, &l.data, &d.data) {
         (Data::F32(a), Data::F32(b), Data::F32(c)) => {
             let n = (((b[0] - a[0]) / c[0]).ceil().max(0.0)) as usize;
-            Ok(vec![Tensor::f32(
-                vec![n],
-                (0..n).map(|i| a[0] + i as f32 * c[0]).collect(),
-            )])
+            Ok(vec![Tensor::f32(vec![n], (0..n).map(|i| a[0] + i as f32 * c[0]).collect())])
         }
         _ => {
             let (a, b, c) = (
@@ -490,9 +497,7 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
                 d.to_i64_vec().unwrap_or_default(),
             );
             if a.is_empty() || b.is_empty() || c.is_empty() || c[0] == 0 {
-                return Err(OpError(
-                    "Range needs scalar start, limit and a non-zero delta".into(),
-                ));
+                return Err(OpError("Range needs scalar start, limit and a non-zero delta".into()));
             }
             let n = ((b[0] - a[0]) as f64 / c[0] as f64).ceil().max(0.0) as usize;
             let v: Vec<i64> = (0..n as i64).map(|i| a[0] + i * c[0]).collect();
@@ -500,10 +505,7 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
                 Data::I32(_) => Data::I32(v.iter().map(|&x| x as i32).collect()),
                 _ => Data::I64(v),
             };
-            Ok(vec![Tensor {
-                shape: vec![n],
-                data,
-            }])
+            Ok(vec![Tensor { shape: vec![n], data }])
         }
     }
 }
@@ -521,13 +523,8 @@ pub fn constant_of_shape(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
 
 pub fn shape_op(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let x = input(ins, 0)?;
-    let t = Tensor::i64(
-        vec![x.shape.len()],
-        x.shape.iter().map(|&d| d as i64).collect(),
-    );
-    Ok(vec![
-        slice_shape_output(node, t).map_err(|e| OpError(e.to_string()))?
-    ])
+    let t = Tensor::i64(vec![x.shape.len()], x.shape.iter().map(|&d| d as i64).collect());
+    Ok(vec![slice_shape_output(node, t).map_err(|e| OpError(e.to_string()))?])
 }
 
 /// Applies Shape's optional `start`/`end` attributes (opset 15) to a full shape vector.
