@@ -30,6 +30,7 @@ impl Conv2dParams {
 }
 
 /// Applies bias and activation to rows `[c0, c0 + rows)` x columns `[p0, p1)` of a `[C, hw]` plane.
+#[allow(clippy::too_many_arguments)]
 fn epilogue(
     out: &mut [f32],
     hw: usize,

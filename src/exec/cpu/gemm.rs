@@ -23,6 +23,7 @@ impl<'a> MatRef<'a> {
 ///
 /// # Safety contract (checked)
 /// Every index the product touches lies inside the given slices.
+#[allow(clippy::too_many_arguments)]
 pub fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, dst: &mut [f32], ldd: usize, accumulate: bool) {
     if m == 0 || n == 0 {
         return;

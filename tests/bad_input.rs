@@ -1,0 +1,260 @@
+//! Bad files and bad inputs through the CLI: a non-zero exit, an error that names the problem,
+//! and never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use pillarq::npy::write_npy;
+use pillarq::tensor::Tensor;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn pillarq(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(args).output().expect("run pillarq");
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert!(!r.stderr.contains("panicked"), "pillarq {args:?} panicked:\n{}", r.stderr);
+    r
+}
+
+/// Runs pillarq, expects failure and that stderr mentions every one of `needles`.
+fn fails(args: &[&str], needles: &[&str]) -> Run {
+    let r = pillarq(args);
+    assert!(r.code != 0, "pillarq {args:?} should fail but exited 0:\n{}", r.stdout);
+    assert_ne!(r.code, 101, "exit code 101 is a Rust panic");
+    for n in needles {
+        assert!(r.stderr.contains(n), "pillarq {args:?}: stderr does not mention {n:?}:\n{}", r.stderr);
+    }
+    r
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn small() -> PathBuf {
+    bundled("pointpillars_small.onnx")
+}
+
+#[test]
+fn truncated_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cut.onnx");
+    std::fs::write(&p, &std::fs::read(small()).unwrap()[..1000]).unwrap();
+    for cmd in ["inspect", "infer"] {
+        let mut args = vec![cmd, s(&p)];
+        if cmd == "infer" {
+            args.extend(["--random", "0", "--out", s(dir.path())]);
+        }
+        fails(&args, &["cut.onnx", "truncated"]);
+    }
+}
+
+#[test]
+fn not_an_onnx_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.onnx");
+    std::fs::write(&p, "These are my notes about PointPillars.\nNothing to see here.\n").unwrap();
+    fails(&["inspect", s(&p)], &["notes.onnx", "ONNX"]);
+}
+
+#[test]
+fn empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("empty.onnx");
+    std::fs::write(&p, b"").unwrap();
+    fails(&["inspect", s(&p)], &["empty.onnx", "empty"]);
+}
+
+#[test]
+fn missing_model_file() {
+    fails(&["inspect", "/nonexistent/dir/model.onnx"], &["/nonexistent/dir/model.onnx"]);
+}
+
+fn conv_model(w_dims: &[usize], with_w: bool, out_dims: &[usize]) -> pillarq::onnx::proto::ModelProto {
+    let n: usize = w_dims.iter().product();
+    let inits = if with_w { vec![init_f32("conv_w", w_dims, &vec![0.1; n])] } else { vec![] };
+    build_model(
+        vec![
+            node("Conv", "/backbone/conv0/Conv", &["x", "conv_w"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+            node("Relu", "/backbone/relu0", &["c"], &["y"], vec![]),
+        ],
+        inits,
+        vec![vi("x", FLOAT, Some(&[1, 4, 8, 8]))],
+        vec![vi("y", FLOAT, Some(out_dims))],
+    )
+}
+
+#[test]
+fn missing_initializer() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_model(dir.path(), "noweight.onnx", &conv_model(&[6, 4, 3, 3], false, &[1, 6, 8, 8]));
+    fails(&["inspect", s(&p)], &["noweight.onnx", "/backbone/conv0/Conv", "conv_w"]);
+}
+
+#[test]
+fn inconsistent_conv_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_model(dir.path(), "channels.onnx", &conv_model(&[6, 3, 3, 3], true, &[1, 6, 8, 8]));
+    let r = fails(&["inspect", s(&p)], &["channels.onnx", "/backbone/conv0/Conv"]);
+    assert!(r.stderr.contains("channels") && r.stderr.contains('4') && r.stderr.contains('3'), "{}", r.stderr);
+}
+
+#[test]
+fn declared_output_shape_disagrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_model(dir.path(), "outshape.onnx", &conv_model(&[6, 4, 3, 3], true, &[1, 6, 9, 8]));
+    fails(&["inspect", s(&p)], &["outshape.onnx", "/backbone/relu0", "'y'", "[1, 6, 9, 8]", "[1, 6, 8, 8]"]);
+}
+
+/// Writes valid random inputs of the small model into `dir` (via `infer --random`).
+fn small_inputs(dir: &Path) {
+    let r = pillarq(&["infer", s(&small()), "--random", "3", "--out", s(dir), "--threads", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for f in ["voxels.npy", "voxel_idxs.npy", "voxel_num.npy", "cls_preds.npy"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+}
+
+fn infer_with(out: &Path, inputs: &[(&str, PathBuf)]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["infer".into(), s(&small()).into()];
+    for (n, p) in inputs {
+        args.push("--input".into());
+        args.push(format!("{n}={}", p.display()));
+    }
+    args.extend(["--out".into(), out.display().to_string()]);
+    args
+}
+
+/// Runs infer with the given inputs (others from `dir`), expects failure mentioning
+/// `needles`, and that no output .npy was written.
+fn infer_fails(dir: &Path, replace: (&str, PathBuf), needles: &[&str]) {
+    let mut inputs: Vec<(&str, PathBuf)> =
+        ["voxels", "voxel_idxs", "voxel_num"].iter().map(|n| (*n, dir.join(format!("{n}.npy")))).collect();
+    match inputs.iter_mut().find(|(n, _)| *n == replace.0) {
+        Some(slot) => slot.1 = replace.1,
+        None => inputs[0] = replace,
+    }
+    let out = dir.join(format!("out_{}", needles[0].replace(['/', ' ', '\''], "_")));
+    let args = infer_with(&out, &inputs);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, needles);
+    for o in ["cls_preds.npy", "box_preds.npy", "dir_cls_preds.npy"] {
+        assert!(!out.join(o).exists(), "a failed infer left {o} behind");
+    }
+}
+
+#[test]
+fn wrong_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_inputs(d);
+
+    // Wrong input name (replaces `voxels`).
+    infer_fails(d, ("points", d.join("voxels.npy")), &["points", "voxels"]);
+
+    // Wrong shape: voxels [10, 32, 10] instead of [8000, 32, 10].
+    let p = d.join("short.npy");
+    write_npy(&p, &Tensor::f32(vec![10, 32, 10], vec![0.5; 3200])).unwrap();
+    infer_fails(d, ("voxels", p), &["voxels", "8000", "10, 32, 10"]);
+
+    // Wrong dtype: float64 voxel_idxs.
+    let p = d.join("idx_f64.npy");
+    std::fs::write(&p, npy_f64(&[8000, 4], &vec![1.0; 32000])).unwrap();
+    infer_fails(d, ("voxel_idxs", p), &["voxel_idxs", "int32"]);
+
+    // Garbage bytes, a truncated npy and a missing file.
+    let p = d.join("garbage.npy");
+    std::fs::write(&p, (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    infer_fails(d, ("voxels", p), &["garbage.npy", "voxels", "npy"]);
+
+    let p = d.join("cut.npy");
+    let full = std::fs::read(d.join("voxels.npy")).unwrap();
+    std::fs::write(&p, &full[..full.len() / 2]).unwrap();
+    infer_fails(d, ("voxels", p), &["cut.npy", "truncated"]);
+
+    let p = d.join("cut_header.npy");
+    std::fs::write(&p, &full[..40]).unwrap();
+    infer_fails(d, ("voxels", p), &["cut_header.npy"]);
+
+    infer_fails(d, ("voxel_num", d.join("does_not_exist.npy")), &["does_not_exist.npy", "voxel_num"]);
+
+    // A missing input altogether.
+    let out = d.join("out_missing");
+    let args = infer_with(&out, &[("voxels", d.join("voxels.npy")), ("voxel_idxs", d.join("voxel_idxs.npy"))]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, &["voxel_num"]);
+
+    // Bad --input syntax.
+    fails(&["infer", s(&small()), "--input", "voxels", "--out", s(&out)], &["NAME=FILE.npy"]);
+}
+
+/// A float64 .npy written by hand (pillarq only writes f32).
+fn npy_f64(shape: &[usize], v: &[f64]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({}), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn unknown_op_inspects_but_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = build_model(
+        vec![
+            node("Relu", "/pre/Relu", &["x"], &["r"], vec![]),
+            node("FancyOp", "/custom/FancyOp_0", &["r"], &["y"], vec![attr_i("level", 3)]),
+        ],
+        vec![],
+        vec![vi("x", FLOAT, Some(&[2, 3]))],
+        vec![vi("y", FLOAT, Some(&[2, 3]))],
+    );
+    let p = write_model(dir.path(), "fancy.onnx", &model);
+    let r = pillarq(&["inspect", s(&p)]);
+    assert_eq!(r.code, 0, "inspect must accept unknown ops: {}", r.stderr);
+    assert!(r.stdout.contains("FancyOp"), "{}", r.stdout);
+
+    let x = dir.path().join("x.npy");
+    write_npy(&x, &Tensor::f32(vec![2, 3], vec![1.0, -2.0, 3.0, -4.0, 5.0, -6.0])).unwrap();
+    let out = dir.path().join("out");
+    fails(
+        &["infer", s(&p), "--input", &format!("x={}", x.display()), "--out", s(&out)],
+        &["/custom/FancyOp_0", "FancyOp", "not supported"],
+    );
+    assert!(!out.join("y.npy").exists());
+}
+
+#[test]
+fn malformed_weight_ranks_are_errors_not_panics() {
+    // The input has no declared shape, so only the weight's own rank can be checked.
+    let dir = tempfile::tempdir().unwrap();
+    for (op, name) in [("Conv", "/odd/Conv"), ("ConvTranspose", "/odd/ConvTranspose"), ("Gemm", "/odd/Gemm")] {
+        let model = build_model(
+            vec![node(op, name, &["x", "w"], &["y"], vec![])],
+            vec![init_f32("w", &[4], &[0.5; 4])],
+            vec![vi("x", FLOAT, None)],
+            vec![vi("y", FLOAT, None)],
+        );
+        let p = write_model(dir.path(), &format!("{op}.onnx"), &model);
+        fails(&["inspect", s(&p)], &[name, "[4]"]);
+    }
+}
