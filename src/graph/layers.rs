@@ -101,7 +101,19 @@ pub fn quantizable_layers(graph: &Graph) -> Vec<Layer> {
     out
 }
 
-/// Total parameter count: elements of every floating-point initializer.
+/// Learned parameters, counted as PyTorch counts them: the weights and biases of the
+/// quantizable layers plus the scale and shift of every BatchNormalization (running statistics
+/// and other constants are not parameters).
 pub fn total_params(graph: &Graph) -> usize {
-    graph.initializers.values().filter(|t| t.as_f32().is_some()).map(|t| t.len()).sum()
+    let layers: usize = quantizable_layers(graph).iter().map(|l| l.params).sum();
+    let bn: usize = graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+        .flat_map(|n| [n.input(1), n.input(2)])
+        .flatten()
+        .filter_map(|p| graph.initializers.get(p))
+        .map(|t| t.len())
+        .sum();
+    layers + bn
 }

@@ -94,12 +94,21 @@ fn im2col(
                     } else {
                         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                         let ix0 = (ox * sw) as isize - pl + (kx * dw) as isize;
-                        if sw == 1 && ix0 >= 0 && ix0 + seg as isize <= w as isize {
-                            dst.copy_from_slice(&src[ix0 as usize..ix0 as usize + seg]);
-                        } else {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                let ix = ix0 + (j * sw) as isize;
-                                *d = if ix >= 0 && ix < w as isize { src[ix as usize] } else { 0.0 };
+                        // Columns j with 0 <= ix0 + j * sw < w read the row; the rest are padding.
+                        let swi = sw as isize;
+                        let j_lo = if ix0 >= 0 { 0 } else { ((-ix0 + swi - 1) / swi) as usize }.min(seg);
+                        let j_hi = if ix0 >= w as isize { 0 } else { ((w as isize - ix0 + swi - 1) / swi) as usize }
+                            .clamp(j_lo, seg);
+                        dst[..j_lo].fill(0.0);
+                        dst[j_hi..].fill(0.0);
+                        if j_hi > j_lo {
+                            let first = (ix0 + (j_lo * sw) as isize) as usize;
+                            let body = &mut dst[j_lo..j_hi];
+                            if sw == 1 {
+                                body.copy_from_slice(&src[first..first + body.len()]);
+                            } else {
+                                let strided = src[first..].iter().step_by(sw);
+                                body.iter_mut().zip(strided).for_each(|(d, &v)| *d = v);
                             }
                         }
                     }

@@ -61,10 +61,19 @@ pub fn map2<A: Copy + Sync, B: Copy + Sync, O: Send + Default + Clone>(
         let y = b[0];
         a.par_iter().map(|&x| f(x, y)).collect()
     } else {
-        (0..n)
-            .into_par_iter()
-            .map(|i| f(a[gather_index(i, &shape, &st[0])], b[gather_index(i, &shape, &st[1])]))
-            .collect()
+        // Row by row over the innermost axis: per-element index arithmetic only once a row.
+        let inner = *shape.last().unwrap_or(&1);
+        let (ia, ib) = (st[0].last().copied().unwrap_or(0), st[1].last().copied().unwrap_or(0));
+        let mut out = vec![O::default(); n];
+        if inner > 0 {
+            out.par_chunks_mut(inner).enumerate().for_each(|(r, row)| {
+                let (oa, ob) = (gather_index(r * inner, &shape, &st[0]), gather_index(r * inner, &shape, &st[1]));
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = f(a[oa + j * ia], b[ob + j * ib]);
+                }
+            });
+        }
+        out
     };
     Some((out, shape))
 }

@@ -273,9 +273,14 @@ impl CpuExecutor {
             let got = t.dtype();
             let ok = want == got || (matches!(want, DType::F16 | DType::F64) && got == DType::F32);
             if !ok {
+                let hint = if got == DType::F32 && want != DType::F32 {
+                    " (float16/float64 .npy files are read as float32): save the array with the model's type"
+                } else {
+                    ""
+                };
                 return Err(Error::Input {
                     name: v.name.clone(),
-                    msg: format!("expected element type {want}, got {got}"),
+                    msg: format!("expected element type {want}, got {got}{hint}"),
                 });
             }
             if let Some(shape) = &v.shape {

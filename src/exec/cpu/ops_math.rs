@@ -205,22 +205,44 @@ fn matmul_small_k(
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Vec<f32> {
+    // Weights as a dense [k, n] block (b is row-major with unit column stride here).
+    let w: Vec<f32> = (0..k).flat_map(|kk| b.data[kk * b.rs..kk * b.rs + n].iter().copied()).collect();
+    let zero = vec![0f32; n];
+    let bias = bias.unwrap_or(&zero);
     let mut y = vec![0f32; m * n];
-    y.par_chunks_mut(ROW_TILE * n).enumerate().for_each(|(t, dst)| {
-        for (r, row) in dst.chunks_mut(n).enumerate() {
-            let ar = &a[(t * ROW_TILE + r) * k..][..k];
-            match bias {
-                Some(bb) => row.copy_from_slice(bb),
-                None => row.fill(0.0),
-            }
-            for (kk, &av) in ar.iter().enumerate() {
-                let brow = &b.data[kk * b.rs..kk * b.rs + n];
-                row.iter_mut().zip(brow).for_each(|(o, &w)| *o += av * w);
+    y.par_chunks_mut(ROW_TILE * n).zip(a.par_chunks(ROW_TILE * k)).for_each(|(dst, src)| {
+        match n {
+            16 => rows_fixed::<16>(dst, src, &w, bias, k),
+            32 => rows_fixed::<32>(dst, src, &w, bias, k),
+            64 => rows_fixed::<64>(dst, src, &w, bias, k),
+            128 => rows_fixed::<128>(dst, src, &w, bias, k),
+            _ => {
+                for (row, ar) in dst.chunks_exact_mut(n).zip(src.chunks_exact(k)) {
+                    row.copy_from_slice(bias);
+                    for (&av, wrow) in ar.iter().zip(w.chunks_exact(n)) {
+                        row.iter_mut().zip(wrow).for_each(|(o, &wv)| *o += av * wv);
+                    }
+                }
             }
         }
         apply_act(dst, act);
     });
     y
+}
+
+/// One output row at a time in an `N`-wide accumulator the compiler keeps in registers.
+fn rows_fixed<const N: usize>(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize) {
+    let bias: &[f32; N] = bias.try_into().expect("bias has N values");
+    for (row, ar) in dst.chunks_exact_mut(N).zip(src.chunks_exact(k)) {
+        let mut acc = *bias;
+        for (&av, wrow) in ar.iter().zip(w.chunks_exact(N)) {
+            let wrow: &[f32; N] = wrow.try_into().expect("weight row has N values");
+            for j in 0..N {
+                acc[j] += av * wrow[j];
+            }
+        }
+        row.copy_from_slice(&acc);
+    }
 }
 
 /// ONNX MatMul (numpy semantics). After BN folding a third input may carry a bias on the last axis.
@@ -497,13 +519,24 @@ pub fn reduce(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         let rr: usize = x.shape[a0..=a1].iter().product();
         let inner: usize = x.shape[a1 + 1..].iter().product();
         if inner > 0 && outer > 0 {
-            out.par_chunks_mut(inner).enumerate().for_each(|(o, dst)| {
-                let base = o * rr * inner;
-                for r in 0..rr {
-                    let src = &xv[base + r * inner..base + (r + 1) * inner];
-                    dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(*d, v));
-                }
-            });
+            // Monomorphized per op so the inner loop vectorizes; several outer rows per task.
+            fn run<F: Fn(f32, f32) -> f32 + Sync>(out: &mut [f32], xv: &[f32], rr: usize, inner: usize, f: F) {
+                let rows_per_task = (16384 / (rr * inner).max(1)).max(1);
+                out.par_chunks_mut(inner * rows_per_task).enumerate().for_each(|(t, dsts)| {
+                    for (j, dst) in dsts.chunks_mut(inner).enumerate() {
+                        let base = (t * rows_per_task + j) * rr * inner;
+                        for r in 0..rr {
+                            let src = &xv[base + r * inner..base + (r + 1) * inner];
+                            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(*d, v));
+                        }
+                    }
+                });
+            }
+            match node.op_type.as_str() {
+                "ReduceMax" => run(&mut out, xv, rr, inner, |a, b| if b > a { b } else { a }),
+                "ReduceMin" => run(&mut out, xv, rr, inner, |a, b| if b < a { b } else { a }),
+                _ => run(&mut out, xv, rr, inner, |a, b| a + b),
+            }
         }
         return finish_reduce(node, x, &red, keep, out_shape_keep, out);
     }
