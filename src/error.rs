@@ -21,6 +21,9 @@ pub enum Error {
     Input { name: String, msg: String },
     #[error("{}: {msg}", file.display())]
     Npy { file: PathBuf, msg: String },
+    /// A KITTI dataset file (label, calib, velodyne, split list) is malformed.
+    #[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Kitti { file: PathBuf, line: Option<usize>, msg: String },
     #[error("{0}")]
     Other(String),
 }
@@ -30,5 +33,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn graph(node: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Graph { node: node.into(), msg: msg.into() }
+    }
+
+    /// A KITTI format error at `file` (and `line`, 1-based, when known).
+    pub fn kitti(file: impl Into<PathBuf>, line: Option<usize>, msg: impl Into<String>) -> Self {
+        Error::Kitti { file: file.into(), line, msg: msg.into() }
     }
 }

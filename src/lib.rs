@@ -8,6 +8,7 @@ pub mod cli;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod kitti;
 pub mod model;
 pub mod npy;
 pub mod onnx;

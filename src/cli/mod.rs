@@ -1,6 +1,7 @@
 //! The command-line layer: parse arguments, call library stages, print results.
 
 mod demo;
+mod eval;
 mod infer;
 mod inspect;
 
@@ -34,6 +35,10 @@ enum Command {
     Infer(infer::Args),
     /// Run the pipeline end to end on the bundled small model (what exists so far).
     Demo(demo::Args),
+    /// KITTI AP (2D, BEV, 3D; R11 and R40; Car/Pedestrian/Cyclist x easy/moderate/hard).
+    ///
+    /// Example: pillarq eval --preds out/preds --data data/kitti --split val --json
+    Eval(eval::Args),
 }
 
 /// The bundled models live in `onnx/` of the source tree; found relative to the working
@@ -61,6 +66,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Infer(a) => infer::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match r {
         Ok(()) => 0,

@@ -1,0 +1,221 @@
+//! The KITTI 3D object dataset on disk: velodyne scans, labels, calibrations and split lists.
+//!
+//! Layout under a root directory:
+//! `training/velodyne/<id>.bin`, `training/label_2/<id>.txt`, `training/calib/<id>.txt`,
+//! `ImageSets/{train,val}.txt` (one 6-digit frame id per line).
+
+pub mod calib;
+pub mod eval;
+pub mod iou;
+pub mod label;
+pub mod velodyne;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub use calib::Calib;
+pub use label::Object;
+
+/// A KITTI object dataset root.
+#[derive(Debug, Clone)]
+pub struct KittiDir {
+    root: PathBuf,
+}
+
+/// One training frame: its id, scan, labels and calibration.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: String,
+    pub points: Vec<[f32; 4]>,
+    pub labels: Vec<Object>,
+    pub calib: Calib,
+}
+
+const SUBDIRS: [&str; 3] = ["training/velodyne", "training/label_2", "training/calib"];
+
+/// True for a KITTI frame id: exactly six ASCII digits.
+pub fn is_frame_id(id: &str) -> bool {
+    id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl KittiDir {
+    /// Opens a dataset root; `training/velodyne`, `training/label_2` and `training/calib` must be
+    /// directories (ImageSets is checked when a split is read).
+    pub fn open(root: impl AsRef<Path>) -> Result<KittiDir> {
+        let root = root.as_ref().to_path_buf();
+        for sub in SUBDIRS {
+            let dir = root.join(sub);
+            if !dir.is_dir() {
+                return Err(Error::kitti(&dir, None, "not a directory (expected a KITTI object dataset root)"));
+            }
+        }
+        Ok(KittiDir { root })
+    }
+
+    /// Creates the directory layout (training subdirectories and ImageSets) under `root` and opens
+    /// it; for writers such as the synthetic generator.
+    pub fn create(root: impl AsRef<Path>) -> Result<KittiDir> {
+        let root = root.as_ref().to_path_buf();
+        for sub in SUBDIRS.iter().chain(&["ImageSets"]) {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir, source })?;
+        }
+        Ok(KittiDir { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn velodyne_path(&self, id: &str) -> PathBuf {
+        self.root.join("training/velodyne").join(format!("{id}.bin"))
+    }
+
+    pub fn label_path(&self, id: &str) -> PathBuf {
+        self.root.join("training/label_2").join(format!("{id}.txt"))
+    }
+
+    pub fn calib_path(&self, id: &str) -> PathBuf {
+        self.root.join("training/calib").join(format!("{id}.txt"))
+    }
+
+    /// `ImageSets/<split>.txt`.
+    pub fn split_path(&self, split: &str) -> PathBuf {
+        self.root.join("ImageSets").join(format!("{split}.txt"))
+    }
+
+    /// The frame ids of a split (`train`, `val`, ...), in file order. Blank lines are ignored;
+    /// anything other than a 6-digit id is an error with the file and line.
+    pub fn split_ids(&self, split: &str) -> Result<Vec<String>> {
+        let path = self.split_path(split);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        parse_split(&text, &path)
+    }
+
+    /// Writes `ImageSets/<split>.txt` (atomically), one id per line.
+    pub fn write_split(&self, split: &str, ids: &[String]) -> Result<()> {
+        let path = self.split_path(split);
+        if let Some(bad) = ids.iter().find(|id| !is_frame_id(id)) {
+            return Err(Error::kitti(&path, None, format!("'{bad}' is not a 6-digit frame id")));
+        }
+        let mut text = ids.join("\n");
+        text.push('\n');
+        write_atomic(&path, text.as_bytes())
+    }
+
+    /// Reads a frame's scan (non-finite points are an error), labels and calibration.
+    pub fn load_frame(&self, id: &str) -> Result<Frame> {
+        Ok(Frame {
+            id: id.to_string(),
+            points: velodyne::read_points(self.velodyne_path(id))?,
+            labels: label::read_labels(self.label_path(id))?,
+            calib: calib::read_calib(self.calib_path(id))?,
+        })
+    }
+
+    /// Writes a frame's scan, labels and calibration (each atomically).
+    pub fn write_frame(&self, frame: &Frame) -> Result<()> {
+        if !is_frame_id(&frame.id) {
+            return Err(Error::Other(format!("KITTI frame id '{}' is not 6 digits", frame.id)));
+        }
+        velodyne::write_points(self.velodyne_path(&frame.id), &frame.points)?;
+        label::write_labels(self.label_path(&frame.id), &frame.labels)?;
+        calib::write_calib(self.calib_path(&frame.id), &frame.calib)
+    }
+}
+
+fn parse_split(text: &str, path: &Path) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for (idx, line) in text.lines().enumerate() {
+        let id = line.trim();
+        if id.is_empty() {
+            continue;
+        }
+        if !is_frame_id(id) {
+            return Err(Error::kitti(path, Some(idx + 1), format!("expected a 6-digit frame id, found '{id}'")));
+        }
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so readers never
+/// see a half-written file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { path: p, source }
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kitti_dir_open_requires_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = KittiDir::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("training/velodyne") && e.contains("not a directory"), "{e}");
+        KittiDir::create(dir.path()).unwrap();
+        let k = KittiDir::open(dir.path()).unwrap();
+        assert_eq!(k.velodyne_path("000007"), dir.path().join("training/velodyne/000007.bin"));
+        assert_eq!(k.label_path("000007"), dir.path().join("training/label_2/000007.txt"));
+        assert_eq!(k.calib_path("000007"), dir.path().join("training/calib/000007.txt"));
+        assert_eq!(k.split_path("val"), dir.path().join("ImageSets/val.txt"));
+    }
+
+    #[test]
+    fn kitti_split_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = KittiDir::create(dir.path()).unwrap();
+        std::fs::write(k.split_path("train"), "000000\n000003\r\n\n  000007  \n").unwrap();
+        assert_eq!(k.split_ids("train").unwrap(), ["000000", "000003", "000007"]);
+        std::fs::write(k.split_path("val"), "000001\n\n00002\n").unwrap();
+        let e = k.split_ids("val").unwrap_err();
+        assert!(matches!(e, Error::Kitti { line: Some(3), .. }));
+        let msg = e.to_string();
+        assert!(msg.contains("ImageSets/val.txt:3: expected a 6-digit frame id, found '00002'"), "{msg}");
+        assert!(matches!(k.split_ids("test").unwrap_err(), Error::Io { .. }));
+        k.write_split("val", &["000004".into(), "000005".into()]).unwrap();
+        assert_eq!(k.split_ids("val").unwrap(), ["000004", "000005"]);
+        assert!(k.write_split("val", &["4".into()]).is_err());
+    }
+
+    #[test]
+    fn kitti_frame_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = KittiDir::create(dir.path()).unwrap();
+        let text = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59\n";
+        let frame = Frame {
+            id: "000042".into(),
+            points: vec![[10.0, 0.5, -1.2, 0.25], [46.0, 0.7, -0.5, 0.4]],
+            labels: label::parse_labels(text, Path::new("t")).unwrap(),
+            calib: Calib::typical(),
+        };
+        k.write_frame(&frame).unwrap();
+        let back = k.load_frame("000042").unwrap();
+        assert_eq!(back.id, frame.id);
+        assert_eq!(back.points, frame.points);
+        assert_eq!(back.labels, frame.labels);
+        assert_eq!(back.calib, frame.calib);
+        // No temporary files left behind.
+        let names: Vec<_> =
+            std::fs::read_dir(k.root().join("training/label_2")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["000042.txt"]);
+    }
+}
