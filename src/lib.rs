@@ -13,6 +13,7 @@ pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod pointpillars;
+pub mod synth;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -2,11 +2,26 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::kitti::eval::evaluate_result_files;
+use crate::kitti::eval::{evaluate, evaluate_result_files, EvalObject, FrameEval};
+use crate::kitti::label::read_labels;
 use crate::kitti::KittiDir;
+use crate::model::Model;
+use crate::pointpillars::detect::{write_frame_detections, Detector};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Run this model on the split and evaluate its detections.
+    #[arg(long, conflicts_with = "preds")]
+    pub model: Option<PathBuf>,
+    /// With --model: also write the detections here (<id>.txt, <id>.json).
+    #[arg(long, requires = "model")]
+    pub out: Option<PathBuf>,
+    /// Worker threads for --model (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// KITTI result files (<id>.txt with a score) from any detector.
     #[arg(long)]
     pub preds: Option<PathBuf>,
@@ -26,18 +41,35 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let data = KittiDir::open(&a.data)?;
-    let mut ids = data.split_ids(&a.split)?;
-    if let Some(n) = a.frames {
-        ids.truncate(n);
-    }
-    if ids.is_empty() {
-        bail!("split '{}' of {} lists no frames", a.split, a.data.display());
-    }
-    let Some(preds) = &a.preds else {
-        bail!("give --preds DIR (KITTI result files to evaluate)");
+    let ids = super::detect::split_ids(&data, &a.split, a.frames)?;
+    let table = match (&a.model, &a.preds) {
+        (Some(m), _) => {
+            let model = Model::load(m).with_context(|| format!("cannot load {}", m.display()))?;
+            let detector = Detector::new(&model, a.threads)?;
+            if let Some(out) = &a.out {
+                std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+            }
+            let pb = super::progress::bar(ids.len(), "detect", a.quiet);
+            let mut frames = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let f = detector.detect_frame(&data, id).with_context(|| format!("frame {id}"))?;
+                if let Some(out) = &a.out {
+                    write_frame_detections(out, &f)?;
+                }
+                let gt = read_labels(data.label_path(id))?;
+                frames.push(FrameEval {
+                    gt: gt.iter().map(EvalObject::from).collect(),
+                    dt: f.objects.iter().map(EvalObject::from).collect(),
+                });
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            evaluate(&frames)
+        }
+        (None, Some(preds)) => evaluate_result_files(&data, &ids, preds)
+            .with_context(|| format!("evaluating {} against {}", preds.display(), a.data.display()))?,
+        (None, None) => bail!("give --model MODEL (detect, then evaluate) or --preds DIR (evaluate result files)"),
     };
-    let table = evaluate_result_files(&data, &ids, preds)
-        .with_context(|| format!("evaluating {} against {}", preds.display(), a.data.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&table.to_json())?);
     } else {

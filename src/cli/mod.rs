@@ -1,9 +1,14 @@
 //! The command-line layer: parse arguments, call library stages, print results.
 
+mod data_stats;
 mod demo;
+mod detect;
 mod eval;
 mod infer;
 mod inspect;
+mod progress;
+mod synth;
+mod voxelize;
 
 use std::path::PathBuf;
 
@@ -35,10 +40,27 @@ enum Command {
     Infer(infer::Args),
     /// Run the pipeline end to end on the bundled small model (what exists so far).
     Demo(demo::Args),
+    /// Detect objects in a KITTI split and write KITTI result files.
+    ///
+    /// Example: pillarq detect --model onnx/pointpillars_small.onnx --data data/synth --out out/preds
+    Detect(detect::Args),
     /// KITTI AP (2D, BEV, 3D; R11 and R40; Car/Pedestrian/Cyclist x easy/moderate/hard).
     ///
-    /// Example: pillarq eval --preds out/preds --data data/kitti --split val --json
+    /// Examples: pillarq eval --model onnx/pointpillars_small.onnx --data data/synth --frames 50
+    ///           pillarq eval --preds out/preds --data data/kitti --split val --json
     Eval(eval::Args),
+    /// Generate a synthetic KITTI-format dataset by ray casting street scenes (64-beam lidar).
+    ///
+    /// Example: pillarq synth --out data/synth --train 1500 --val 500 --seed 0
+    Synth(synth::Args),
+    /// Point cloud and label statistics of a KITTI-format dataset (real or synthetic).
+    ///
+    /// Example: pillarq data-stats data/synth --split val --frames 100
+    DataStats(data_stats::Args),
+    /// Turn a velodyne scan into a model's pillar inputs (.npy per input) and print pillar counts.
+    ///
+    /// Example: pillarq voxelize --model onnx/pointpillars_small.onnx --points 000000.bin --out out/vox
+    Voxelize(voxelize::Args),
 }
 
 /// The bundled models live in `onnx/` of the source tree; found relative to the working
@@ -67,6 +89,10 @@ pub fn main() -> i32 {
         Command::Infer(a) => infer::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Detect(a) => detect::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::DataStats(a) => data_stats::run(a),
+        Command::Voxelize(a) => voxelize::run(a),
     };
     match r {
         Ok(()) => 0,

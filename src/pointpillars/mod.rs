@@ -1,5 +1,14 @@
 //! PointPillars model facts: the configuration written in our models' ONNX metadata, layout
-//! detection (standard ops or NVIDIA CUDA-PointPillars' custom scatter), and synthetic inputs.
+//! detection (standard ops or NVIDIA CUDA-PointPillars' custom scatter), synthetic inputs,
+//! pre-processing (`voxelize`: points -> pillar inputs) and post-processing (`postprocess`:
+//! output maps -> boxes -> KITTI results).
+
+pub mod detect;
+pub mod postprocess;
+pub mod voxelize;
+
+pub use postprocess::{decode_detections, to_kitti_object, Detection};
+pub use voxelize::{voxelize, Pillars};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""Train pillarq's PointPillars (scripts/pointpillars.py) on a KITTI-format directory, on CPU,
+then export it with scripts/export_models.py (same node names, metadata, BN kept).
+
+    train.py --data DIR --config small|kitti --epochs E --out onnx/pointpillars_<config>.onnx
+             [--seed S] [--frames N] [--batch B] [--threads T] [--resume CKPT] [--max-iters K]
+    train.py --smoke [--out PATH] [--max-iters K]    # fake 4-frame KITTI dir, 2 iterations, export, ORT check
+
+OpenPCDet-style training: AxisAlignedTargetAssigner (nearest-BEV IoU with yaw snapped to 0/90 deg,
+Car 0.6/0.45, Ped/Cyc 0.5/0.35, best anchor per GT forced positive; Van / Person_sitting boxes
+make their class's anchors "ignore"), sigmoid focal loss (0.25, 2) / #pos, smooth-L1 (beta 1/9)
+on the residuals with the sin-difference trick x 2.0, direction CE x 0.2; AdamW + one-cycle,
+weight decay 0.01, grad-norm clip 10; augmentation: random flip of y, rotation U(-pi/4, pi/4),
+scaling U(0.95, 1.05). Points are FOV-filtered at load (cached in memory), augmented and
+voxelized per iteration with kitti_data.voxelize (the Rust contract). A batch of B frames is one
+forward pass: the PFN runs on the valid pillars of all frames, scattered per frame.
+
+Writes <out> (ONNX), <out minus .onnx>.json (summary), <out minus .onnx>.ckpt.pt (each epoch).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kitti_data as kd  # noqa: E402
+import pointpillars as pp  # noqa: E402
+
+MATCHED = {"Car": 0.6, "Pedestrian": 0.5, "Cyclist": 0.5}
+UNMATCHED = {"Car": 0.45, "Pedestrian": 0.35, "Cyclist": 0.35}
+DIR_OFFSET, DIR_LIMIT_OFFSET = 0.78539, 0.0
+LR = {"small": 3e-3, "kitti": 3e-3}
+CHANNELS_LAST = False  # NHWC convolutions (set by --channels-last)
+
+
+def meta_for(cfg, seed=0):
+    import export_models  # torch + onnx; only the metadata dict is used here
+    return export_models.metadata(cfg, "standard", seed)
+
+
+# ============================================================================ data
+class Frames:
+    """FOV-filtered points + lidar GT boxes of a split, in memory."""
+
+    def __init__(self, root, split, limit=None, class_names=kd.CLASS_NAMES):
+        ids = kd.split_ids(root, split)
+        if limit:
+            ids = ids[:limit]
+        if not ids:
+            raise SystemExit(f"error: {root}: split '{split}' is empty")
+        self.ids, self.points, self.gt, self.ign = ids, [], [], []
+        t0 = time.time()
+        for fid in ids:
+            vel, lab, cal = kd.frame_paths(root, fid)
+            calib = kd.read_calib(cal)
+            pts = kd.read_points(vel)
+            pts = pts[np.all(np.isfinite(pts), 1)]
+            pts = pts[kd.fov_mask(pts, calib)]
+            (gb, gc), (ib, ic) = kd.labels_to_lidar(kd.read_labels(lab), calib, class_names)
+            self.points.append(np.ascontiguousarray(pts))
+            self.gt.append((gb, gc))
+            self.ign.append((ib, ic))
+        n_obj = np.bincount(np.concatenate([g[1] for g in self.gt]), minlength=len(class_names))
+        print(f"loaded {len(ids)} {split} frames in {time.time() - t0:.1f}s; "
+              f"{np.mean([len(p) for p in self.points]):.0f} FOV points/frame; objects "
+              + ", ".join(f"{c} {n}" for c, n in zip(class_names, n_obj)), flush=True)
+
+
+def augment(pts, boxes, ign, rng):
+    """Global flip of y, rotation U(-pi/4, pi/4) about z, scaling U(0.95, 1.05)."""
+    pts, boxes, ign = pts.copy(), boxes.copy(), ign.copy()
+    if rng.random() < 0.5:
+        for b in (boxes, ign):
+            b[:, 1] = -b[:, 1]
+            b[:, 6] = -b[:, 6]
+        pts[:, 1] = -pts[:, 1]
+    a = rng.uniform(-np.pi / 4, np.pi / 4)
+    c, s = np.float32(np.cos(a)), np.float32(np.sin(a))
+    x, y = pts[:, 0].copy(), pts[:, 1].copy()
+    pts[:, 0], pts[:, 1] = c * x - s * y, s * x + c * y
+    for b in (boxes, ign):
+        x, y = b[:, 0].copy(), b[:, 1].copy()
+        b[:, 0], b[:, 1] = c * x - s * y, s * x + c * y
+        b[:, 6] = kd.wrap_angle(b[:, 6] + a)
+    sc = np.float32(rng.uniform(0.95, 1.05))
+    pts[:, :3] *= sc
+    boxes[:, :6] *= sc
+    ign[:, :6] *= sc
+    return pts, boxes, ign
+
+
+def in_range(boxes, pcr):
+    return ((boxes[:, 0] >= pcr[0]) & (boxes[:, 0] < pcr[3]) & (boxes[:, 1] >= pcr[1]) & (boxes[:, 1] < pcr[4]))
+
+
+# ============================================================================ targets
+def nearest_bev(boxes):
+    """Axis-aligned BEV [N,4] (x1, y1, x2, y2) after snapping yaw to the nearest of 0 / 90 deg."""
+    rot = np.abs(kd.limit_period(boxes[:, 6].astype(np.float64), 0.5, np.pi))
+    swap = rot > np.pi / 4
+    dx = np.where(swap, boxes[:, 4], boxes[:, 3])
+    dy = np.where(swap, boxes[:, 3], boxes[:, 4])
+    return np.stack([boxes[:, 0] - dx / 2, boxes[:, 1] - dy / 2, boxes[:, 0] + dx / 2, boxes[:, 1] + dy / 2], 1)
+
+
+def iou_aligned(a, b):
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    ab = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-6)
+
+
+class TargetAssigner:
+    def __init__(self, meta):
+        anchors, class_of = kd.generate_anchors(meta)
+        self.H, self.W, self.A = anchors.shape[:3]
+        self.anchors = anchors.reshape(-1, 7)
+        self.cls = np.tile(class_of, self.H * self.W)          # class of each flat anchor
+        self.names = meta["class_names"]
+        self.idx = [np.nonzero(self.cls == c)[0] for c in range(len(self.names))]
+        self.bev = [nearest_bev(self.anchors[i]) for i in self.idx]
+
+    def __call__(self, gt, gcls, ign, icls):
+        N = len(self.anchors)
+        labels = np.full(N, -1, np.int64)           # -1 ignore, 0 background, 1.. class + 1
+        gt_of = np.full(N, -1, np.int64)
+        for c, name in enumerate(self.names):
+            ai = self.idx[c]
+            lab = np.full(len(ai), -1, np.int64)
+            gid = np.full(len(ai), -1, np.int64)
+            sel = np.nonzero(gcls == c)[0]
+            forced = np.zeros(0, np.int64)
+            if len(sel):
+                iou = iou_aligned(self.bev[c], nearest_bev(gt[sel]))
+                a2g = iou.argmax(1)
+                a2g_max = iou[np.arange(len(ai)), a2g]
+                g2a_max = iou.max(0)
+                g2a_max[g2a_max == 0] = -1
+                forced = np.nonzero((iou == g2a_max[None, :]).any(1))[0]
+                pos = a2g_max >= MATCHED[name]
+                lab[pos] = c + 1
+                gid[pos] = sel[a2g[pos]]
+                bg = a2g_max < UNMATCHED[name]
+            else:
+                bg = np.ones(len(ai), bool)
+            lab[bg] = 0
+            if len(forced):
+                lab[forced] = c + 1
+                gid[forced] = sel[a2g[forced]]
+            isel = np.nonzero(icls == c)[0]
+            if len(isel):
+                iou_i = iou_aligned(self.bev[c], nearest_bev(ign[isel])).max(1)
+                lab[(lab == 0) & (iou_i >= UNMATCHED[name])] = -1
+            labels[ai] = lab
+            gt_of[ai] = gid
+        fg = labels > 0
+        box_t = np.zeros((N, 7), np.float32)
+        dir_t = np.zeros(N, np.int64)
+        if fg.any():
+            g = gt[gt_of[fg]]
+            box_t[fg] = kd.encode_boxes(g, self.anchors[fg])
+            rot = g[:, 6].astype(np.float64)
+            off = kd.limit_period(rot - DIR_OFFSET, 0.0, 2 * np.pi)
+            dir_t[fg] = np.clip(np.floor(off / np.pi), 0, 1).astype(np.int64)
+        return labels, box_t, dir_t
+
+
+# ============================================================================ model pieces
+def init_head(model):
+    with torch.no_grad():
+        model.head.conv_cls.bias.fill_(-math.log((1 - 0.01) / 0.01))
+        torch.nn.init.normal_(model.head.conv_box.weight, mean=0.0, std=0.001)
+
+
+def forward_batch(model, voxels, coords, B):
+    """voxels [sumK, M, 10] (valid pillars of all frames), coords [sumK, 2] (batch, flat cell)."""
+    nx, ny, _ = pp.grid_size(model.cfg)
+    feats = model.pfn(voxels)                                     # [sumK, C]
+    C = feats.shape[1]
+    canvas = feats.new_zeros(B * ny * nx, C)
+    canvas[coords[:, 0] * (ny * nx) + coords[:, 1]] = feats
+    canvas = canvas.view(B, ny, nx, C).permute(0, 3, 1, 2)  # NCHW view of an NHWC buffer
+    canvas = canvas.contiguous(memory_format=torch.channels_last if CHANNELS_LAST else torch.contiguous_format)
+    return model.head(model.backbone(canvas))                     # NHWC each
+
+
+def focal_loss(logits, targets, weights, alpha=0.25, gamma=2.0):
+    p = torch.sigmoid(logits)
+    alpha_w = targets * alpha + (1 - targets) * (1 - alpha)
+    pt = targets * (1 - p) + (1 - targets) * p
+    bce = torch.clamp(logits, min=0) - logits * targets + torch.log1p(torch.exp(-torch.abs(logits)))
+    return (alpha_w * pt.pow(gamma) * bce * weights.unsqueeze(-1)).sum()
+
+
+def smooth_l1(diff, beta=1.0 / 9.0):
+    n = diff.abs()
+    return torch.where(n < beta, 0.5 * n * n / beta, n - 0.5 * beta)
+
+
+def compute_loss(outs, labels, box_t, dir_t):
+    cls, box, dirc = outs
+    B = cls.shape[0]
+    nc = 3
+    cls = cls.reshape(B, -1, nc)
+    box = box.reshape(B, -1, 7)
+    dirc = dirc.reshape(B, -1, 2)
+    pos = (labels > 0).float()
+    neg = (labels == 0).float()
+    norm = pos.sum(1, keepdim=True).clamp(min=1.0)
+    cls_w = (pos + neg) / norm
+    reg_w = pos / norm
+    onehot = F.one_hot(labels.clamp(min=0), nc + 1)[..., 1:].float()
+    loss_cls = focal_loss(cls, onehot, cls_w) / B
+    # sin-difference on the yaw residual
+    p6, t6 = box[..., 6:7], box_t[..., 6:7]
+    bp = torch.cat([box[..., :6], torch.sin(p6) * torch.cos(t6)], -1)
+    bt = torch.cat([box_t[..., :6], torch.cos(p6) * torch.sin(t6)], -1)
+    loss_loc = (smooth_l1(bp - bt).sum(-1) * reg_w).sum() / B * 2.0
+    ce = F.cross_entropy(dirc.reshape(-1, 2), dir_t.reshape(-1), reduction="none").view(B, -1)
+    loss_dir = (ce * reg_w).sum() / B * 0.2
+    return loss_cls + loss_loc + loss_dir, (loss_cls.item(), loss_loc.item(), loss_dir.item())
+
+
+def make_batch(frames, ids, meta, assigner, rng, augment_on=True):
+    pcr = np.asarray(meta["point_cloud_range"], np.float32)
+    nx, ny = kd.grid_of(meta)
+    vox, coords, labs, boxes, dirs = [], [], [], [], []
+    for b, i in enumerate(ids):
+        pts = frames.points[i]
+        gt, gc = frames.gt[i]
+        ig, ic = frames.ign[i]
+        if augment_on:
+            pts, gt, ig = augment(pts, gt, ig, rng)
+        keep = in_range(gt, pcr)
+        gt, gc = gt[keep], gc[keep]
+        v, idx, n = kd.voxelize(pts, meta)
+        k = int(n[0])
+        vox.append(v[:k])
+        coords.append(np.stack([np.full(k, b), idx[:k, 2].astype(np.int64) * nx + idx[:k, 3]], 1))
+        lab, bt, dt = assigner(gt, gc, ig, ic)
+        labs.append(lab)
+        boxes.append(bt)
+        dirs.append(dt)
+    return (torch.from_numpy(np.concatenate(vox)), torch.from_numpy(np.concatenate(coords)),
+            torch.from_numpy(np.stack(labs)), torch.from_numpy(np.stack(boxes)), torch.from_numpy(np.stack(dirs)))
+
+
+@torch.no_grad()
+def recalibrate_bn(model, frames, meta, assigner, n_frames, batch, seed):
+    """Re-estimates the BN running statistics with the final weights: cumulative averages over
+    n_frames training frames (no augmentation), forward only. With BN momentum 0.01 the running
+    statistics trail the weights by ~100 iterations, which ruins short runs."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    moms = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    order = np.random.default_rng(seed).permutation(len(frames.ids))[:n_frames]
+    for k in range(0, len(order), batch):
+        vox, coords, labels, _, _ = make_batch(frames, order[k:k + batch], meta, assigner, None, augment_on=False)
+        forward_batch(model, vox, coords, len(labels))
+    for m, mom in zip(bns, moms):
+        m.momentum = mom
+    model.eval()
+
+
+# ============================================================================ export
+def export(model, out, meta_extra, seed):
+    import onnx
+    import export_models
+    model.eval()
+    with torch.no_grad():
+        m, args = export_models.export_standard(model, out, seed)
+    meta = json.loads(m.metadata_props[0].value)
+    meta["trained"] = meta_extra
+    m.metadata_props[0].value = json.dumps(meta)
+    cfg = model.cfg
+    nx, ny, _ = pp.grid_size(cfg)
+    m.doc_string = (f"PointPillars ({cfg['name']}, {nx}x{ny} grid), trained by pillarq scripts/train.py "
+                    f"({meta_extra.get('epochs')} epochs on {meta_extra.get('frames')} frames of "
+                    f"{meta_extra.get('data')}); standard ONNX ops, masked ScatterND scatter")
+    onnx.checker.check_model(m, full_check=True)
+    onnx.save(m, out)
+    with torch.no_grad():
+        export_models.report(out, m, model)
+        export_models.check_ort(out, model, args)
+
+
+# ============================================================================ main
+def train(a):
+    global CHANNELS_LAST
+    CHANNELS_LAST = a.channels_last
+    torch.set_num_threads(a.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    cfg = dict(pp.CONFIGS[a.config])
+    meta = meta_for(cfg, a.seed)
+    frames = Frames(a.data, a.split, a.frames)
+    assigner = TargetAssigner(meta)
+    model = pp.PointPillars(cfg)
+    init_head(model)
+    if CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    n = len(frames.ids)
+    steps_per_epoch = max(1, n // a.batch)  # drop the last partial batch
+    total = steps_per_epoch * a.epochs
+    if a.max_iters:
+        total = min(total, a.max_iters)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr or LR[a.config], weight_decay=0.01, betas=(0.95, 0.99))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr or LR[a.config], total_steps=total + 1,
+                                                pct_start=0.4, div_factor=10.0, base_momentum=0.85,
+                                                max_momentum=0.95)
+    stem = os.path.splitext(a.out)[0]
+    ckpt_path = stem + ".ckpt.pt"
+    start_epoch, step, wall_before = 0, 0, 0.0
+    history = []
+    if a.resume:
+        ck = torch.load(a.resume, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        start_epoch, step, wall_before = ck["epoch"] + 1, ck["step"], ck.get("wall", 0.0)
+        history = ck.get("history", [])
+        rng = np.random.default_rng(a.seed + 1000 * start_epoch)
+        torch.manual_seed(a.seed + 1000 * start_epoch)
+        print(f"resumed from {a.resume}: epoch {start_epoch}, step {step}", flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    print(f"config {a.config}: {n} frames, batch {a.batch}, {steps_per_epoch} it/epoch, {a.epochs} epochs "
+          f"({total} it), threads {a.threads}, seed {a.seed}", flush=True)
+    t_start = time.time()
+    t_data = t_step = 0.0
+    done_iters = 0
+    last = None
+    for epoch in range(start_epoch, a.epochs):
+        if step >= total:
+            break
+        model.train()
+        order = rng.permutation(n)
+        sums = np.zeros(4)
+        cnt = 0
+        for it in range(steps_per_epoch):
+            if step >= total:
+                break
+            t0 = time.time()
+            batch = make_batch(frames, order[it * a.batch:(it + 1) * a.batch], meta, assigner, rng)
+            t1 = time.time()
+            vox, coords, labels, box_t, dir_t = batch
+            outs = forward_batch(model, vox, coords, len(labels))
+            loss, parts = compute_loss(outs, labels, box_t, dir_t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            t2 = time.time()
+            step += 1
+            done_iters += 1
+            if done_iters > 1:  # first iteration: warm-up, not timed
+                t_data += t1 - t0
+                t_step += t2 - t1
+            sums += [loss.item(), *parts]
+            cnt += 1
+            if step % a.log_every == 0 or step == total or step == 1:
+                timed = max(done_iters - 1, 1)
+                sec_it = (t_data + t_step) / timed if done_iters > 1 else (t2 - t0)
+                eta = sec_it * (total - step)
+                print(f"ep {epoch + 1}/{a.epochs} it {step}/{total} loss {loss.item():.4f} "
+                      f"(cls {parts[0]:.4f} loc {parts[1]:.4f} dir {parts[2]:.4f}) "
+                      f"pos {(labels > 0).sum().item()} lr {sched.get_last_lr()[0]:.2e} "
+                      f"{1 / sec_it:.2f} it/s (data {t_data / timed:.3f}s + step {t_step / timed:.3f}s) "
+                      f"ETA {eta / 60:.1f} min", flush=True)
+        last = (sums / max(cnt, 1)).tolist()
+        history.append({"epoch": epoch + 1, "loss": last[0], "cls": last[1], "loc": last[2], "dir": last[3]})
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "epoch": epoch, "step": step, "wall": wall_before + time.time() - t_start,
+                    "history": history, "config": a.config, "seed": a.seed}, ckpt_path)
+        print(f"epoch {epoch + 1} mean loss {last[0]:.4f} (cls {last[1]:.4f} loc {last[2]:.4f} dir {last[3]:.4f}); "
+              f"checkpoint {ckpt_path}", flush=True)
+    if a.bn_recalib > 0:
+        t0 = time.time()
+        recalibrate_bn(model, frames, meta, assigner, a.bn_recalib, a.batch, a.seed)
+        print(f"BN statistics re-estimated on {min(a.bn_recalib, n)} frames ({time.time() - t0:.1f}s)", flush=True)
+    wall = wall_before + time.time() - t_start
+    timed = max(done_iters - 1, 1)
+    summary = {"config": a.config, "data": os.path.abspath(a.data), "split": a.split, "frames": n,
+               "epochs": a.epochs, "iterations": step, "batch": a.batch, "seed": a.seed, "threads": a.threads,
+               "lr": a.lr or LR[a.config], "bn_recalib_frames": min(a.bn_recalib, n), "wall_time_s": round(wall, 1),
+               "sec_per_iter": round((t_data + t_step) / timed, 4), "data_sec_per_iter": round(t_data / timed, 4),
+               "final_losses": history[-1] if history else None, "history": history,
+               "torch": torch.__version__}
+    extra = {k: summary[k] for k in ("epochs", "frames", "batch", "seed", "iterations")}
+    extra["data"] = os.path.basename(os.path.normpath(a.data))
+    export(model, a.out, extra, a.seed)
+    with open(stem + ".json", "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"wrote {a.out} and {stem}.json (wall {wall / 60:.1f} min)", flush=True)
+    return summary
+
+
+def smoke(a):
+    import onnxruntime as ort
+    t0 = time.time()
+    kd.self_test()
+    print(f"kitti_data self-test ok ({time.time() - t0:.1f}s)", flush=True)
+    with tempfile.TemporaryDirectory() as td:
+        data = os.path.join(td, "kitti")
+        kd.make_fake_kitti(data, 4, seed=a.seed, n_val=2)
+        with open(os.path.join(data, "ImageSets", "train.txt"), "w") as f:  # train on all 4
+            f.write("000000\n000001\n000002\n000003\n")
+        a.data, a.split, a.frames, a.epochs = data, "train", None, 1
+        a.max_iters = a.max_iters or 2
+        a.out = a.out or os.path.join(td, "out", f"pointpillars_{a.config}.onnx")
+        summary = train(a)
+        meta = kd.read_onnx_meta(a.out)
+        assert meta["trained"]["iterations"] == summary["iterations"], meta
+        sess = ort.InferenceSession(a.out, providers=["CPUExecutionProvider"])
+        vel, _, cal = kd.frame_paths(data, "000003")
+        v, i, n = kd.voxelize(kd.read_points(vel), meta, kd.read_calib(cal))
+        outs = sess.run(["cls_preds", "box_preds", "dir_cls_preds"], {"voxels": v, "voxel_idxs": i, "voxel_num": n})
+        dets = kd.decode_detections(*outs, meta)
+        print(f"ORT ok: outputs {[o.shape for o in outs]}, {int(n[0])} pillars, {len(dets)} detections", flush=True)
+        print(f"smoke ok in {time.time() - t0:.1f}s; {summary['sec_per_iter']:.3f} s/it "
+              f"(data {summary['data_sec_per_iter']:.3f}) at batch {a.batch}, {a.threads} threads", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data")
+    ap.add_argument("--config", choices=sorted(pp.CONFIGS), default="small")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--out")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frames", type=int, default=None, help="only the first N frames of the split")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on the 2-vCPU box)")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--resume")
+    ap.add_argument("--max-iters", type=int, default=0, help="stop after K iterations in total")
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--bn-recalib", type=int, default=64,
+                    help="re-estimate BN statistics on N training frames before export (0 = off)")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC convolutions (not faster on the 2-core box)")
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args(argv)
+    if a.smoke:
+        a.log_every = 1
+        return smoke(a)
+    if not a.data or not a.out:
+        ap.error("--data and --out are required (or --smoke)")
+    if not os.path.isdir(os.path.join(a.data, "training")):
+        ap.error(f"{a.data} is not a KITTI directory (no training/)")
+    train(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::kitti::KittiDir;
+use crate::model::Model;
+use crate::pointpillars::detect::{write_frame_detections, Detector};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ONNX model with PointPillars metadata (e.g. onnx/pointpillars_small.onnx).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// KITTI-format data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Split listed in ImageSets/<split>.txt.
+    #[arg(long, default_value = "val")]
+    pub split: String,
+    /// Only the first N frames of the split.
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Output folder: <id>.txt (KITTI results) and <id>.json (full-precision lidar boxes).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The frame ids of a split, truncated to `frames`.
+pub fn split_ids(data: &KittiDir, split: &str, frames: Option<usize>) -> Result<Vec<String>> {
+    let mut ids = data.split_ids(split)?;
+    if let Some(n) = frames {
+        ids.truncate(n);
+    }
+    if ids.is_empty() {
+        bail!("split '{split}' of {} lists no frames", data.root().display());
+    }
+    Ok(ids)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
+    let detector = Detector::new(&model, a.threads)?;
+    let data = KittiDir::open(&a.data)?;
+    let ids = split_ids(&data, &a.split, a.frames)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let pb = super::progress::bar(ids.len(), "detect", a.quiet);
+    let mut boxes = 0;
+    for id in &ids {
+        let f = detector.detect_frame(&data, id).with_context(|| format!("frame {id}"))?;
+        boxes += f.objects.len();
+        write_frame_detections(&a.out, &f)?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    println!("{} frames, {boxes} detections -> {}", ids.len(), a.out.display());
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The detector: points -> pillars -> network (CPU executor) -> decoded, NMS-ed boxes -> KITTI
+//! result objects. One `Detector` per model; frames are independent.
+
+use std::path::Path;
+
+use super::postprocess::{decode_detections, to_kitti_objects, Detection};
+use super::voxelize::voxelize;
+use super::PointPillarsConfig;
+use crate::error::{Error, Result};
+use crate::exec::cpu::CpuExecutor;
+use crate::kitti::{Calib, KittiDir, Object};
+use crate::model::Model;
+
+pub struct Detector {
+    pub cfg: PointPillarsConfig,
+    exec: CpuExecutor,
+}
+
+/// One frame's detections in both frames of reference.
+pub struct FrameDetections {
+    pub id: String,
+    /// Lidar-frame boxes at full precision (after NMS).
+    pub lidar: Vec<Detection>,
+    /// KITTI camera-frame result objects (boxes outside the image are dropped).
+    pub objects: Vec<Object>,
+}
+
+impl Detector {
+    /// Builds the detector from a model whose metadata holds its PointPillars configuration.
+    pub fn new(model: &Model, threads: usize) -> Result<Detector> {
+        let cfg = PointPillarsConfig::from_graph(&model.graph)?.ok_or_else(|| Error::Model {
+            file: model.file.path.clone(),
+            msg: format!(
+                "no '{}' metadata: pre/post-processing parameters are unknown for this model",
+                super::METADATA_KEY
+            ),
+        })?;
+        Ok(Detector { cfg, exec: CpuExecutor::new(&model.graph, threads)? })
+    }
+
+    pub fn executor(&self) -> &CpuExecutor {
+        &self.exec
+    }
+
+    /// Detects objects in one point cloud (lidar frame); with `calib`, only points in the
+    /// camera's field of view are used, as for KITTI.
+    pub fn detect(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<Vec<Detection>> {
+        let pillars = voxelize(points, &self.cfg, calib)?;
+        let inputs = pillars.to_inputs(self.exec.graph())?;
+        let outputs = self.exec.run(&inputs)?;
+        decode_detections(&outputs, &self.cfg)
+    }
+
+    /// Loads frame `id` of a KITTI directory and detects.
+    pub fn detect_frame(&self, data: &KittiDir, id: &str) -> Result<FrameDetections> {
+        let (points, calib) = load_points_and_calib(data, id)?;
+        let lidar = self.detect(&points, Some(&calib))?;
+        let objects = to_kitti_objects(&lidar, &calib, &self.cfg.class_names);
+        Ok(FrameDetections { id: id.to_string(), lidar, objects })
+    }
+}
+
+fn load_points_and_calib(data: &KittiDir, id: &str) -> Result<(Vec<[f32; 4]>, Calib)> {
+    let path = data.velodyne_path(id);
+    let (points, dropped) = crate::kitti::velodyne::read_points_lossy(&path)?;
+    if dropped > 0 {
+        tracing::warn!("{}: dropped {dropped} non-finite points", path.display());
+    }
+    let calib = crate::kitti::calib::read_calib(data.calib_path(id))?;
+    Ok((points, calib))
+}
+
+/// Writes `<dir>/<id>.txt` (KITTI results, 16 fields) and `<dir>/<id>.json` (full-precision
+/// lidar boxes: `[{"class", "score", "box": [x, y, z, dx, dy, dz, yaw]}]`), each atomically.
+pub fn write_frame_detections(dir: &Path, f: &FrameDetections) -> Result<()> {
+    crate::kitti::label::write_labels(dir.join(format!("{}.txt", f.id)), &f.objects)?;
+    let json: Vec<serde_json::Value> =
+        f.lidar.iter().map(|d| serde_json::json!({"class": d.class, "score": d.score, "box": d.lidar_box})).collect();
+    let path = dir.join(format!("{}.json", f.id));
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&json).map_err(|e| Error::Other(e.to_string()))?)
+        .map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::Io { path, source: e })
+}
