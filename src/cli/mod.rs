@@ -38,7 +38,7 @@ enum Command {
     ///
     /// Example: pillarq infer onnx/pointpillars_small.onnx --random 0 --out out/infer
     Infer(infer::Args),
-    /// Run the pipeline end to end on the bundled small model (what exists so far).
+    /// Run the pipeline end to end on the bundled small model: inspect, synthetic data, detect, KITTI AP.
     Demo(demo::Args),
     /// Detect objects in a KITTI split and write KITTI result files.
     ///
