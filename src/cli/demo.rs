@@ -41,9 +41,7 @@ pub fn run(a: Args) -> Result<()> {
         threads: a.threads,
         quiet: false,
         preds: None,
-        data,
-        split: "val".into(),
-        frames: None,
+        split: super::detect::SplitArgs { data, split: "val".into(), frames: None },
         json: false,
     })?;
 

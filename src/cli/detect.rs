@@ -6,12 +6,10 @@ use crate::kitti::KittiDir;
 use crate::model::Model;
 use crate::pointpillars::detect::{write_frame_detections, Detector};
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// ONNX model with PointPillars metadata (e.g. onnx/pointpillars_small.onnx).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// KITTI-format data directory.
+/// Which frames of which KITTI-format data set (shared by detect and eval).
+#[derive(clap::Args, Clone)]
+pub struct SplitArgs {
+    /// KITTI-format data directory (training/{velodyne,label_2,calib}, ImageSets/<split>.txt).
     #[arg(long)]
     pub data: PathBuf,
     /// Split listed in ImageSets/<split>.txt.
@@ -20,6 +18,29 @@ pub struct Args {
     /// Only the first N frames of the split.
     #[arg(long)]
     pub frames: Option<usize>,
+}
+
+impl SplitArgs {
+    pub fn open(&self) -> Result<(KittiDir, Vec<String>)> {
+        let data = KittiDir::open(&self.data)?;
+        let mut ids = data.split_ids(&self.split)?;
+        if let Some(n) = self.frames {
+            ids.truncate(n);
+        }
+        if ids.is_empty() {
+            bail!("split '{}' of {} lists no frames", self.split, self.data.display());
+        }
+        Ok((data, ids))
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ONNX model with PointPillars metadata (e.g. onnx/pointpillars_small.onnx).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub split: SplitArgs,
     /// Output folder: <id>.txt (KITTI results) and <id>.json (full-precision lidar boxes).
     #[arg(long)]
     pub out: PathBuf,
@@ -31,23 +52,10 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// The frame ids of a split, truncated to `frames`.
-pub fn split_ids(data: &KittiDir, split: &str, frames: Option<usize>) -> Result<Vec<String>> {
-    let mut ids = data.split_ids(split)?;
-    if let Some(n) = frames {
-        ids.truncate(n);
-    }
-    if ids.is_empty() {
-        bail!("split '{split}' of {} lists no frames", data.root().display());
-    }
-    Ok(ids)
-}
-
 pub fn run(a: Args) -> Result<()> {
     let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
     let detector = Detector::new(&model, a.threads)?;
-    let data = KittiDir::open(&a.data)?;
-    let ids = split_ids(&data, &a.split, a.frames)?;
+    let (data, ids) = a.split.open()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let pb = super::progress::bar(ids.len(), "detect", a.quiet);
     let mut boxes = 0;

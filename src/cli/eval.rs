@@ -4,7 +4,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::kitti::eval::{evaluate, evaluate_result_files, EvalObject, FrameEval};
 use crate::kitti::label::read_labels;
-use crate::kitti::KittiDir;
 use crate::model::Model;
 use crate::pointpillars::detect::{write_frame_detections, Detector};
 
@@ -25,23 +24,15 @@ pub struct Args {
     /// KITTI result files (<id>.txt with a score) from any detector.
     #[arg(long)]
     pub preds: Option<PathBuf>,
-    /// KITTI-format data directory (training/label_2, ImageSets/<split>.txt, ...).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Split listed in ImageSets/<split>.txt.
-    #[arg(long, default_value = "val")]
-    pub split: String,
-    /// Only the first N frames of the split.
-    #[arg(long)]
-    pub frames: Option<usize>,
+    #[command(flatten)]
+    pub split: super::detect::SplitArgs,
     /// Print one JSON object: `map`, `ap` (metric -> R40/R11 -> class -> easy/moderate/hard), `num_gt`.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let data = KittiDir::open(&a.data)?;
-    let ids = super::detect::split_ids(&data, &a.split, a.frames)?;
+    let (data, ids) = a.split.open()?;
     let table = match (&a.model, &a.preds) {
         (Some(m), _) => {
             let model = Model::load(m).with_context(|| format!("cannot load {}", m.display()))?;
@@ -67,7 +58,7 @@ pub fn run(a: Args) -> Result<()> {
             evaluate(&frames)
         }
         (None, Some(preds)) => evaluate_result_files(&data, &ids, preds)
-            .with_context(|| format!("evaluating {} against {}", preds.display(), a.data.display()))?,
+            .with_context(|| format!("evaluating {} against {}", preds.display(), a.split.data.display()))?,
         (None, None) => bail!("give --model MODEL (detect, then evaluate) or --preds DIR (evaluate result files)"),
     };
     if a.json {
