@@ -216,7 +216,51 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
     }
     g.nodes = g.nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
     fuse_zero_pads(&mut g);
+    fuse_pillar_max(&mut g);
     Ok(g)
+}
+
+/// Internal op: a pillar feature net layer `max over points of act(x @ W + b)` in one pass, so
+/// the [pillars, points, channels] intermediate is never written (TensorRT fuses the same).
+pub const PILLAR_MAX_MATMUL: &str = "PillarMaxMatMul";
+
+/// Fuses a (BN-folded) MatMul over [P, M, K] whose only reader is a ReduceMax over axis 1 into
+/// one `PillarMaxMatMul` node that keeps the MatMul's name (its layer name).
+fn fuse_pillar_max(g: &mut Graph) {
+    let consumers: HashMap<String, Vec<usize>> = g.consumers().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut removed = HashSet::new();
+    for i in 0..g.nodes.len() {
+        let mm = &g.nodes[i];
+        if mm.op_type != "MatMul" || !is_layer(g, mm) || g.is_output(&mm.outputs[0]) {
+            continue;
+        }
+        if g.static_shape_of(&mm.inputs[0]).is_none_or(|s| s.len() != 3) {
+            continue;
+        }
+        let Some(&[r]) = consumers.get(&mm.outputs[0]).map(Vec::as_slice) else { continue };
+        let red = &g.nodes[r];
+        if red.op_type != "ReduceMax" || red.input(0) != Some(mm.outputs[0].as_str()) {
+            continue;
+        }
+        let axes = match red.input(1) {
+            Some(a) => g.initializers.get(a).and_then(|t| t.to_i64_vec()),
+            None => red.attr().ints_opt("axes").ok().flatten(),
+        };
+        if !matches!(axes.as_deref(), Some([1]) | Some([-2])) {
+            continue;
+        }
+        let keep = red.attr().i64("keepdims", 1).unwrap_or(1);
+        let (red_name, red_out) = (red.name.clone(), red.outputs[0].clone());
+        let node = &mut g.nodes[i];
+        node.op_type = PILLAR_MAX_MATMUL.to_string();
+        node.domain = "pillarq".to_string();
+        node.attrs.set("keepdims", super::AttrValue::Int(keep));
+        node.outputs = vec![red_out];
+        node.fused.push(red_name);
+        removed.insert(r);
+    }
+    let nodes = std::mem::take(&mut g.nodes);
+    g.nodes = nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
 }
 
 /// Folds a constant zero `Pad` on the spatial axes of a 4-D tensor into the `Conv` that reads

@@ -110,7 +110,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
 ];
 
 pub fn is_supported(op_type: &str) -> bool {
-    SUPPORTED_OPS.contains(&op_type)
+    SUPPORTED_OPS.contains(&op_type) || op_type == crate::graph::fold::PILLAR_MAX_MATMUL
 }
 
 /// Evaluates one node on its inputs (`None` for omitted optional inputs).
@@ -127,6 +127,7 @@ pub fn eval_node(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<T
         "Where" => m::where_op(ins),
         "BatchNormalization" => m::batch_norm(node, ins),
         "MatMul" => m::matmul(node, ins),
+        crate::graph::fold::PILLAR_MAX_MATMUL => m::pillar_max_matmul(node, ins),
         "Gemm" => m::gemm_op(node, ins),
         "Conv" => m::conv(node, ins),
         "ConvTranspose" => m::conv_transpose(node, ins),
