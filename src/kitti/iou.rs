@@ -20,6 +20,19 @@ pub enum Overlap {
     First,
 }
 
+/// `inter` over the union of sizes `a` and `b`, or over `a` alone; 0 when nothing overlaps.
+fn ratio(inter: f64, a: f64, b: f64, how: Overlap) -> f64 {
+    let den = match how {
+        Overlap::Union => a + b - inter,
+        Overlap::First => a,
+    };
+    if den > 0.0 && inter > 0.0 {
+        inter / den
+    } else {
+        0.0
+    }
+}
+
 /// 2D image boxes `[left, top, right, bottom]` in pixels.
 pub fn iou_2d(a: [f64; 4], b: [f64; 4], how: Overlap) -> f64 {
     let iw = a[2].min(b[2]) - a[0].max(b[0]);
@@ -27,17 +40,8 @@ pub fn iou_2d(a: [f64; 4], b: [f64; 4], how: Overlap) -> f64 {
     if iw <= 0.0 || ih <= 0.0 {
         return 0.0;
     }
-    let inter = iw * ih;
     let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    let den = match how {
-        Overlap::Union => area(a) + area(b) - inter,
-        Overlap::First => area(a),
-    };
-    if den > 0.0 {
-        inter / den
-    } else {
-        0.0
-    }
+    ratio(iw * ih, area(a), area(b), how)
 }
 
 /// The BEV rectangle's corners in the (x, z) plane, counter-clockwise.
@@ -99,15 +103,7 @@ pub fn convex_intersection_area(subject: &[[f64; 2]], clip: &[[f64; 2]]) -> f64 
 pub fn iou_bev(a: &CamBox, b: &CamBox, how: Overlap) -> f64 {
     let inter = convex_intersection_area(&bev_corners(a), &bev_corners(b));
     let area = |x: &CamBox| x.dims[1] * x.dims[2];
-    let den = match how {
-        Overlap::Union => area(a) + area(b) - inter,
-        Overlap::First => area(a),
-    };
-    if den > 0.0 && inter > 0.0 {
-        inter / den
-    } else {
-        0.0
-    }
+    ratio(inter, area(a), area(b), how)
 }
 
 /// 3D overlap: BEV intersection times the overlap of the vertical extents `[y - h, y]`.
@@ -120,15 +116,7 @@ pub fn iou_3d(a: &CamBox, b: &CamBox, how: Overlap) -> f64 {
     }
     let inter = convex_intersection_area(&bev_corners(a), &bev_corners(b)) * ih;
     let vol = |x: &CamBox| x.dims[0] * x.dims[1] * x.dims[2];
-    let den = match how {
-        Overlap::Union => vol(a) + vol(b) - inter,
-        Overlap::First => vol(a),
-    };
-    if den > 0.0 && inter > 0.0 {
-        inter / den
-    } else {
-        0.0
-    }
+    ratio(inter, vol(a), vol(b), how)
 }
 
 #[cfg(test)]
