@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod exec;
+mod files;
 pub mod graph;
 pub mod kitti;
 pub mod model;

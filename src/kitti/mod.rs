@@ -10,10 +10,13 @@ pub mod iou;
 pub mod label;
 pub mod velodyne;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+pub(crate) use crate::files::write_atomic;
+
+/// Size of KITTI's image 2 (camera of P2) in pixels: width, height.
+pub const IMAGE_SIZE: [f32; 2] = [1242.0, 375.0];
 
 pub use calib::Calib;
 pub use label::Object;
@@ -139,27 +142,6 @@ fn parse_split(text: &str, path: &Path) -> Result<Vec<String>> {
         ids.push(id.to_string());
     }
     Ok(ids)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`, so readers never
-/// see a half-written file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| Error::Io { path: p, source }
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -55,10 +55,7 @@ pub fn load_model(path: &Path) -> Result<ModelFile> {
 
 /// Encodes and writes atomically (temp file + rename), so a failed save never leaves a half file.
 pub fn save_model(model: &ModelProto, path: &Path) -> Result<()> {
-    let bytes = encode_model(model);
-    let tmp = path.with_extension("onnx.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+    crate::files::write_atomic(path, &encode_model(model))
 }
 
 /// Returns the raw bytes of a tensor stored as external data (`location`, `offset`, `length`).

@@ -76,9 +76,6 @@ pub fn write_frame_detections(dir: &Path, f: &FrameDetections) -> Result<()> {
     crate::kitti::label::write_labels(dir.join(format!("{}.txt", f.id)), &f.objects)?;
     let json: Vec<serde_json::Value> =
         f.lidar.iter().map(|d| serde_json::json!({"class": d.class, "score": d.score, "box": d.lidar_box})).collect();
-    let path = dir.join(format!("{}.json", f.id));
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&json).map_err(|e| Error::Other(e.to_string()))?)
-        .map_err(|e| Error::Io { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::Io { path, source: e })
+    let bytes = serde_json::to_vec(&json).map_err(|e| Error::Other(e.to_string()))?;
+    crate::files::write_atomic(&dir.join(format!("{}.json", f.id)), &bytes)
 }

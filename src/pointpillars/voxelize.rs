@@ -21,7 +21,7 @@ use crate::pointpillars::PointPillarsConfig;
 use crate::tensor::{DType, Data, Tensor};
 
 /// KITTI's image size (width, height) used for the field-of-view filter and the 2D boxes.
-pub const KITTI_IMAGE_SIZE: [f32; 2] = [1242.0, 375.0];
+pub const KITTI_IMAGE_SIZE: [f32; 2] = crate::kitti::IMAGE_SIZE;
 
 /// Number of features per point the pre-processing produces.
 pub const NUM_FEATURES: usize = 10;

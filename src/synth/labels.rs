@@ -10,8 +10,8 @@ use super::lidar::Scan;
 use super::scene::{wrap_angle, Actor, Scene};
 use crate::kitti::{Calib, Object};
 
-pub const IMAGE_W: f32 = 1242.0;
-pub const IMAGE_H: f32 = 375.0;
+pub const IMAGE_W: f32 = crate::kitti::IMAGE_SIZE[0];
+pub const IMAGE_H: f32 = crate::kitti::IMAGE_SIZE[1];
 /// Objects farther than this (horizontal, m) with a 2D box lower than [`DONTCARE_PX`] are
 /// `DontCare`.
 pub const DONTCARE_RANGE: f32 = 60.0;
