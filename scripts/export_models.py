@@ -178,7 +178,7 @@ def metadata(cfg, layout, seed):
         "nms_iou": 0.01,
         "nms_pre_max": 4096,
         "nms_post_max": 500,
-        "feature_map_stride": 2,
+        "feature_map_stride": pp.feature_map_stride(cfg),
         "layout": layout,
         "seed": seed,
     }

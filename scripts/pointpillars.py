@@ -46,8 +46,14 @@ CONFIGS = {
     "kitti": dict(_BASE, name="kitti", voxel_size=[0.16, 0.16, 4.0], max_pillars=10000,
                   pfn_filters=64, num_filters=[64, 128, 256], upsample_filters=[128, 128, 128]),
     "small": dict(_BASE, name="small", voxel_size=[0.32, 0.32, 4.0], max_pillars=8000,
-                  pfn_filters=32, num_filters=[32, 64, 128], upsample_filters=[64, 64, 64]),
+                  pfn_filters=32, num_filters=[32, 64, 128], upsample_strides=[2, 4, 8],
+                  upsample_filters=[32, 32, 32]),
 }
+
+
+def feature_map_stride(cfg):
+    """Stride of the head's map in grid cells: the first block's stride over its upsampling."""
+    return cfg["layer_strides"][0] // cfg["upsample_strides"][0]
 
 
 def grid_size(cfg):
@@ -203,7 +209,7 @@ def count_flops(model):
                 macs += h * w * m.in_channels * m.out_channels * 9
         us = deblock[0].stride[0]
         macs += (h * us) * (w * us) * deblock[0].in_channels * deblock[0].out_channels  # k==stride
-    ho, wo = ny // 2, nx // 2
+    ho, wo = ny // feature_map_stride(cfg), nx // feature_map_stride(cfg)
     for conv in (model.head.conv_cls, model.head.conv_box, model.head.conv_dir_cls):
         macs += ho * wo * conv.in_channels * conv.out_channels
     return 2 * macs

@@ -24,6 +24,9 @@ pub enum Error {
     /// A KITTI dataset file (label, calib, velodyne, split list) is malformed.
     #[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Kitti { file: PathBuf, line: Option<usize>, msg: String },
+    /// A precision plan or calibration file is malformed or does not fit the model.
+    #[error("{}: {msg}", file.display())]
+    Plan { file: PathBuf, msg: String },
     #[error("{0}")]
     Other(String),
 }

@@ -14,6 +14,8 @@ pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod pointpillars;
+pub mod quant;
+pub mod search;
 pub mod synth;
 pub mod tensor;
 

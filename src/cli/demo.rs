@@ -43,6 +43,8 @@ pub fn run(a: Args) -> Result<()> {
         preds: None,
         split: super::detect::SplitArgs { data, split: "val".into(), frames: None },
         json: false,
+        plan: None,
+        calib: None,
     })?;
 
     println!("\n== 4/4 network on generated pillar inputs (seed 0) ==");
@@ -55,6 +57,8 @@ pub fn run(a: Args) -> Result<()> {
         repeat: 3,
         json: false,
         profile: false,
+        plan: None,
+        calib: None,
     })?;
     println!("\nfiles under {} (detections in preds/, tensors in tensors/ for any other runtime)", a.out.display());
     Ok(())

@@ -29,6 +29,12 @@ pub struct Args {
     /// Print one JSON object: `map`, `ap` (metric -> R40/R11 -> class -> easy/moderate/hard), `num_gt`.
     #[arg(long)]
     pub json: bool,
+    /// With --model: run this PrecisionPlan (INT8 / FP16 simulation per layer).
+    #[arg(long, requires = "model")]
+    pub plan: Option<PathBuf>,
+    /// Calibration file for a plan without a "calibration" object.
+    #[arg(long, requires = "plan")]
+    pub calib: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -36,7 +42,11 @@ pub fn run(a: Args) -> Result<()> {
     let table = match (&a.model, &a.preds) {
         (Some(m), _) => {
             let model = Model::load(m).with_context(|| format!("cannot load {}", m.display()))?;
-            let detector = Detector::new(&model, a.threads)?;
+            let mut detector = Detector::new(&model, a.threads)?;
+            if let Some(p) = &a.plan {
+                let plan = super::quant_common::compile_plan(detector.executor(), &model, p, a.calib.as_deref())?;
+                detector = detector.with_plan(Some(plan));
+            }
             if let Some(out) = &a.out {
                 std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
             }

@@ -34,6 +34,12 @@ pub struct Args {
     /// Print where the time goes: per node of the last run, sorted, to stderr.
     #[arg(long)]
     pub profile: bool,
+    /// Run this PrecisionPlan (JSON: INT8 fake-quant / FP16 rounding per layer).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Calibration file (`pillarq calibrate`) for a plan without a "calibration" object.
+    #[arg(long, requires = "plan")]
+    pub calib: Option<PathBuf>,
 }
 
 /// File name for an edge name (ONNX names may hold '/', ':').
@@ -95,6 +101,10 @@ pub fn run(a: Args) -> Result<()> {
         None => load_inputs(&a.inputs)?,
     };
     let exec = CpuExecutor::new(&model.graph, a.threads)?;
+    let plan = match &a.plan {
+        Some(p) => Some(super::quant_common::compile_plan(&exec, &model, p, a.calib.as_deref())?),
+        None => None,
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     if a.random.is_some() {
         for (name, t) in &inputs {
@@ -109,7 +119,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut last = Instant::now();
         let mut per_node: Vec<(String, String, f64)> = Vec::new();
         outputs = exec
-            .run_observed(&inputs, &mut |node, _| {
+            .run_with(&inputs, plan.as_ref(), &mut |node, _| {
                 let now = Instant::now();
                 per_node.push((node.name.clone(), node.op_type.clone(), (now - last).as_secs_f64() * 1e3));
                 last = now;

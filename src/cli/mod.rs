@@ -1,12 +1,18 @@
 //! The command-line layer: parse arguments, call library stages, print results.
 
+mod calib_sweep;
+mod calibrate;
 mod data_stats;
 mod demo;
 mod detect;
 mod eval;
 mod infer;
 mod inspect;
+mod merge;
 mod progress;
+mod quant_common;
+mod search;
+mod sensitivity;
 mod synth;
 mod voxelize;
 
@@ -61,6 +67,32 @@ enum Command {
     ///
     /// Example: pillarq voxelize --model onnx/pointpillars_small.onnx --points 000000.bin --out out/vox
     Voxelize(voxelize::Args),
+    /// Calibrate INT8 activation thresholds (max, percentile, entropy, mse) on a few frames.
+    ///
+    /// Writes calib/<model>-<method>-<frames>.json and the TensorRT calibration cache.
+    /// Example: pillarq calibrate --model onnx/pointpillars_small.onnx --data data/synth --frames 16 --method entropy,max
+    Calibrate(calibrate::Args),
+    /// Full-INT8 mAP over calibration-set sizes N = 1, 2, 4, ... x seeded draws x calibrators.
+    ///
+    /// Example: pillarq calib-sweep --model onnx/pointpillars_small.onnx --data data/synth --max-n 16 --draws 3
+    CalibSweep(calib_sweep::Args),
+    /// Per-layer sensitivity: mAP with only that layer in INT8, drop from FP32, ranking, proxies.
+    ///
+    /// Example: pillarq sensitivity --model onnx/pointpillars_small.onnx --data data/synth --frames 100
+    Sensitivity(sensitivity::Args),
+    /// Greedy top-k FP-fallback search (plus sorted-prefix and bisection baselines) -> candidates.json.
+    ///
+    /// Example: pillarq search --model onnx/pointpillars_small.onnx --data data/synth --top-k 5 --tolerance 1
+    Search(search::Args),
+    /// Merge result caches of `--shard i/n` runs into one.
+    ///
+    /// Example: pillarq merge --into out/cache out/cache-0 out/cache-1
+    Merge(merge::Args),
+}
+
+/// A progress bar for a long library stage (stderr; hidden with `quiet`).
+pub fn progress_bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
+    progress::bar(len, what, quiet)
 }
 
 /// The bundled models live in `onnx/` of the source tree; found relative to the working
@@ -93,6 +125,11 @@ pub fn main() -> i32 {
         Command::Synth(a) => synth::run(a),
         Command::DataStats(a) => data_stats::run(a),
         Command::Voxelize(a) => voxelize::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::CalibSweep(a) => calib_sweep::run(a),
+        Command::Sensitivity(a) => sensitivity::run(a),
+        Command::Search(a) => search::run(a),
+        Command::Merge(a) => merge::run(a),
     };
     match r {
         Ok(()) => 0,

@@ -7,13 +7,15 @@ use super::postprocess::{decode_detections, to_kitti_objects, Detection};
 use super::voxelize::voxelize;
 use super::PointPillarsConfig;
 use crate::error::{Error, Result};
-use crate::exec::cpu::CpuExecutor;
+use crate::exec::cpu::{CompiledPlan, CpuExecutor};
+use crate::exec::NamedTensors;
 use crate::kitti::{Calib, KittiDir, Object};
 use crate::model::Model;
 
 pub struct Detector {
     pub cfg: PointPillarsConfig,
     exec: CpuExecutor,
+    plan: Option<CompiledPlan>,
 }
 
 /// One frame's detections in both frames of reference.
@@ -35,11 +37,17 @@ impl Detector {
                 super::METADATA_KEY
             ),
         })?;
-        Ok(Detector { cfg, exec: CpuExecutor::new(&model.graph, threads)? })
+        Ok(Detector { cfg, exec: CpuExecutor::new(&model.graph, threads)?, plan: None })
     }
 
     pub fn executor(&self) -> &CpuExecutor {
         &self.exec
+    }
+
+    /// Runs every frame under this plan (FP32 when none is set).
+    pub fn with_plan(mut self, plan: Option<CompiledPlan>) -> Detector {
+        self.plan = plan;
+        self
     }
 
     /// Detects objects in one point cloud (lidar frame); with `calib`, only points in the
@@ -47,7 +55,10 @@ impl Detector {
     pub fn detect(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<Vec<Detection>> {
         let pillars = voxelize(points, &self.cfg, calib)?;
         let inputs = pillars.to_inputs(self.exec.graph())?;
-        let outputs = self.exec.run(&inputs)?;
+        let outputs = match &self.plan {
+            Some(p) => self.exec.run_plan(&inputs, p)?,
+            None => self.exec.run(&inputs)?,
+        };
         decode_detections(&outputs, &self.cfg)
     }
 
@@ -55,8 +66,25 @@ impl Detector {
     pub fn detect_frame(&self, data: &KittiDir, id: &str) -> Result<FrameDetections> {
         let (points, calib) = load_points_and_calib(data, id)?;
         let lidar = self.detect(&points, Some(&calib))?;
-        let objects = to_kitti_objects(&lidar, &calib, &self.cfg.class_names);
-        Ok(FrameDetections { id: id.to_string(), lidar, objects })
+        Ok(self.frame_detections(id, lidar, &calib))
+    }
+
+    /// The network inputs of frame `id` (FOV-filtered and voxelized) and its calibration.
+    pub fn frame_inputs(&self, data: &KittiDir, id: &str) -> Result<(NamedTensors, Calib)> {
+        let (points, calib) = load_points_and_calib(data, id)?;
+        let pillars = voxelize(&points, &self.cfg, Some(&calib))?;
+        Ok((pillars.to_inputs(self.exec.graph())?, calib))
+    }
+
+    /// Decodes network outputs of frame `id` into detections in both frames of reference.
+    pub fn decode_frame(&self, id: &str, outputs: &NamedTensors, calib: &Calib) -> Result<FrameDetections> {
+        let lidar = decode_detections(outputs, &self.cfg)?;
+        Ok(self.frame_detections(id, lidar, calib))
+    }
+
+    fn frame_detections(&self, id: &str, lidar: Vec<Detection>, calib: &Calib) -> FrameDetections {
+        let objects = to_kitti_objects(&lidar, calib, &self.cfg.class_names);
+        FrameDetections { id: id.to_string(), lidar, objects }
     }
 }
 

@@ -10,6 +10,7 @@ mod ops_math;
 mod ops_quant;
 mod ops_scatter;
 mod ops_shape;
+pub mod precision;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use crate::tensor::{DType, Data, Tensor};
 
 pub use ops_quant::quantize_value;
 pub use ops_shape::{reshape_target, slice_plan, slice_shape_output};
+pub use precision::CompiledPlan;
+use precision::StepPrecision;
 
 /// A kernel's failure; the dispatcher adds node name and op type.
 #[derive(Debug)]
@@ -178,6 +181,8 @@ pub struct CpuExecutor {
     constants: Vec<(usize, Arc<Tensor>)>,
     input_slots: Vec<usize>,
     output_slots: Vec<usize>,
+    /// Edge name -> slot.
+    slot_of: HashMap<String, usize>,
     pool: rayon::ThreadPool,
     threads: usize,
 }
@@ -241,6 +246,7 @@ impl CpuExecutor {
             constants: constants.into_iter().collect(),
             input_slots,
             output_slots,
+            slot_of: slots,
             pool,
             threads,
         })
@@ -303,27 +309,124 @@ impl CpuExecutor {
     }
 
     /// Runs the graph with an observer called after every step with the node and its outputs
-    /// (for calibration and debugging); `run` is this without an observer.
+    /// (for profiling and debugging); `run` is this without an observer.
     pub fn run_observed(
         &self,
         inputs: &NamedTensors,
         observe: &mut (dyn FnMut(&Node, &[Arc<Tensor>]) + Send),
     ) -> Result<NamedTensors> {
-        let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.slot_count];
-        for (s, t) in &self.constants {
-            slots[*s] = Some(t.clone());
+        self.run_with(inputs, None, observe)
+    }
+
+    /// Runs under an optional plan, with an observer after every step.
+    pub fn run_with(
+        &self,
+        inputs: &NamedTensors,
+        plan: Option<&CompiledPlan>,
+        observe: &mut (dyn FnMut(&Node, &[Arc<Tensor>]) + Send),
+    ) -> Result<NamedTensors> {
+        let state = self.execute(Some(inputs), &RunOptions { plan, ..Default::default() }, observe)?;
+        self.outputs(state)
+    }
+
+    pub fn run(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        self.run_observed(inputs, &mut |_, _| {})
+    }
+
+    /// Runs under a mixed-precision plan.
+    pub fn run_plan(&self, inputs: &NamedTensors, plan: &CompiledPlan) -> Result<NamedTensors> {
+        let state =
+            self.execute(Some(inputs), &RunOptions { plan: Some(plan), ..Default::default() }, &mut |_, _| {})?;
+        self.outputs(state)
+    }
+
+    /// Runs in FP32 and keeps every intermediate value: for calibration observers, and as the
+    /// base that `run_from` restarts from.
+    pub fn run_keep(&self, inputs: &NamedTensors) -> Result<FrameState> {
+        self.execute(Some(inputs), &RunOptions { keep_all: true, ..Default::default() }, &mut |_, _| {})
+    }
+
+    /// Runs `plan` on the inputs that produced `base` (a `run_keep` state), recomputing only the
+    /// steps the plan changes and those reading a value that changed: everything upstream of the
+    /// first changed layer, and every branch it does not reach, is reused. Same bits as a full
+    /// `run_plan`. With `keep_all`, the returned state holds every value.
+    pub fn run_from(&self, base: &FrameState, plan: &CompiledPlan, keep_all: bool) -> Result<FrameState> {
+        self.execute(None, &RunOptions { plan: Some(plan), base: Some(base), keep_all }, &mut |_, _| {})
+    }
+
+    /// The value of edge `name` in a kept state.
+    pub fn value<'s>(&self, state: &'s FrameState, name: &str) -> Option<&'s Tensor> {
+        self.slot_of.get(name).and_then(|&s| state.slots[s].as_deref())
+    }
+
+    /// The graph outputs of a finished run.
+    pub fn outputs(&self, mut state: FrameState) -> Result<NamedTensors> {
+        self.graph
+            .outputs
+            .iter()
+            .zip(&self.output_slots)
+            .map(|(o, &s)| {
+                let t = state.slots[s].take().ok_or_else(|| Error::graph(&o.name, "graph output was not computed"))?;
+                Ok((o.name.clone(), Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone())))
+            })
+            .collect()
+    }
+
+    /// Graph outputs of a state without consuming it.
+    pub fn outputs_of(&self, state: &FrameState) -> Result<NamedTensors> {
+        self.graph
+            .outputs
+            .iter()
+            .zip(&self.output_slots)
+            .map(|(o, &s)| {
+                let t =
+                    state.slots[s].as_deref().ok_or_else(|| Error::graph(&o.name, "graph output was not computed"))?;
+                Ok((o.name.clone(), t.clone()))
+            })
+            .collect()
+    }
+
+    fn execute(
+        &self,
+        inputs: Option<&NamedTensors>,
+        opt: &RunOptions,
+        observe: &mut (dyn FnMut(&Node, &[Arc<Tensor>]) + Send),
+    ) -> Result<FrameState> {
+        let mut slots: Vec<Option<Arc<Tensor>>>;
+        let mut dirty = vec![false; self.slot_count];
+        match (opt.base, inputs) {
+            (Some(base), _) => {
+                if base.slots.len() != self.slot_count {
+                    return Err(Error::Other("run_from: the base state comes from another executor".into()));
+                }
+                slots = base.slots.clone();
+            }
+            (None, Some(inputs)) => {
+                slots = vec![None; self.slot_count];
+                for (s, t) in &self.constants {
+                    slots[*s] = Some(t.clone());
+                }
+                self.bind_inputs(inputs, &mut slots)?;
+            }
+            (None, None) => return Err(Error::Other("execute: no inputs and no base state".into())),
         }
-        self.bind_inputs(inputs, &mut slots)?;
+        let free = !opt.keep_all && opt.base.is_none();
+        let mut steps_run = 0;
         self.pool.install(|| -> Result<()> {
-            for st in &self.steps {
+            for (i, st) in self.steps.iter().enumerate() {
+                let precision = opt.plan.map(|p| &p.steps[i]);
+                let changed = precision.is_some_and(|p| !matches!(p, StepPrecision::Fp32));
+                if opt.base.is_some() && !changed && !st.inputs.iter().flatten().any(|&s| dirty[s]) {
+                    continue;
+                }
                 // Inputs read for the last time are moved, not shared, so kernels may reuse them.
-                let ins: Vec<Option<Arc<Tensor>>> = st
+                let mut ins: Vec<Option<Arc<Tensor>>> = st
                     .inputs
                     .iter()
                     .map(|s| {
                         s.and_then(|s| {
                             let once = st.inputs.iter().filter(|x| **x == Some(s)).count() == 1;
-                            if once && st.frees.contains(&s) {
+                            if free && once && st.frees.contains(&s) {
                                 slots[s].take()
                             } else {
                                 slots[s].clone()
@@ -331,31 +434,48 @@ impl CpuExecutor {
                         })
                     })
                     .collect();
-                let outs: Vec<Arc<Tensor>> = eval_node(&st.node, ins)?.into_iter().map(Arc::new).collect();
+                let mut outs = match precision {
+                    Some(p) if changed => {
+                        precision::transform_inputs(p, &mut ins)
+                            .map_err(|e| Error::graph(&st.node.name, e.to_string()))?;
+                        let mut outs = eval_node(&st.node, ins)?;
+                        precision::transform_outputs(p, &mut outs);
+                        outs
+                    }
+                    _ => eval_node(&st.node, ins)?,
+                };
+                steps_run += 1;
+                let outs: Vec<Arc<Tensor>> = outs.drain(..).map(Arc::new).collect();
                 observe(&st.node, &outs);
                 for (s, t) in st.outputs.iter().zip(outs) {
                     slots[*s] = Some(t);
+                    dirty[*s] = true;
                 }
-                for s in &st.frees {
-                    slots[*s] = None;
+                if free {
+                    for s in &st.frees {
+                        slots[*s] = None;
+                    }
                 }
             }
             Ok(())
         })?;
-        self.graph
-            .outputs
-            .iter()
-            .zip(&self.output_slots)
-            .map(|(o, &s)| {
-                let t = slots[s].take().ok_or_else(|| Error::graph(&o.name, "graph output was not computed"))?;
-                Ok((o.name.clone(), Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone())))
-            })
-            .collect()
+        Ok(FrameState { slots, steps_run })
     }
+}
 
-    pub fn run(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
-        self.run_observed(inputs, &mut |_, _| {})
-    }
+/// How `execute` runs.
+#[derive(Default)]
+struct RunOptions<'a> {
+    plan: Option<&'a CompiledPlan>,
+    base: Option<&'a FrameState>,
+    keep_all: bool,
+}
+
+/// Every value of one run (from `run_keep` / `run_from`).
+pub struct FrameState {
+    slots: Vec<Option<Arc<Tensor>>>,
+    /// Steps this run computed (the rest were reused from its base).
+    pub steps_run: usize,
 }
 
 impl Backend for CpuExecutor {

@@ -1,0 +1,89 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::quant_common::{calibration_ids, load, Loaded};
+use crate::kitti::KittiDir;
+use crate::quant::calib::CalibMethod;
+use crate::quant::calibrate::Observers;
+use crate::search::sweep::histograms_of;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// ONNX model with PointPillars metadata.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// KITTI-format data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Calibration frames come from this split.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Number of calibration frames (the first N of the split, or N drawn with --seed).
+    #[arg(long, default_value_t = 16)]
+    pub frames: usize,
+    /// Draw the frames at random with this seed instead of taking the first N.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Calibrators, comma-separated: max, percentile[:P] (default 99.99), entropy, mse.
+    #[arg(long, value_delimiter = ',', default_value = "entropy")]
+    pub method: Vec<CalibMethod>,
+    /// Output directory: <model>-<method>-<frames>.json and .cache (TensorRT calibration cache).
+    #[arg(long, default_value = "calib")]
+    pub out: PathBuf,
+    /// TensorRT version in the cache header (e.g. 100300 for 10.3, 8601 for 8.6.1).
+    #[arg(long, default_value_t = 100300)]
+    pub trt_version: u32,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print a JSON summary (written files and thresholds).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let l: Loaded = load(&a.model, a.threads)?;
+    let data = KittiDir::open(&a.data)?;
+    let ids = calibration_ids(&data, &a.split, a.frames, a.seed)?;
+    let obs = Observers::new(l.detector.executor(), &l.model.layers)?;
+    let pb = super::progress::bar(ids.len(), "observe", a.quiet);
+    let mut hist: Option<crate::quant::calibrate::LayerHistograms> = None;
+    for id in &ids {
+        let h =
+            histograms_of(&l.detector, &obs, &data, std::slice::from_ref(id)).with_context(|| format!("frame {id}"))?;
+        match &mut hist {
+            Some(acc) => acc.merge(&h),
+            None => hist = Some(h),
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let hist = hist.context("no calibration frames")?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let stem = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let mut summary = Vec::new();
+    for m in &a.method {
+        let f = super::quant_common::file_from(&l, &data, &a.split, &ids, &hist, m, a.seed)?;
+        let tag = m.to_string().replace(':', "");
+        let json_path = a.out.join(format!("{stem}-{tag}-{}.json", ids.len()));
+        let cache_path = json_path.with_extension("cache");
+        f.write(&json_path)?;
+        crate::files::write_atomic(&cache_path, f.trt_cache(a.trt_version).as_bytes())?;
+        if !a.json {
+            println!("{m}: {} and {}", json_path.display(), cache_path.display());
+            for (layer, s) in &f.calibration.activations {
+                println!("  {layer:<50} {:<40} amax {:>10.4}", s.tensor, s.amax);
+            }
+        }
+        summary.push(serde_json::json!({
+            "method": m.to_string(), "file": json_path, "cache": cache_path,
+            "activations": f.calibration.activations,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"frames": ids, "calibrations": summary}))?);
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Arguments and set-up shared by the quantization commands (calibrate, sensitivity, search,
+//! calib-sweep, eval/infer --plan).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kitti::KittiDir;
+use crate::model::Model;
+use crate::pointpillars::detect::Detector;
+use crate::quant::calib::CalibMethod;
+use crate::quant::calibrate::{weight_scales, CalibrationFile, Observers};
+use crate::quant::plan::{Calibration, PrecisionPlan};
+use crate::search::cache::ResultCache;
+use crate::search::evaluate::Evaluator;
+use crate::search::sweep::{draw, histograms_of};
+use crate::search::{file_sha256, EvalSet, Shard};
+
+/// Where INT8 activation thresholds come from.
+#[derive(clap::Args, Clone)]
+pub struct CalibArgs {
+    /// Calibration file written by `pillarq calibrate`.
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Without --calib: calibrate now with this method (max, percentile[:P], entropy, mse) ...
+    #[arg(long, default_value = "entropy")]
+    pub method: CalibMethod,
+    /// ... on the first N frames (or N seeded random frames with --calib-seed) ...
+    #[arg(long, default_value_t = 16)]
+    pub calib_frames: usize,
+    #[arg(long)]
+    pub calib_seed: Option<u64>,
+    /// ... of this split of --data.
+    #[arg(long, default_value = "train")]
+    pub calib_split: String,
+}
+
+/// A loaded model ready to detect, with its file hash.
+pub struct Loaded {
+    pub model: Model,
+    pub detector: Detector,
+    pub hash: String,
+}
+
+pub fn load(path: &Path, threads: usize) -> Result<Loaded> {
+    let model = Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
+    let detector = Detector::new(&model, threads)?;
+    let hash = file_sha256(path)?;
+    Ok(Loaded { model, detector, hash })
+}
+
+/// The calibration frames: the first `n` of the split, or `n` drawn with `seed`.
+pub fn calibration_ids(data: &KittiDir, split: &str, n: usize, seed: Option<u64>) -> Result<Vec<String>> {
+    let all = data.split_ids(split)?;
+    if all.is_empty() {
+        bail!("split '{split}' lists no frames");
+    }
+    Ok(match seed {
+        Some(s) => draw(all.len(), n, s).into_iter().map(|i| all[i].clone()).collect(),
+        None => all.into_iter().take(n).collect(),
+    })
+}
+
+/// Runs the observers on `ids` and builds the calibration file for `method`.
+pub fn calibrate(
+    l: &Loaded,
+    data: &KittiDir,
+    split: &str,
+    ids: &[String],
+    method: &CalibMethod,
+    seed: Option<u64>,
+) -> Result<CalibrationFile> {
+    let exec = l.detector.executor();
+    let obs = Observers::new(exec, &l.model.layers)?;
+    let h = histograms_of(&l.detector, &obs, data, ids)?;
+    Ok(file_from(l, data, split, ids, &h, method, seed)?)
+}
+
+pub fn file_from(
+    l: &Loaded,
+    data: &KittiDir,
+    split: &str,
+    ids: &[String],
+    h: &crate::quant::calibrate::LayerHistograms,
+    method: &CalibMethod,
+    seed: Option<u64>,
+) -> crate::Result<CalibrationFile> {
+    Ok(CalibrationFile {
+        model: l.model.file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        data: data.root().display().to_string(),
+        split: split.to_string(),
+        frame_ids: ids.to_vec(),
+        calibration: h.calibration(method, seed, &l.hash),
+        weights: weight_scales(l.detector.executor(), &l.model.layers)?,
+        tensors: h.tensor_amax(method).into_iter().collect(),
+    })
+}
+
+impl CalibArgs {
+    /// The calibration to use: the --calib file (checked against the model), or a fresh one.
+    pub fn resolve(&self, l: &Loaded, data_dir: &Path) -> Result<Calibration> {
+        if let Some(p) = &self.calib {
+            let f = CalibrationFile::read(p)?;
+            if !f.calibration.model_hash.is_empty() && f.calibration.model_hash != l.hash {
+                tracing::warn!(
+                    "{} was computed on another model file ({}); using its scales anyway",
+                    p.display(),
+                    f.model
+                );
+            }
+            return Ok(f.calibration);
+        }
+        let data = KittiDir::open(data_dir)?;
+        let ids = calibration_ids(&data, &self.calib_split, self.calib_frames, self.calib_seed)?;
+        Ok(calibrate(l, &data, &self.calib_split, &ids, &self.method, self.calib_seed)?.calibration)
+    }
+}
+
+/// Result cache, chunking and sharding of the sweeps.
+#[derive(clap::Args, Clone)]
+pub struct SweepArgs {
+    /// Result cache: finished work is kept here, so a rerun resumes.
+    #[arg(long, default_value = "out/cache")]
+    pub cache: PathBuf,
+    /// Frames per cached chunk (part of the cache key).
+    #[arg(long, default_value_t = 25)]
+    pub chunk: usize,
+    /// Do the share i of n (chunks i, i+n, ...); merge shard caches with `pillarq merge`.
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// With --shard on a shared cache: wait up to this many seconds for the other shards'
+    /// chunks when a step needs them (0: stop and say what is missing).
+    #[arg(long, default_value_t = 0)]
+    pub wait: u64,
+}
+
+impl SweepArgs {
+    pub fn evaluator<'a>(
+        &self,
+        l: &'a Loaded,
+        set: &'a EvalSet,
+        cache: &'a ResultCache,
+        quiet: bool,
+    ) -> Result<Evaluator<'a>> {
+        if self.chunk == 0 {
+            bail!("--chunk must be at least 1");
+        }
+        Ok(Evaluator {
+            detector: &l.detector,
+            layers: &l.model.layers,
+            set,
+            cache,
+            model_hash: &l.hash,
+            chunk: self.chunk,
+            shard: self.shard,
+            quiet,
+            cost: Default::default(),
+        })
+    }
+
+    /// Repeats `f` until it returns a result or the wait runs out (shards on a shared cache).
+    pub fn until_complete<T>(&self, mut f: impl FnMut() -> crate::Result<Option<T>>) -> Result<Option<T>> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(r) = f()? {
+                return Ok(Some(r));
+            }
+            if start.elapsed().as_secs() >= self.wait {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+/// Reads a plan and fills its calibration from `calib` when it has none.
+pub fn read_plan(path: &Path, calib: Option<&Path>) -> Result<PrecisionPlan> {
+    let mut plan = PrecisionPlan::read(path)?;
+    if let Some(c) = calib {
+        plan.calibration = Some(CalibrationFile::read(c)?.calibration);
+    }
+    Ok(plan)
+}
+
+/// Reads, checks and compiles a plan for an executor; errors name the plan file.
+pub fn compile_plan(
+    exec: &crate::exec::cpu::CpuExecutor,
+    model: &Model,
+    path: &Path,
+    calib: Option<&Path>,
+) -> Result<crate::exec::cpu::CompiledPlan> {
+    let plan = read_plan(path, calib)?;
+    let resolved = plan.resolve(&model.layers).map_err(|msg| crate::Error::Plan { file: path.to_path_buf(), msg })?;
+    Ok(exec.compile_plan(&resolved)?)
+}
+
+/// Writes JSON (pretty) atomically, creating the parent directory.
+pub fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let bytes = serde_json::to_vec_pretty(v)?;
+    crate::files::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// The message for a sharded run that stopped before the whole result existed.
+pub fn incomplete(what: &str, a: &SweepArgs) -> anyhow::Error {
+    anyhow::anyhow!(
+        "shard {}/{} finished its share of the {what}; the rest belongs to other shards. Run them, then \
+         `pillarq merge --into {} <their caches>` and rerun this command (or use a shared --cache with --wait)",
+        a.shard.index,
+        a.shard.count,
+        a.cache.display()
+    )
+}

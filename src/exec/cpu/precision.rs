@@ -1,0 +1,188 @@
+//! Mixed-precision simulation on the CPU executor, driven by a resolved PrecisionPlan.
+//!
+//! - INT8 layer: its activation input is quantized per tensor (scale = amax / 127, round half to
+//!   even, saturate to [-128, 127]) and its (BN-folded) weights per output channel (symmetric
+//!   max); the kernel then computes from those integer values times their scales. The bias stays
+//!   FP32, as in TensorRT's explicit quantization and in the emitted Q/DQ ONNX.
+//! - FP16 layer: activation input, weights, bias and output are rounded to f16.
+//! - FP32: unchanged.
+
+use std::sync::Arc;
+
+use half::f16;
+
+use super::CpuExecutor;
+use crate::error::{Error, Result};
+use crate::graph::Node;
+use crate::quant::calib::{fake_quant_slice, per_channel_amax};
+use crate::quant::plan::{LayerPrecision, Precision};
+use crate::tensor::{Data, Tensor};
+
+/// What one executor step does under a plan.
+#[derive(Clone)]
+pub(crate) enum StepPrecision {
+    Fp32,
+    Int8 { act_scale: f32, weight: Arc<Tensor> },
+    Fp16 { weight: Arc<Tensor>, bias: Option<Arc<Tensor>> },
+}
+
+/// A plan compiled for one executor: the precision of every step, with its transformed weights.
+#[derive(Clone)]
+pub struct CompiledPlan {
+    pub(crate) steps: Vec<StepPrecision>,
+}
+
+impl CompiledPlan {
+    /// Number of steps the plan changes (non-FP32 layers).
+    pub fn changed_steps(&self) -> usize {
+        self.steps.iter().filter(|s| !matches!(s, StepPrecision::Fp32)).count()
+    }
+}
+
+/// The output-channel axis of a layer's weight (Conv [Cout, Cin, k..], ConvTranspose
+/// [Cin, Cout, k..], MatMul [K, N], Gemm [K, N] or [N, K] with transB).
+pub fn weight_channel_axis(node: &Node) -> usize {
+    match node.op_type.as_str() {
+        "Conv" => 0,
+        "Gemm" if node.attr().i64("transB", 0).unwrap_or(0) != 0 => 0,
+        _ => 1,
+    }
+}
+
+/// Per-output-channel symmetric fake quantization of a weight tensor.
+pub fn fake_quant_weight(w: &Tensor, axis: usize) -> Result<Tensor> {
+    let v = w.as_f32().ok_or_else(|| Error::Other(format!("weight must be float32, got {}", w.dtype())))?;
+    if axis >= w.shape.len() {
+        return Err(Error::Other(format!("weight of shape {:?} has no axis {axis}", w.shape)));
+    }
+    let amax = per_channel_amax(v, &w.shape, axis);
+    let inner: usize = w.shape[axis + 1..].iter().product();
+    let d = w.shape[axis];
+    let mut out = v.to_vec();
+    for (chunk_idx, chunk) in out.chunks_mut(inner.max(1)).enumerate() {
+        fake_quant_slice(chunk, amax[chunk_idx % d] / 127.0);
+    }
+    Ok(Tensor::f32(w.shape.clone(), out))
+}
+
+/// Rounds every element to the nearest f16 (as a TensorRT FP16 layer stores it).
+pub fn round_f16_slice(v: &mut [f32]) {
+    for x in v {
+        *x = f16::from_f32(*x).to_f32();
+    }
+}
+
+fn round_f16_tensor(t: &Tensor) -> Result<Tensor> {
+    let v = t.as_f32().ok_or_else(|| Error::Other(format!("fp16 layers take float32 tensors, got {}", t.dtype())))?;
+    let mut out = v.to_vec();
+    round_f16_slice(&mut out);
+    Ok(Tensor::f32(t.shape.clone(), out))
+}
+
+fn map_f32(t: &Tensor, f: impl Fn(&mut [f32])) -> Result<Tensor> {
+    match &t.data {
+        Data::F32(v) => {
+            let mut out = v.clone();
+            f(&mut out);
+            Ok(Tensor::f32(t.shape.clone(), out))
+        }
+        _ => Err(Error::Other(format!("expected a float32 activation, got {}", t.dtype()))),
+    }
+}
+
+impl CpuExecutor {
+    /// Index of the executor step that runs layer `name`.
+    pub(crate) fn layer_step(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.node.name == name)
+    }
+
+    /// Compiles a resolved plan (`PrecisionPlan::resolve`) for this executor.
+    pub fn compile_plan(&self, plan: &[LayerPrecision]) -> Result<CompiledPlan> {
+        let mut steps = vec![StepPrecision::Fp32; self.steps.len()];
+        for lp in plan {
+            if lp.precision == Precision::Fp32 {
+                continue;
+            }
+            let idx = self
+                .layer_step(&lp.name)
+                .ok_or_else(|| Error::graph(&lp.name, "the plan names this layer but the executor has no such step"))?;
+            let node = &self.steps[idx].node;
+            let constant = |k: usize| -> Result<Arc<Tensor>> {
+                let slot = self.steps[idx].inputs.get(k).copied().flatten();
+                slot.and_then(|s| self.constants.iter().find(|(c, _)| *c == s).map(|(_, t)| t.clone()))
+                    .ok_or_else(|| Error::graph(&lp.name, format!("input {k} of the layer is not a constant")))
+            };
+            let w = constant(1)?;
+            steps[idx] = match lp.precision {
+                Precision::Int8 => {
+                    let amax = lp.act_amax.ok_or_else(|| Error::graph(&lp.name, "int8 layer without a scale"))?;
+                    let weight = Arc::new(fake_quant_weight(&w, weight_channel_axis(node))?);
+                    StepPrecision::Int8 { act_scale: amax / 127.0, weight }
+                }
+                Precision::Fp16 => {
+                    let bias = match node.input(2) {
+                        Some(_) => Some(Arc::new(round_f16_tensor(&*constant(2)?)?)),
+                        None => None,
+                    };
+                    StepPrecision::Fp16 { weight: Arc::new(round_f16_tensor(&w)?), bias }
+                }
+                Precision::Fp32 => unreachable!(),
+            };
+        }
+        Ok(CompiledPlan { steps })
+    }
+}
+
+/// Applies a step's precision to its inputs before the kernel runs.
+pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>]) -> Result<()> {
+    match p {
+        StepPrecision::Fp32 => {}
+        StepPrecision::Int8 { act_scale, weight } => {
+            if let Some(x) = ins[0].as_ref() {
+                let s = *act_scale;
+                ins[0] = Some(Arc::new(map_f32(x, |v| fake_quant_slice(v, s))?));
+            }
+            ins[1] = Some(weight.clone());
+        }
+        StepPrecision::Fp16 { weight, bias } => {
+            if let Some(x) = ins[0].as_ref() {
+                ins[0] = Some(Arc::new(map_f32(x, round_f16_slice)?));
+            }
+            ins[1] = Some(weight.clone());
+            if let Some(b) = bias {
+                ins[2] = Some(b.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a step's precision to its outputs (FP16 layers write f16).
+pub(crate) fn transform_outputs(p: &StepPrecision, outs: &mut [Tensor]) {
+    if let StepPrecision::Fp16 { .. } = p {
+        for t in outs {
+            if let Data::F32(v) = &mut t.data {
+                round_f16_slice(v);
+            }
+        }
+    }
+}
+
+impl CpuExecutor {
+    /// The activation input edge and the (fused) output edge of layer `name` in the prepared
+    /// graph: what INT8 quantizes per tensor, and where its error first shows.
+    pub fn layer_edges(&self, name: &str) -> Option<(&str, &str)> {
+        let st = &self.steps[self.layer_step(name)?];
+        Some((st.node.inputs.first()?.as_str(), st.node.outputs.first()?.as_str()))
+    }
+}
+
+impl CpuExecutor {
+    /// The prepared node of layer `name` and its (BN-folded) constant weight.
+    pub fn layer_weight(&self, name: &str) -> Option<(&Node, Arc<Tensor>)> {
+        let st = &self.steps[self.layer_step(name)?];
+        let slot = st.inputs.get(1).copied().flatten()?;
+        let w = self.constants.iter().find(|(c, _)| *c == slot).map(|(_, t)| t.clone())?;
+        Some((&st.node, w))
+    }
+}

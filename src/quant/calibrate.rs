@@ -1,0 +1,194 @@
+//! Calibration: FP32 runs with observers on the activation tensors of every quantizable layer,
+//! histograms merged across frames, a calibrator turning each histogram into a threshold.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::calib::{calibrate_amax, per_channel_amax, CalibMethod, Histogram};
+use super::plan::{ActivationScale, Calibration};
+use crate::error::{Error, Result};
+use crate::exec::cpu::precision::weight_channel_axis;
+use crate::exec::cpu::CpuExecutor;
+use crate::exec::NamedTensors;
+use crate::graph::layers::Layer;
+
+/// The observed tensors of a model: each layer's activation input (what its INT8 plan uses)
+/// and its fused output (for TensorRT's implicit-calibration cache), in layer order.
+pub struct Observers {
+    /// (layer name, input edge, output edge).
+    edges: Vec<(String, String, String)>,
+}
+
+/// Histograms of one or more frames: per layer, (input, output).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerHistograms {
+    pub layers: Vec<LayerHistogram>,
+    pub frames: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerHistogram {
+    pub layer: String,
+    pub input: String,
+    pub output: String,
+    pub input_hist: Histogram,
+    pub output_hist: Histogram,
+}
+
+impl Observers {
+    pub fn new(exec: &CpuExecutor, layers: &[Layer]) -> Result<Observers> {
+        let edges = layers
+            .iter()
+            .map(|l| {
+                let (i, o) = exec
+                    .layer_edges(&l.name)
+                    .ok_or_else(|| Error::graph(&l.name, "quantizable layer not found in the prepared graph"))?;
+                Ok((l.name.clone(), i.to_string(), o.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Observers { edges })
+    }
+
+    /// Runs one frame in FP32 and histograms every observed tensor.
+    pub fn observe(&self, exec: &CpuExecutor, inputs: &NamedTensors) -> Result<LayerHistograms> {
+        let state = exec.run_keep(inputs)?;
+        let hist_of = |edge: &str| -> Result<Histogram> {
+            let t = exec.value(&state, edge).ok_or_else(|| Error::graph(edge, "observed edge has no value"))?;
+            let v = t.as_f32().ok_or_else(|| Error::graph(edge, format!("observed edge is {}", t.dtype())))?;
+            let mut h = Histogram::new();
+            h.observe(v);
+            Ok(h)
+        };
+        let layers = self
+            .edges
+            .iter()
+            .map(|(l, i, o)| {
+                Ok(LayerHistogram {
+                    layer: l.clone(),
+                    input: i.clone(),
+                    output: o.clone(),
+                    input_hist: hist_of(i)?,
+                    output_hist: hist_of(o)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LayerHistograms { layers, frames: 1 })
+    }
+}
+
+impl LayerHistograms {
+    /// Adds another set (same model) into this one.
+    pub fn merge(&mut self, other: &LayerHistograms) {
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            a.input_hist.merge(&b.input_hist);
+            a.output_hist.merge(&b.output_hist);
+        }
+        self.frames += other.frames;
+    }
+
+    /// Merges per-frame histograms in the given order (the definition of a set's histogram).
+    pub fn merged<'a>(mut parts: impl Iterator<Item = &'a LayerHistograms>) -> Option<LayerHistograms> {
+        let mut acc = parts.next()?.clone();
+        for p in parts {
+            acc.merge(p);
+        }
+        Some(acc)
+    }
+
+    /// The activation thresholds of `method` for every layer input.
+    pub fn calibration(&self, method: &CalibMethod, seed: Option<u64>, model_hash: &str) -> Calibration {
+        let activations: BTreeMap<String, ActivationScale> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let amax = calibrate_amax(&l.input_hist, method);
+                (l.layer.clone(), ActivationScale { tensor: l.input.clone(), amax })
+            })
+            .collect();
+        Calibration {
+            method: method.to_string(),
+            frames: self.frames,
+            seed,
+            model_hash: model_hash.to_string(),
+            activations,
+        }
+    }
+
+    /// Thresholds of every observed tensor (inputs and outputs), by edge name, first wins.
+    pub fn tensor_amax(&self, method: &CalibMethod) -> Vec<(String, f32)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for l in &self.layers {
+            for (edge, h) in [(&l.input, &l.input_hist), (&l.output, &l.output_hist)] {
+                if seen.insert(edge.clone()) {
+                    out.push((edge.clone(), calibrate_amax(h, method)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Per-output-channel weight thresholds of every layer (of the BN-folded weights the executor
+/// and the emitted model use).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WeightScales {
+    /// The layer's weight initializer in the ONNX file (before BN folding).
+    pub tensor: String,
+    pub axis: usize,
+    pub amax: Vec<f32>,
+}
+
+pub fn weight_scales(exec: &CpuExecutor, layers: &[Layer]) -> Result<BTreeMap<String, WeightScales>> {
+    layers
+        .iter()
+        .map(|l| {
+            let (node, w) =
+                exec.layer_weight(&l.name).ok_or_else(|| Error::graph(&l.name, "layer weight is not a constant"))?;
+            let axis = weight_channel_axis(node);
+            let v = w.as_f32().ok_or_else(|| Error::graph(&l.name, "layer weight is not float32"))?;
+            Ok((
+                l.name.clone(),
+                WeightScales { tensor: l.weight.clone(), axis, amax: per_channel_amax(v, &w.shape, axis) },
+            ))
+        })
+        .collect()
+}
+
+/// `calib/<model>-<method>-<frames>.json`: the activation thresholds with their provenance, the
+/// per-channel weight thresholds, and the threshold of every observed tensor (for TensorRT's
+/// implicit-calibration cache).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CalibrationFile {
+    /// The ONNX file name the scales belong to.
+    pub model: String,
+    pub data: String,
+    pub split: String,
+    pub frame_ids: Vec<String>,
+    pub calibration: Calibration,
+    pub weights: BTreeMap<String, WeightScales>,
+    /// amax of every observed tensor (layer inputs and fused outputs), by ONNX edge name.
+    pub tensors: BTreeMap<String, f32>,
+}
+
+impl CalibrationFile {
+    pub fn read(path: &std::path::Path) -> Result<CalibrationFile> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Plan { file: path.to_path_buf(), msg: format!("not a pillarq calibration file: {e}") })
+    }
+
+    pub fn write(&self, path: &std::path::Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Other(e.to_string()))?;
+        crate::files::write_atomic(path, &bytes)
+    }
+
+    /// TensorRT's calibration cache text (`TRT-<version>-EntropyCalibration2`, then one
+    /// `tensor: <hex of the f32 scale>` line per tensor). trtexec's calibrator is the entropy one
+    /// whatever method made the scales; the header must name it for the cache to be accepted.
+    pub fn trt_cache(&self, trt_version: u32) -> String {
+        let entries: Vec<(String, f32)> = self.tensors.iter().map(|(k, &a)| (k.clone(), a / 127.0)).collect();
+        super::calib::trt_cache_text(&format!("TRT-{trt_version}-EntropyCalibration2"), &entries)
+    }
+}

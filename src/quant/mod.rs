@@ -1,0 +1,5 @@
+//! Quantization: observers and calibrators (`calib`), precision plans (`plan`).
+
+pub mod calib;
+pub mod calibrate;
+pub mod plan;

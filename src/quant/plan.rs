@@ -1,0 +1,331 @@
+//! PrecisionPlan: which precision every quantizable layer runs in, and the calibration (activation
+//! scales) its INT8 layers use. Layers are named by ONNX node name (DESIGN.md).
+//!
+//! JSON form (`default` is required, the rest optional):
+//!
+//! ```json
+//! {"default": "int8",
+//!  "layers": {"/pfn/linear/MatMul": "fp16", "/head/conv_cls/Conv": "fp32"},
+//!  "calibration": {"method": "entropy", "frames": 16, "seed": 0, "model_hash": "…",
+//!                  "activations": {"/pfn/linear/MatMul": {"tensor": "voxels", "amax": 41.2}}}}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::layers::Layer;
+
+/// A layer's arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Int8,
+    Fp16,
+    Fp32,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::Fp16 => "fp16",
+            Precision::Fp32 => "fp32",
+        }
+    }
+
+    /// True for the floating-point precisions (the "fallback" of a mixed plan).
+    pub fn is_float(self) -> bool {
+        self != Precision::Int8
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "int8" => Ok(Precision::Int8),
+            "fp16" => Ok(Precision::Fp16),
+            "fp32" => Ok(Precision::Fp32),
+            other => Err(format!("unknown precision '{other}': use int8, fp16 or fp32")),
+        }
+    }
+}
+
+/// The per-tensor activation threshold of one layer's input (scale = amax / 127).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationScale {
+    /// The layer's activation input edge.
+    pub tensor: String,
+    pub amax: f32,
+}
+
+impl ActivationScale {
+    pub fn scale(&self) -> f32 {
+        self.amax / 127.0
+    }
+}
+
+/// Where a plan's activation scales came from, and the scales.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Calibrator: max, percentile:P, entropy or mse.
+    pub method: String,
+    /// Number of calibration frames.
+    pub frames: usize,
+    /// Seed of the frame draw (None: the first frames of the split).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// SHA-256 of the ONNX file the scales were computed on.
+    #[serde(default)]
+    pub model_hash: String,
+    /// Layer name -> threshold of its activation input.
+    pub activations: BTreeMap<String, ActivationScale>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionPlan {
+    /// Precision of every layer not named in `layers`.
+    pub default: Precision,
+    /// Per-layer overrides, by ONNX node name.
+    #[serde(default)]
+    pub layers: BTreeMap<String, Precision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+impl PrecisionPlan {
+    /// Every layer in `precision`.
+    pub fn uniform(precision: Precision) -> PrecisionPlan {
+        PrecisionPlan { default: precision, layers: BTreeMap::new(), calibration: None }
+    }
+
+    /// All INT8 except `float_layers`, which run in `fallback`.
+    pub fn int8_except<'a>(float_layers: impl IntoIterator<Item = &'a str>, fallback: Precision) -> PrecisionPlan {
+        PrecisionPlan {
+            default: Precision::Int8,
+            layers: float_layers.into_iter().map(|l| (l.to_string(), fallback)).collect(),
+            calibration: None,
+        }
+    }
+
+    /// Only `layers` in INT8, everything else FP32 (a sensitivity probe).
+    pub fn only_int8<'a>(layers: impl IntoIterator<Item = &'a str>) -> PrecisionPlan {
+        PrecisionPlan {
+            default: Precision::Fp32,
+            layers: layers.into_iter().map(|l| (l.to_string(), Precision::Int8)).collect(),
+            calibration: None,
+        }
+    }
+
+    pub fn with_calibration(mut self, c: &Calibration) -> PrecisionPlan {
+        self.calibration = Some(c.clone());
+        self
+    }
+
+    pub fn precision_of(&self, layer: &str) -> Precision {
+        self.layers.get(layer).copied().unwrap_or(self.default)
+    }
+
+    /// Reads a plan from JSON; errors name the file, line and column.
+    pub fn read(path: &Path) -> Result<PrecisionPlan> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        Self::parse(&text).map_err(|msg| Error::Plan { file: path.to_path_buf(), msg })
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<PrecisionPlan, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The precisions in canonical form (the key of cached results): every layer's precision in
+    /// graph order, plus the activation thresholds of its INT8 layers.
+    pub fn canonical(&self, layers: &[Layer]) -> String {
+        let mut s = String::new();
+        for l in layers {
+            let p = self.precision_of(&l.name);
+            s.push_str(&l.name);
+            s.push('=');
+            s.push_str(p.as_str());
+            if p == Precision::Int8 {
+                if let Some(a) = self.calibration.as_ref().and_then(|c| c.activations.get(&l.name)) {
+                    s.push_str(&format!("@{:08x}", a.amax.to_bits()));
+                }
+            }
+            s.push(';');
+        }
+        s
+    }
+
+    /// Checks the plan against a model's layers: every named layer exists, every INT8 layer has
+    /// a positive finite activation threshold. Returns the precision of each layer, in order.
+    pub fn resolve(&self, layers: &[Layer]) -> std::result::Result<Vec<LayerPrecision>, String> {
+        for name in self.layers.keys() {
+            if !layers.iter().any(|l| &l.name == name) {
+                let close: Vec<&str> = layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .filter(|n| n.contains(name.trim_start_matches('/').split('/').next().unwrap_or("")))
+                    .take(5)
+                    .collect();
+                let hint = if close.is_empty() { String::new() } else { format!(" (did you mean one of {close:?}?)") };
+                return Err(format!(
+                    "layers: '{name}' is not a quantizable layer of this model{hint}; `pillarq inspect MODEL` lists them"
+                ));
+            }
+        }
+        let mut out = Vec::with_capacity(layers.len());
+        for l in layers {
+            let precision = self.precision_of(&l.name);
+            let act_amax = if precision == Precision::Int8 {
+                let cal = self.calibration.as_ref().ok_or_else(|| {
+                    format!(
+                        "layer '{}' is int8 but the plan has no calibration: run `pillarq calibrate` and \
+                         pass --calib, or add a \"calibration\" object",
+                        l.name
+                    )
+                })?;
+                let a = cal.activations.get(&l.name).ok_or_else(|| {
+                    format!("calibration.activations: no scale for int8 layer '{}' (method {})", l.name, cal.method)
+                })?;
+                if !(a.amax.is_finite() && a.amax > 0.0) {
+                    return Err(format!("calibration.activations['{}']: amax {} must be > 0", l.name, a.amax));
+                }
+                Some(a.amax)
+            } else {
+                None
+            };
+            out.push(LayerPrecision { name: l.name.clone(), precision, act_amax });
+        }
+        Ok(out)
+    }
+}
+
+/// One layer of a resolved plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerPrecision {
+    pub name: String,
+    pub precision: Precision,
+    /// INT8 layers: the activation threshold (scale = amax / 127).
+    pub act_amax: Option<f32>,
+}
+
+/// Share of the quantizable layers' multiply-accumulates that run in INT8.
+pub fn int8_mac_fraction(plan: &PrecisionPlan, layers: &[Layer]) -> f64 {
+    let total: u64 = layers.iter().map(|l| l.flops).sum();
+    let int8: u64 = layers.iter().filter(|l| plan.precision_of(&l.name) == Precision::Int8).map(|l| l.flops).sum();
+    if total == 0 {
+        0.0
+    } else {
+        int8 as f64 / total as f64
+    }
+}
+
+/// Bytes of the layers' weights and biases under the plan (INT8: 1 byte per weight plus a f32
+/// scale per output channel, bias f32; FP16: 2 bytes; FP32: 4 bytes).
+pub fn weight_bytes(plan: &PrecisionPlan, layers: &[Layer]) -> u64 {
+    layers
+        .iter()
+        .map(|l| {
+            let p = l.params as u64;
+            match plan.precision_of(&l.name) {
+                Precision::Int8 => {
+                    let bias = l.out_channels as u64;
+                    (p - bias.min(p)) + 4 * bias + 4 * l.out_channels as u64
+                }
+                Precision::Fp16 => 2 * p,
+                Precision::Fp32 => 4 * p,
+            }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str, flops: u64) -> Layer {
+        Layer {
+            index: 0,
+            name: name.into(),
+            op: "Conv".into(),
+            in_channels: 2,
+            out_channels: 4,
+            kernel: vec![3, 3],
+            stride: vec![1, 1],
+            fused: vec![],
+            fused_nodes: vec![],
+            params: 2 * 4 * 9 + 4,
+            flops,
+            input: format!("{name}_in"),
+            weight: format!("{name}_w"),
+            output: format!("{name}_out"),
+        }
+    }
+
+    fn calib(names: &[&str]) -> Calibration {
+        Calibration {
+            method: "max".into(),
+            frames: 1,
+            seed: None,
+            model_hash: String::new(),
+            activations: names
+                .iter()
+                .map(|n| (n.to_string(), ActivationScale { tensor: format!("{n}_in"), amax: 2.0 }))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn resolve_checks_names_precisions_and_scales() {
+        let layers = vec![layer("/a/Conv", 100), layer("/b/Conv", 300)];
+        let p = PrecisionPlan::parse(r#"{"default": "int8", "layers": {"/b/Conv": "fp16"}}"#).unwrap();
+        assert_eq!(p.precision_of("/a/Conv"), Precision::Int8);
+        let e = p.resolve(&layers).unwrap_err();
+        assert!(e.contains("'/a/Conv' is int8 but the plan has no calibration"), "{e}");
+        let r = p.clone().with_calibration(&calib(&["/a/Conv"])).resolve(&layers).unwrap();
+        assert_eq!(r[0].act_amax, Some(2.0));
+        assert_eq!(r[1].precision, Precision::Fp16);
+        assert!((int8_mac_fraction(&p, &layers) - 0.25).abs() < 1e-12);
+
+        let e = PrecisionPlan::parse(r#"{"default": "int8", "layers": {"/b/Conv": "int4"}}"#).unwrap_err();
+        assert!(e.contains("int4") && e.contains("line 1"), "{e}");
+        let unknown = PrecisionPlan::parse(r#"{"default": "fp32", "layers": {"/c/Conv": "int8"}}"#).unwrap();
+        let e = unknown.resolve(&layers).unwrap_err();
+        assert!(e.contains("'/c/Conv' is not a quantizable layer"), "{e}");
+        let mut c = calib(&["/a/Conv", "/b/Conv"]);
+        c.activations.get_mut("/b/Conv").unwrap().amax = 0.0;
+        let e = PrecisionPlan::uniform(Precision::Int8).with_calibration(&c).resolve(&layers).unwrap_err();
+        assert!(e.contains("/b/Conv") && e.contains("must be > 0"), "{e}");
+        assert!(PrecisionPlan::parse(r#"{"default": "int8", "layer": {}}"#).unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn canonical_form_distinguishes_plans_and_scales() {
+        let layers = vec![layer("/a/Conv", 100), layer("/b/Conv", 300)];
+        let c = calib(&["/a/Conv", "/b/Conv"]);
+        let a = PrecisionPlan::uniform(Precision::Int8).with_calibration(&c);
+        let b = PrecisionPlan::int8_except(["/b/Conv"], Precision::Fp16).with_calibration(&c);
+        assert_ne!(a.canonical(&layers), b.canonical(&layers));
+        let mut c2 = c.clone();
+        c2.activations.get_mut("/a/Conv").unwrap().amax = 2.5;
+        assert_ne!(a.canonical(&layers), a.clone().with_calibration(&c2).canonical(&layers));
+        // Explicit overrides equal to the default do not change the key.
+        let mut d = a.clone();
+        d.layers.insert("/a/Conv".into(), Precision::Int8);
+        assert_eq!(a.canonical(&layers), d.canonical(&layers));
+        assert_eq!(weight_bytes(&PrecisionPlan::uniform(Precision::Fp32), &layers), 2 * 4 * 76);
+        // int8: 72 weights x 1 byte + 4 biases x 4 + 4 scales x 4
+        assert_eq!(weight_bytes(&a, &layers), 2 * (72 + 16 + 16));
+    }
+}

@@ -1,0 +1,224 @@
+//! Scoring precision plans by KITTI mAP, fast and resumably.
+//!
+//! Frame by frame, the network runs once in FP32 keeping every value; each plan then restarts
+//! from that state and recomputes only what it changes (`CpuExecutor::run_from`). Frames are
+//! grouped in chunks; a chunk's detections per plan go to the result cache when it finishes, and
+//! a plan's AP is computed once all its chunks exist. `--shard i/n` owns the chunks whose index
+//! is i modulo n, for every plan (so the FP32 reuse stays within a process).
+
+use std::time::Instant;
+
+use super::cache::{CachedDet, ChunkResult, ProxySums, ResultCache};
+use super::{sha256_hex, EvalSet, Shard};
+use crate::error::{Error, Result};
+use crate::exec::cpu::CompiledPlan;
+use crate::graph::layers::Layer;
+use crate::kitti::eval::{evaluate, ApTable, EvalObject, FrameEval};
+use crate::pointpillars::detect::Detector;
+use crate::quant::plan::{Precision, PrecisionPlan};
+use crate::tensor::Tensor;
+
+/// A plan's score.
+#[derive(Debug, Clone)]
+pub struct PlanResult {
+    pub map: f64,
+    pub table: ApTable,
+    pub proxy: ProxySums,
+}
+
+/// Work counters of one process (for the sweep-cost report).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cost {
+    /// FP32 base runs (one per frame and chunk with work) and their time.
+    pub base_runs: usize,
+    pub base_seconds: f64,
+    /// Plan runs restarted from a base, and their time.
+    pub plan_runs: usize,
+    pub plan_seconds: f64,
+    /// Executor steps computed by plan runs, and what full runs would have computed.
+    pub steps_run: usize,
+    pub steps_full: usize,
+}
+
+impl Cost {
+    /// Time spent over the time of running every plan in full (base run time as a full pass).
+    pub fn time_ratio(&self) -> Option<f64> {
+        if self.base_runs == 0 || self.plan_runs == 0 {
+            return None;
+        }
+        let full_pass = self.base_seconds / self.base_runs as f64;
+        Some((self.base_seconds + self.plan_seconds) / (self.plan_runs as f64 * full_pass))
+    }
+}
+
+pub struct Evaluator<'a> {
+    pub detector: &'a Detector,
+    pub layers: &'a [Layer],
+    pub set: &'a EvalSet,
+    pub cache: &'a ResultCache,
+    pub model_hash: &'a str,
+    /// Frames per cache chunk.
+    pub chunk: usize,
+    pub shard: Shard,
+    pub quiet: bool,
+    pub cost: std::cell::Cell<Cost>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn eval_key(&self) -> String {
+        sha256_hex(format!("pillarq-eval-v1|{}|{}|{}", self.model_hash, self.set.key(), self.chunk).as_bytes())
+    }
+
+    pub fn plan_key(&self, plan: &PrecisionPlan) -> String {
+        sha256_hex(plan.canonical(self.layers).as_bytes())
+    }
+
+    fn chunks(&self) -> usize {
+        self.set.ids.len().div_ceil(self.chunk)
+    }
+
+    /// Scores `plans`: `Some` for every plan whose chunks are all in the cache after this
+    /// process did its share, `None` for plans still waiting on other shards.
+    pub fn evaluate(&self, plans: &[PrecisionPlan], what: &str) -> Result<Vec<Option<PlanResult>>> {
+        let ek = self.eval_key();
+        let keys: Vec<String> = plans.iter().map(|p| self.plan_key(p)).collect();
+        let nchunks = self.chunks();
+        let todo: Vec<(usize, Vec<usize>)> = (0..nchunks)
+            .filter(|&c| self.shard.owns(c))
+            .map(|c| (c, (0..plans.len()).filter(|&p| !self.cache.has(&ek, &keys[p], c)).collect::<Vec<_>>()))
+            .filter(|(_, ps)| !ps.is_empty())
+            .collect();
+        if !todo.is_empty() {
+            let frames: usize = todo.iter().map(|(c, _)| self.chunk_ids(*c).len()).sum();
+            let pb = crate::cli::progress_bar(frames, what, self.quiet);
+            let mut compiled: Vec<Option<CompiledPlan>> = vec![None; plans.len()];
+            for (c, ps) in &todo {
+                for &p in ps {
+                    if compiled[p].is_none() {
+                        compiled[p] = Some(self.compile(&plans[p])?);
+                    }
+                }
+                let results = self.run_chunk(*c, ps, plans, &compiled, &pb)?;
+                for (&p, r) in ps.iter().zip(&results) {
+                    self.cache.write(&ek, &keys[p], *c, r)?;
+                }
+            }
+            pb.finish_and_clear();
+        }
+        keys.iter().map(|k| self.collect(&ek, k, nchunks)).collect()
+    }
+
+    fn chunk_ids(&self, c: usize) -> &[String] {
+        let end = ((c + 1) * self.chunk).min(self.set.ids.len());
+        &self.set.ids[c * self.chunk..end]
+    }
+
+    fn compile(&self, plan: &PrecisionPlan) -> Result<CompiledPlan> {
+        let resolved = plan.resolve(self.layers).map_err(Error::Other)?;
+        self.detector.executor().compile_plan(&resolved)
+    }
+
+    fn run_chunk(
+        &self,
+        c: usize,
+        ps: &[usize],
+        plans: &[PrecisionPlan],
+        compiled: &[Option<CompiledPlan>],
+        pb: &indicatif::ProgressBar,
+    ) -> Result<Vec<ChunkResult>> {
+        let exec = self.detector.executor();
+        let ids = self.chunk_ids(c);
+        let mut out: Vec<ChunkResult> = ps
+            .iter()
+            .map(|_| ChunkResult { frames: ids.to_vec(), dets: Vec::new(), proxy: ProxySums::default() })
+            .collect();
+        let probes: Vec<Option<String>> = ps
+            .iter()
+            .map(|&p| {
+                let changed: Vec<&Layer> =
+                    self.layers.iter().filter(|l| plans[p].precision_of(&l.name) != Precision::Fp32).collect();
+                match changed.as_slice() {
+                    [one] => exec.layer_edges(&one.name).map(|(_, o)| o.to_string()),
+                    _ => None,
+                }
+            })
+            .collect();
+        let mut cost = self.cost.get();
+        for id in ids {
+            let t0 = Instant::now();
+            let (inputs, calib) = self.detector.frame_inputs(&self.set.data, id)?;
+            let base = exec.run_keep(&inputs)?;
+            let base_out = exec.outputs_of(&base)?;
+            cost.base_runs += 1;
+            cost.base_seconds += t0.elapsed().as_secs_f64();
+            for (k, &p) in ps.iter().enumerate() {
+                let t1 = Instant::now();
+                let plan = compiled[p].as_ref().ok_or_else(|| Error::Other("plan not compiled".into()))?;
+                let state = exec.run_from(&base, plan, false)?;
+                cost.plan_runs += 1;
+                cost.steps_run += state.steps_run;
+                cost.steps_full += base.steps_run;
+                let outs = exec.outputs_of(&state)?;
+                let mut proxy = ProxySums::default();
+                for ((_, a), (_, b)) in outs.iter().zip(&base_out) {
+                    let (s, n) = signal_noise(b, a);
+                    proxy.head_signal += s;
+                    proxy.head_noise += n;
+                }
+                if let Some(edge) = &probes[k] {
+                    if let (Some(a), Some(b)) = (exec.value(&state, edge), exec.value(&base, edge)) {
+                        let (s, n) = signal_noise(b, a);
+                        proxy.layer_signal += s;
+                        proxy.layer_noise += n;
+                        proxy.layer_count += b.len() as u64;
+                    }
+                }
+                let dets = self.detector.decode_frame(id, &outs, &calib)?;
+                out[k].dets.push(dets.objects.iter().map(|o| CachedDet::from(&EvalObject::from(o))).collect());
+                out[k].proxy.add(&proxy);
+                cost.plan_seconds += t1.elapsed().as_secs_f64();
+            }
+            pb.inc(1);
+        }
+        self.cost.set(cost);
+        Ok(out)
+    }
+
+    fn collect(&self, ek: &str, key: &str, nchunks: usize) -> Result<Option<PlanResult>> {
+        if (0..nchunks).any(|c| !self.cache.has(ek, key, c)) {
+            return Ok(None);
+        }
+        let mut frames = Vec::with_capacity(self.set.ids.len());
+        let mut proxy = ProxySums::default();
+        for c in 0..nchunks {
+            let r = self.cache.read(ek, key, c)?;
+            if r.frames != self.chunk_ids(c) {
+                return Err(Error::Other(format!(
+                    "{}: cached chunk lists other frames; delete the cache directory",
+                    self.cache.chunk_path(ek, key, c).display()
+                )));
+            }
+            proxy.add(&r.proxy);
+            let base = c * self.chunk;
+            for (i, d) in r.dets.iter().enumerate() {
+                frames.push(FrameEval {
+                    gt: self.set.gt[base + i].clone(),
+                    dt: d.iter().map(CachedDet::to_eval).collect(),
+                });
+            }
+        }
+        let table = evaluate(&frames);
+        Ok(Some(PlanResult { map: table.map(), table, proxy }))
+    }
+}
+
+/// (sum of reference^2, sum of (value - reference)^2) over two same-shaped f32 tensors.
+fn signal_noise(reference: &Tensor, value: &Tensor) -> (f64, f64) {
+    match (reference.as_f32(), value.as_f32()) {
+        (Some(r), Some(v)) if r.len() == v.len() => r.iter().zip(v).fold((0.0, 0.0), |(s, n), (&a, &b)| {
+            let d = (b - a) as f64;
+            (s + (a as f64) * (a as f64), n + d * d)
+        }),
+        _ => (0.0, 0.0),
+    }
+}

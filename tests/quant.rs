@@ -1,0 +1,242 @@
+//! Mixed-precision simulation and the PTQ commands: restarting from FP32 values gives the bits of
+//! a full run, plans are checked, and a sensitivity sweep killed with SIGKILL resumes to the same
+//! numbers without redoing finished chunks.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use pillarq::exec::cpu::CpuExecutor;
+use pillarq::model::Model;
+use pillarq::pointpillars::{random_pillar_inputs, PointPillarsConfig};
+use pillarq::quant::plan::{ActivationScale, Calibration, Precision, PrecisionPlan};
+use pillarq::tensor::Tensor;
+
+fn bits(o: &[(String, Tensor)]) -> Vec<Vec<u32>> {
+    o.iter().map(|(_, t)| t.as_f32().unwrap().iter().map(|x| x.to_bits()).collect()).collect()
+}
+
+fn calibration(m: &Model, amax: f32) -> Calibration {
+    Calibration {
+        method: "test".into(),
+        frames: 0,
+        seed: None,
+        model_hash: String::new(),
+        activations: m
+            .layers
+            .iter()
+            .map(|l| (l.name.clone(), ActivationScale { tensor: l.input.clone(), amax }))
+            .collect(),
+    }
+}
+
+#[test]
+fn restarting_from_fp32_values_gives_the_bits_of_a_full_run() {
+    let m = Model::load(&bundled("pointpillars_small.onnx")).unwrap();
+    let cfg = PointPillarsConfig::from_graph(&m.graph).unwrap();
+    let inputs = random_pillar_inputs(&m.graph, cfg.as_ref(), 5, 0.6).unwrap();
+    let e = CpuExecutor::new(&m.graph, 2).unwrap();
+    let fp32 = e.run(&inputs).unwrap();
+    let base = e.run_keep(&inputs).unwrap();
+    let cal = calibration(&m, 8.0);
+    let names: Vec<&str> = m.layers.iter().map(|l| l.name.as_str()).collect();
+    let plans = [
+        PrecisionPlan::uniform(Precision::Fp32),
+        PrecisionPlan::only_int8([names[5]]).with_calibration(&cal),
+        PrecisionPlan::only_int8([names[22]]).with_calibration(&cal),
+        PrecisionPlan::int8_except([names[0], names[20]], Precision::Fp16).with_calibration(&cal),
+        PrecisionPlan::uniform(Precision::Fp16),
+    ];
+    let mut seen = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        let cp = e.compile_plan(&p.resolve(&m.layers).unwrap()).unwrap();
+        let full = e.run_plan(&inputs, &cp).unwrap();
+        let from = e.run_from(&base, &cp, false).unwrap();
+        let steps = from.steps_run;
+        let restarted = e.outputs(from).unwrap();
+        assert!(bits(&full) == bits(&restarted), "plan {i}: restart differs from a full run");
+        if i == 0 {
+            assert!(bits(&full) == bits(&fp32), "the FP32 plan must equal a plain run");
+            assert_eq!(steps, 0, "an FP32 plan recomputes nothing");
+        } else {
+            assert!(bits(&full) != bits(&fp32), "plan {i} must change the outputs");
+            assert!(steps > 0 && steps <= base.steps_run, "{steps}");
+        }
+        if i == 2 {
+            assert_eq!(steps, 2, "a head layer in INT8 recomputes itself and its output transpose only");
+        }
+        seen.push(bits(&full));
+    }
+    assert!(seen[1] != seen[2] && seen[3] != seen[4]);
+}
+
+fn pillarq(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn malformed_plans_name_the_offending_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = bundled("pointpillars_small.onnx");
+    let model = model.to_str().unwrap();
+    let out = tmp.path().join("o");
+    let cases = [
+        (r#"{"default": "fp32", "layers": {"/pfn/linear/MatMulX": "fp16"}}"#, "/pfn/linear/MatMulX"),
+        (r#"{"default": "fp32", "layers": {"/pfn/linear/MatMul": "int4"}}"#, "int4"),
+        (r#"{"default": "int8"}"#, "no calibration"),
+        (
+            r#"{"default": "fp32", "layers": {"/head/conv_cls/Conv": "int8"},
+                "calibration": {"method": "max", "frames": 1, "activations": {}}}"#,
+            "no scale for int8 layer '/head/conv_cls/Conv'",
+        ),
+        (r#"{"default": "fp32", "layerz": {}}"#, "unknown field"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let plan = tmp.path().join(format!("plan{i}.json"));
+        std::fs::write(&plan, text).unwrap();
+        let (code, _, err) = pillarq(&[
+            "infer",
+            model,
+            "--random",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+            "--plan",
+            plan.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "case {i}: {err}");
+        assert!(err.contains(needle) && err.contains(&format!("plan{i}.json")), "case {i}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+fn synth(dir: &Path, train: usize, val: usize) {
+    let d = dir.to_str().unwrap();
+    let (code, _, err) =
+        pillarq(&["synth", "--out", d, "--train", &train.to_string(), "--val", &val.to_string(), "--seed", "5"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap().to_string_lossy().starts_with("chunk-") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The report without the timing fields (cost), which differ between runs.
+fn numbers(path: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("cost");
+    v
+}
+
+#[test]
+fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 2, 6);
+    let model = bundled("pointpillars_small.onnx");
+    let base_args = |cache: &Path, out: &Path| -> Vec<String> {
+        [
+            "sensitivity",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--calib-frames",
+            "2",
+            "--method",
+            "max",
+            "--chunk",
+            "2",
+            "--threads",
+            "2",
+            "--quiet",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // Uninterrupted reference.
+    let (ref_cache, ref_out) = (tmp.path().join("cache-ref"), tmp.path().join("ref.json"));
+    let a = base_args(&ref_cache, &ref_out);
+    let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let reference = numbers(&ref_out);
+    assert_eq!(reference["layers"].as_array().unwrap().len(), 23);
+    assert!(reference["fp32_map"].as_f64().unwrap() >= 0.0);
+    let total = chunk_files(&ref_cache).len();
+    assert_eq!(total, 25 * 3, "25 plans x 3 chunks");
+
+    // Killed once the first chunk files appear, then resumed.
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("resumed.json"));
+    let a = base_args(&cache, &out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(&a).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while chunk_files(&cache).is_empty() && t0.elapsed().as_secs() < 300 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done = chunk_files(&cache).len();
+    assert!(done > 0 && done < total, "{done} of {total} chunk files before the kill");
+    assert!(!out.exists());
+    let before: Vec<_> =
+        chunk_files(&cache).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
+    let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(numbers(&out), reference, "resumed run differs from the uninterrupted one");
+    // Finished chunks were not redone.
+    let files = chunk_files(&cache);
+    let kept = files.iter().take(before.len()).count();
+    assert_eq!(files.len(), total);
+    assert!(kept == before.len());
+    let after_first: Vec<_> =
+        chunk_files(&cache).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
+    let unchanged = before.iter().filter(|t| after_first.contains(t)).count();
+    assert_eq!(unchanged, before.len(), "finished chunks were rewritten");
+
+    // Two shards into separate caches, merged: same numbers.
+    let mut shard_caches = Vec::new();
+    for i in 0..2 {
+        let c = tmp.path().join(format!("cache-{i}"));
+        let mut a = base_args(&c, &tmp.path().join(format!("shard{i}.json")));
+        a.extend(["--shard".to_string(), format!("{i}/2")]);
+        let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("pillarq merge"), "{err}");
+        shard_caches.push(c);
+    }
+    let merged = tmp.path().join("cache-merged");
+    let mut m = vec!["merge", "--into", merged.to_str().unwrap()];
+    m.extend(shard_caches.iter().map(|c| c.to_str().unwrap()));
+    let (code, _, err) = pillarq(&m);
+    assert_eq!(code, 0, "{err}");
+    let out = tmp.path().join("merged.json");
+    let a = base_args(&merged, &out);
+    let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(numbers(&out), reference, "merged shards differ from one run");
+}
