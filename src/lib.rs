@@ -2,7 +2,8 @@
 //!
 //! Stages (each a library function; the CLI is a thin layer): `onnx` (load/save), `graph`
 //! (IR, shape inference, BN folding, quantizable layers), `exec` (backends: the CPU executor),
-//! `pointpillars` (model config and layout).
+//! `pointpillars` (model config and layout), `quant` (calibration, plans, INT8 numerics), `search`
+//! (sensitivity, greedy search, calibration sweep, result cache).
 
 pub mod cli;
 pub mod error;

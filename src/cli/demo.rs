@@ -3,10 +3,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::bundled_model;
+use super::detect::SplitArgs;
+use super::quant_common::{CalibArgs, SweepArgs};
+use crate::quant::calib::CalibMethod;
+use crate::quant::plan::Precision;
+use crate::search::Shard;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output folder for the demo's files (data set, detections, tensors).
+    /// Output folder for the demo's files (data set, detections, calibration, reports, tensors).
     #[arg(long, default_value = "out/demo")]
     pub out: PathBuf,
     /// Model to run (default: the bundled small model).
@@ -15,39 +20,105 @@ pub struct Args {
     /// Frames in the generated validation set.
     #[arg(long, default_value_t = 100)]
     pub frames: usize,
+    /// Validation frames the sensitivity sweep and the search score plans on.
+    #[arg(long, default_value_t = 40)]
+    pub search_frames: usize,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
 
-/// The pipeline so far, end to end: inspect the model, generate a synthetic KITTI-format
-/// validation set (a seed the bundled models were not trained on), detect and print the KITTI
-/// AP table, then run the network once on random pillars and write its tensors.
+const STEPS: usize = 7;
+
+/// The pipeline end to end: inspect the model, generate a synthetic KITTI-format data set (a
+/// seed the bundled models were not trained on), detect and print the FP32 KITTI AP table,
+/// calibrate INT8 on 8 frames, rank the layers by the mAP they lose in INT8, search the FP16
+/// fallbacks, and run the network once on random pillars writing its tensors.
 pub fn run(a: Args) -> Result<()> {
     let model_path = a.model.unwrap_or_else(|| bundled_model("pointpillars_small.onnx"));
-    println!("== 1/4 model: {} ==\n", model_path.display());
+    println!("== 1/{STEPS} model: {} ==\n", model_path.display());
     let model =
         crate::model::Model::load(&model_path).with_context(|| format!("cannot load {}", model_path.display()))?;
     print!("{}", super::inspect::render(&model));
 
     let data = a.out.join("data");
-    println!("\n== 2/4 synthetic validation set: {} frames (seed 7) -> {} ==", a.frames, data.display());
-    super::synth::run(super::synth::Args { out: data.clone(), train: 0, val: a.frames, seed: 7, threads: a.threads })?;
+    println!(
+        "\n== 2/{STEPS} synthetic data: 8 calibration + {} validation frames (seed 7) -> {} ==",
+        a.frames,
+        data.display()
+    );
+    super::synth::run(super::synth::Args { out: data.clone(), train: 8, val: a.frames, seed: 7, threads: a.threads })?;
+    let split = |frames: Option<usize>| SplitArgs { data: data.clone(), split: "val".into(), frames };
 
-    println!("\n== 3/4 detect + KITTI evaluation ==");
+    println!("\n== 3/{STEPS} FP32: detect + KITTI evaluation ==");
     super::eval::run(super::eval::Args {
         model: Some(model_path.clone()),
         out: Some(a.out.join("preds")),
         threads: a.threads,
         quiet: false,
         preds: None,
-        split: super::detect::SplitArgs { data, split: "val".into(), frames: None },
+        split: split(None),
         json: false,
         plan: None,
         calib: None,
     })?;
 
-    println!("\n== 4/4 network on generated pillar inputs (seed 0) ==");
+    let calib_dir = a.out.join("calib");
+    println!(
+        "\n== 4/{STEPS} INT8 calibration (entropy, 8 frames of the calibration split) -> {} ==",
+        calib_dir.display()
+    );
+    super::calibrate::run(super::calibrate::Args {
+        model: model_path.clone(),
+        data: data.clone(),
+        split: "train".into(),
+        frames: 8,
+        seed: None,
+        method: vec![CalibMethod::Entropy],
+        out: calib_dir.clone(),
+        trt_version: 100300,
+        threads: a.threads,
+        quiet: false,
+        json: false,
+    })?;
+    let stem = model_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let calib = CalibArgs {
+        calib: Some(calib_dir.join(format!("{stem}-entropy-8.json"))),
+        method: CalibMethod::Entropy,
+        calib_frames: 8,
+        calib_seed: None,
+        calib_split: "train".into(),
+    };
+    let sweep = SweepArgs { cache: a.out.join("cache"), chunk: 10, shard: Shard::ALL, wait: 0 };
+
+    println!("\n== 5/{STEPS} per-layer sensitivity on {} validation frames ==", a.search_frames);
+    super::sensitivity::run(super::sensitivity::Args {
+        model: model_path.clone(),
+        split: split(Some(a.search_frames)),
+        calib: calib.clone(),
+        sweep: sweep.clone(),
+        out: a.out.join("sensitivity.json"),
+        threads: a.threads,
+        quiet: false,
+        json: false,
+    })?;
+
+    println!("\n== 6/{STEPS} greedy FP16-fallback search over the top 3 layers (plus baselines) ==");
+    super::search::run(super::search::Args {
+        model: model_path.clone(),
+        split: split(Some(a.search_frames)),
+        calib,
+        sweep,
+        top_k: 3,
+        tolerance: Some(1.0),
+        fallback: Precision::Fp16,
+        out: a.out.join("candidates.json"),
+        threads: a.threads,
+        quiet: false,
+        json: false,
+    })?;
+
+    println!("\n== 7/{STEPS} network on generated pillar inputs (seed 0) ==");
     super::infer::run(super::infer::Args {
         model: model_path,
         inputs: vec![],
@@ -60,6 +131,10 @@ pub fn run(a: Args) -> Result<()> {
         plan: None,
         calib: None,
     })?;
-    println!("\nfiles under {} (detections in preds/, tensors in tensors/ for any other runtime)", a.out.display());
+    println!(
+        "\nfiles under {}: data/, preds/ (detections), calib/ (scales + TensorRT cache), sensitivity.json, \
+         candidates.json (plans), cache/ (resumable results), tensors/",
+        a.out.display()
+    );
     Ok(())
 }

@@ -148,10 +148,8 @@ pub fn weight_scales(exec: &CpuExecutor, layers: &[Layer]) -> Result<BTreeMap<St
                 exec.layer_weight(&l.name).ok_or_else(|| Error::graph(&l.name, "layer weight is not a constant"))?;
             let axis = weight_channel_axis(node);
             let v = w.as_f32().ok_or_else(|| Error::graph(&l.name, "layer weight is not float32"))?;
-            Ok((
-                l.name.clone(),
-                WeightScales { tensor: l.weight.clone(), axis, amax: per_channel_amax(v, &w.shape, axis) },
-            ))
+            let amax = per_channel_amax(v, &w.shape, axis).map_err(|e| Error::graph(&l.name, e))?;
+            Ok((l.name.clone(), WeightScales { tensor: l.weight.clone(), axis, amax }))
         })
         .collect()
 }

@@ -8,6 +8,7 @@ use super::evaluate::Evaluator;
 use crate::error::{Error, Result};
 use crate::kitti::KittiDir;
 use crate::pointpillars::detect::Detector;
+use crate::pointpillars::SplitMix64;
 use crate::quant::calib::CalibMethod;
 use crate::quant::calibrate::{LayerHistograms, Observers};
 use crate::quant::plan::{Precision, PrecisionPlan};
@@ -59,17 +60,10 @@ pub struct Finding {
 /// Deterministic draw of `n` distinct indices below `len` (partial Fisher-Yates, splitmix64).
 pub fn draw(len: usize, n: usize, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..len).collect();
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64::new(seed);
     let n = n.min(len);
     for i in 0..n {
-        let j = i + (next() % (len - i) as u64) as usize;
+        let j = i + (rng.next_u64() % (len - i) as u64) as usize;
         idx.swap(i, j);
     }
     idx.truncate(n);

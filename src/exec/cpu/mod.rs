@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::graph::{fold, Dim, Graph, Node};
 use crate::tensor::{DType, Data, Tensor};
 
-pub use ops_quant::quantize_value;
+pub use crate::quant::calib::quantize_value;
 pub use ops_shape::{reshape_target, slice_plan, slice_shape_output};
 pub use precision::CompiledPlan;
 use precision::StepPrecision;

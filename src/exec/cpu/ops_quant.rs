@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{f32_in, input, OpError, OpResult};
 use crate::graph::Node;
+use crate::quant::calib::quantize_value;
 use crate::tensor::{Data, Tensor};
 
 /// For element `i` of a tensor, the index into a per-axis parameter vector.
@@ -25,11 +26,6 @@ fn resolve_axis(node: &Node, x: &Tensor, nparams: usize) -> Result<Option<usize>
         return Err(OpError(format!("{nparams} scales do not match axis {a} of input {:?}", x.shape)));
     }
     Ok(Some(a as usize))
-}
-
-/// `q = saturate(round_half_even(x / scale) + zero_point)`.
-pub fn quantize_value(x: f32, scale: f32, zp: i32, lo: i32, hi: i32) -> i32 {
-    ((x / scale).round_ties_even() as i64 + zp as i64).clamp(lo as i64, hi as i64) as i32
 }
 
 pub fn quantize_linear(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {

@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use half::f16;
-
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
@@ -55,7 +53,7 @@ pub fn fake_quant_weight(w: &Tensor, axis: usize) -> Result<Tensor> {
     if axis >= w.shape.len() {
         return Err(Error::Other(format!("weight of shape {:?} has no axis {axis}", w.shape)));
     }
-    let amax = per_channel_amax(v, &w.shape, axis);
+    let amax = per_channel_amax(v, &w.shape, axis).map_err(Error::Other)?;
     let inner: usize = w.shape[axis + 1..].iter().product();
     let d = w.shape[axis];
     let mut out = v.to_vec();
@@ -65,10 +63,29 @@ pub fn fake_quant_weight(w: &Tensor, axis: usize) -> Result<Tensor> {
     Ok(Tensor::f32(w.shape.clone(), out))
 }
 
+/// The nearest f16 value (ties to even) of `x`, as f32: what a TensorRT FP16 layer stores.
+/// Branch-free (selects), so the slice loop vectorizes.
+#[inline]
+pub fn round_f16(x: f32) -> f32 {
+    let a = x.abs();
+    let b = x.to_bits();
+    // Normal f16: keep 10 of the 23 mantissa bits, ties to even.
+    let normal = f32::from_bits(b.wrapping_add(0x0FFF + ((b >> 13) & 1)) & !0x1FFF);
+    // f16 subnormals: multiples of 2^-24; 0.75 has an f32 ulp of 2^-24.
+    let sub = ((a + 0.75) - 0.75).copysign(x);
+    let r = if a < 6.103_515_6e-5 { sub } else { normal };
+    let r = if a >= 65_520.0 { f32::INFINITY.copysign(x) } else { r };
+    if a.is_nan() {
+        x
+    } else {
+        r
+    }
+}
+
 /// Rounds every element to the nearest f16 (as a TensorRT FP16 layer stores it).
 pub fn round_f16_slice(v: &mut [f32]) {
     for x in v {
-        *x = f16::from_f32(*x).to_f32();
+        *x = round_f16(*x);
     }
 }
 
@@ -133,21 +150,29 @@ impl CpuExecutor {
     }
 }
 
+/// Applies `f` to a float32 activation: in place when this step holds the only reference (its
+/// last reader, the usual case), else on a copy.
+fn transform_activation(slot: &mut Option<Arc<Tensor>>, f: impl Fn(&mut [f32])) -> Result<()> {
+    let Some(arc) = slot.as_mut() else { return Ok(()) };
+    if let Some(Tensor { data: Data::F32(v), .. }) = Arc::get_mut(arc) {
+        f(v);
+        return Ok(());
+    }
+    *arc = Arc::new(map_f32(arc, f)?);
+    Ok(())
+}
+
 /// Applies a step's precision to its inputs before the kernel runs.
 pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>]) -> Result<()> {
     match p {
         StepPrecision::Fp32 => {}
         StepPrecision::Int8 { act_scale, weight } => {
-            if let Some(x) = ins[0].as_ref() {
-                let s = *act_scale;
-                ins[0] = Some(Arc::new(map_f32(x, |v| fake_quant_slice(v, s))?));
-            }
+            let s = *act_scale;
+            transform_activation(&mut ins[0], |v| fake_quant_slice(v, s))?;
             ins[1] = Some(weight.clone());
         }
         StepPrecision::Fp16 { weight, bias } => {
-            if let Some(x) = ins[0].as_ref() {
-                ins[0] = Some(Arc::new(map_f32(x, round_f16_slice)?));
-            }
+            transform_activation(&mut ins[0], round_f16_slice)?;
             ins[1] = Some(weight.clone());
             if let Some(b) = bias {
                 ins[2] = Some(b.clone());
@@ -184,5 +209,53 @@ impl CpuExecutor {
         let slot = st.inputs.get(1).copied().flatten()?;
         let w = self.constants.iter().find(|(c, _)| *c == slot).map(|(_, t)| t.clone())?;
         Some((&st.node, w))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn round_f16_matches_half_everywhere_that_matters() {
+        let mut rng = crate::pointpillars::SplitMix64::new(3);
+        let mut vals: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            65504.0,
+            65519.99,
+            65520.0,
+            -65520.0,
+            1e-8,
+            2.98e-8,
+            5.96e-8,
+            6.1e-5,
+            6.1035156e-5,
+            1.0009766,
+            1.0004883,
+            1.0014648,
+            2049.0,
+            2051.0,
+            f32::INFINITY,
+            f32::MAX,
+            -3.0e38,
+        ];
+        for _ in 0..200_000 {
+            let e = (rng.next_u64() % 60) as i32 - 40;
+            let m = (rng.next_u64() % 1_000_000) as f32 / 1e6 + 1.0;
+            let s = if rng.next_u64() % 2 == 0 { 1.0 } else { -1.0 };
+            vals.push(s * m * 2f32.powi(e));
+            vals.push(f32::from_bits(rng.next_u64() as u32));
+        }
+        for v in vals {
+            if v.is_nan() {
+                assert!(round_f16(v).is_nan());
+                continue;
+            }
+            let want = f16::from_f32(v).to_f32();
+            assert_eq!(round_f16(v).to_bits(), want.to_bits(), "{v:e}: {} vs {want}", round_f16(v));
+        }
     }
 }
