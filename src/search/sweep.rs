@@ -42,7 +42,7 @@ pub struct SweepReport {
     pub draws: usize,
     pub seed: u64,
     pub cells: Vec<SweepCell>,
-    /// Per method: the best mean over N <= 8 against the mean with the largest N.
+    /// Per method: the best mean over N <= 8 (below the largest N) against the largest N's mean.
     pub findings: Vec<Finding>,
 }
 
@@ -164,7 +164,7 @@ pub fn calibration_sweep(
             let name = method.to_string();
             let mine: Vec<&SweepCell> = cells.iter().filter(|c| c.method == name).collect();
             let largest = mine.iter().max_by_key(|c| c.n)?;
-            let small = mine.iter().filter(|c| c.n <= 8).max_by(|a, b| a.mean.total_cmp(&b.mean))?;
+            let small = mine.iter().filter(|c| c.n <= 8 && c.n < largest.n).max_by(|a, b| a.mean.total_cmp(&b.mean))?;
             Some(Finding {
                 method: name.clone(),
                 best_small_n: small.n,

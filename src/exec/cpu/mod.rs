@@ -411,6 +411,10 @@ impl CpuExecutor {
             (None, None) => return Err(Error::Other("execute: no inputs and no base state".into())),
         }
         let free = !opt.keep_all && opt.base.is_none();
+        // Transformed activations shared by several readers: (slot, transform key, value).
+        let mut memo: Vec<(usize, u64, Arc<Tensor>)> = Vec::new();
+        // Slots holding values an FP16 layer wrote (already on the f16 grid).
+        let mut f16_exact = vec![false; self.slot_count];
         let mut steps_run = 0;
         self.pool.install(|| -> Result<()> {
             for (i, st) in self.steps.iter().enumerate() {
@@ -436,21 +440,51 @@ impl CpuExecutor {
                     .collect();
                 let mut outs = match precision {
                     Some(p) if changed => {
-                        precision::transform_inputs(p, &mut ins)
+                        let key = precision::activation_key(p);
+                        let s0 = st.inputs.first().copied().flatten();
+                        let mut act_done = false;
+                        if let (Some(k), Some(s0)) = (key, s0) {
+                            if matches!(p, StepPrecision::Fp16 { .. }) && f16_exact[s0] {
+                                act_done = true;
+                            } else if let Some((_, _, t)) = memo.iter().find(|(s, kk, _)| *s == s0 && *kk == k) {
+                                ins[0] = Some(t.clone());
+                                act_done = true;
+                            }
+                        }
+                        precision::transform_inputs(p, &mut ins, act_done)
                             .map_err(|e| Error::graph(&st.node.name, e.to_string()))?;
+                        // Keep the transformed value for later readers of the same slot.
+                        if let (Some(k), Some(s0), false) = (key, s0, act_done) {
+                            let read_later = self.steps[i + 1..].iter().any(|later| later.inputs.contains(&Some(s0)));
+                            if read_later {
+                                if let Some(t) = &ins[0] {
+                                    memo.push((s0, k, t.clone()));
+                                }
+                            }
+                        }
                         let mut outs = eval_node(&st.node, ins)?;
                         precision::transform_outputs(p, &mut outs);
                         outs
                     }
                     _ => eval_node(&st.node, ins)?,
                 };
+                // Values on the f16 grid stay there through pure data movement.
+                let data_inputs = match st.node.op_type.as_str() {
+                    "Concat" => st.inputs.len(),
+                    "Transpose" | "Reshape" | "Slice" | "Squeeze" | "Unsqueeze" | "Flatten" | "Identity" => 1,
+                    _ => 0,
+                };
+                let outs_f16 = matches!(precision, Some(StepPrecision::Fp16 { .. }))
+                    || (data_inputs > 0 && st.inputs[..data_inputs].iter().flatten().all(|&s| f16_exact[s]));
                 steps_run += 1;
                 let outs: Vec<Arc<Tensor>> = outs.drain(..).map(Arc::new).collect();
                 observe(&st.node, &outs);
                 for (s, t) in st.outputs.iter().zip(outs) {
                     slots[*s] = Some(t);
                     dirty[*s] = true;
+                    f16_exact[*s] = outs_f16;
                 }
+                memo.retain(|(s, _, _)| !st.frees.contains(s) || !free);
                 if free {
                     for s in &st.frees {
                         slots[*s] = None;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::quant::calib::{fake_quant_slice, per_channel_amax};
+use crate::quant::calib::{fake_quant, fake_quant_slice, per_channel_amax};
 use crate::quant::plan::{LayerPrecision, Precision};
 use crate::tensor::{Data, Tensor};
 
@@ -96,17 +96,6 @@ fn round_f16_tensor(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::f32(t.shape.clone(), out))
 }
 
-fn map_f32(t: &Tensor, f: impl Fn(&mut [f32])) -> Result<Tensor> {
-    match &t.data {
-        Data::F32(v) => {
-            let mut out = v.clone();
-            f(&mut out);
-            Ok(Tensor::f32(t.shape.clone(), out))
-        }
-        _ => Err(Error::Other(format!("expected a float32 activation, got {}", t.dtype()))),
-    }
-}
-
 impl CpuExecutor {
     /// Index of the executor step that runs layer `name`.
     pub(crate) fn layer_step(&self, name: &str) -> Option<usize> {
@@ -150,29 +139,50 @@ impl CpuExecutor {
     }
 }
 
-/// Applies `f` to a float32 activation: in place when this step holds the only reference (its
-/// last reader, the usual case), else on a copy.
-fn transform_activation(slot: &mut Option<Arc<Tensor>>, f: impl Fn(&mut [f32])) -> Result<()> {
+/// Applies the elementwise `g` to a float32 activation on the executor's threads: in place when
+/// this step holds the only reference (its last reader, the usual case), else into a new tensor
+/// in one pass (a graph input, or a value read again later). Elementwise, so the result does not
+/// depend on the split.
+fn transform_activation(slot: &mut Option<Arc<Tensor>>, g: impl Fn(f32) -> f32 + Sync + Send) -> Result<()> {
+    use rayon::prelude::*;
     let Some(arc) = slot.as_mut() else { return Ok(()) };
     if let Some(Tensor { data: Data::F32(v), .. }) = Arc::get_mut(arc) {
-        f(v);
+        v.par_chunks_mut(1 << 16).for_each(|c| c.iter_mut().for_each(|x| *x = g(*x)));
         return Ok(());
     }
-    *arc = Arc::new(map_f32(arc, f)?);
+    let src =
+        arc.as_f32().ok_or_else(|| Error::Other(format!("expected a float32 activation, got {}", arc.dtype())))?;
+    let out: Vec<f32> = src.par_iter().with_min_len(1 << 16).map(|&x| g(x)).collect();
+    *arc = Arc::new(Tensor::f32(arc.shape.clone(), out));
     Ok(())
 }
 
-/// Applies a step's precision to its inputs before the kernel runs.
-pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>]) -> Result<()> {
+/// The activation transform of a step, as a key: two steps reading the same value with the same
+/// key get the same transformed tensor (the three heads read one concat at one scale).
+pub(crate) fn activation_key(p: &StepPrecision) -> Option<u64> {
+    match p {
+        StepPrecision::Fp32 => None,
+        StepPrecision::Int8 { act_scale, .. } => Some(act_scale.to_bits() as u64),
+        StepPrecision::Fp16 { .. } => Some(1 << 40),
+    }
+}
+
+/// Applies a step's precision to its inputs before the kernel runs. `act_done`: input 0 is
+/// already transformed (shared from another reader, or f16 values already).
+pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>], act_done: bool) -> Result<()> {
     match p {
         StepPrecision::Fp32 => {}
         StepPrecision::Int8 { act_scale, weight } => {
             let s = *act_scale;
-            transform_activation(&mut ins[0], |v| fake_quant_slice(v, s))?;
+            if !act_done {
+                transform_activation(&mut ins[0], |x| fake_quant(x, s))?;
+            }
             ins[1] = Some(weight.clone());
         }
         StepPrecision::Fp16 { weight, bias } => {
-            transform_activation(&mut ins[0], round_f16_slice)?;
+            if !act_done {
+                transform_activation(&mut ins[0], round_f16)?;
+            }
             ins[1] = Some(weight.clone());
             if let Some(b) = bias {
                 ins[2] = Some(b.clone());
@@ -187,7 +197,8 @@ pub(crate) fn transform_outputs(p: &StepPrecision, outs: &mut [Tensor]) {
     if let StepPrecision::Fp16 { .. } = p {
         for t in outs {
             if let Data::F32(v) = &mut t.data {
-                round_f16_slice(v);
+                use rayon::prelude::*;
+                v.par_chunks_mut(1 << 16).for_each(round_f16_slice);
             }
         }
     }

@@ -48,6 +48,7 @@ pub fn quantize_i8(x: f32, scale: f32) -> i8 {
 
 /// Quantize then dequantize one value: `quantize_i8(x, scale) as f32 * scale`, what a
 /// QuantizeLinear -> DequantizeLinear pair computes.
+#[inline]
 pub fn fake_quant(x: f32, scale: f32) -> f32 {
     level_i8(x, scale) * scale
 }
