@@ -6,11 +6,13 @@ Two configs share one structure (23 quantizable layers: 1 PFN MatMul + 16 backbo
   kitti : OpenPCDet/CUDA-PointPillars KITTI config (voxel 0.16 m, 432x496 grid, PFN 64,
           filters [64,128,256], upsample [128,128,128], 10000 pillars).
   small : voxel 0.32 m (216x248 grid), 8000 pillars, PFN 32, filters [32,64,128],
-          upsample [64,64,64]; < 5 GFLOP per frame.
+          upsample strides [2,4,8] to [32,32,32] (stride-1 head: anchors 0.32 m apart);
+          5.37 GFLOP per frame. (The bundled small ONNX predates this: upsample [1,2,4] to
+          [64,64,64], stride-2 head, 4.62 GFLOP.)
 
 Inputs (both layouts): voxels f32 [P,32,10], voxel_idxs i32 [P,4] (batch, z, y, x),
 voxel_num i32 [1]; rows >= voxel_num are padding (garbage allowed).
-Outputs (NHWC, stride-2 map): cls_preds [1,H,W,18], box_preds [1,H,W,42], dir_cls_preds [1,H,W,12].
+Outputs (NHWC; map = grid / feature_map_stride: 2 for kitti, 1 for small): cls_preds [1,H,W,18], box_preds [1,H,W,42], dir_cls_preds [1,H,W,12].
 
 Weights are random (seeded) but made "realistic": default init, every layer's weight is scaled
 with one scalar so that its pre-BN output has unit std on a sample input (keeps activations sane

@@ -12,6 +12,9 @@ pub struct Args {
     /// Shard caches (each a --cache directory of a `--shard i/n` run).
     #[arg(required = true)]
     pub caches: Vec<PathBuf>,
+    /// Print one JSON object: per source cache, chunks copied and already present.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {

@@ -106,36 +106,37 @@ impl CpuExecutor {
     pub fn compile_plan(&self, plan: &[LayerPrecision]) -> Result<CompiledPlan> {
         let mut steps = vec![StepPrecision::Fp32; self.steps.len()];
         for lp in plan {
-            if lp.precision == Precision::Fp32 {
-                continue;
-            }
-            let idx = self
-                .layer_step(&lp.name)
-                .ok_or_else(|| Error::graph(&lp.name, "the plan names this layer but the executor has no such step"))?;
+            let idx = match lp.precision {
+                Precision::Fp32 => continue,
+                _ => self.layer_step(&lp.name).ok_or_else(|| {
+                    Error::graph(&lp.name, "the plan names this layer but the executor has no such step")
+                })?,
+            };
             let node = &self.steps[idx].node;
             let constant = |k: usize| -> Result<Arc<Tensor>> {
-                let slot = self.steps[idx].inputs.get(k).copied().flatten();
-                slot.and_then(|s| self.constants.iter().find(|(c, _)| *c == s).map(|(_, t)| t.clone()))
+                self.step_constant(idx, k)
                     .ok_or_else(|| Error::graph(&lp.name, format!("input {k} of the layer is not a constant")))
             };
             let w = constant(1)?;
-            steps[idx] = match lp.precision {
-                Precision::Int8 => {
-                    let amax = lp.act_amax.ok_or_else(|| Error::graph(&lp.name, "int8 layer without a scale"))?;
-                    let weight = Arc::new(fake_quant_weight(&w, weight_channel_axis(node))?);
-                    StepPrecision::Int8 { act_scale: amax / 127.0, weight }
-                }
-                Precision::Fp16 => {
-                    let bias = match node.input(2) {
-                        Some(_) => Some(Arc::new(round_f16_tensor(&*constant(2)?)?)),
-                        None => None,
-                    };
-                    StepPrecision::Fp16 { weight: Arc::new(round_f16_tensor(&w)?), bias }
-                }
-                Precision::Fp32 => unreachable!(),
+            steps[idx] = if lp.precision == Precision::Int8 {
+                let amax = lp.act_amax.ok_or_else(|| Error::graph(&lp.name, "int8 layer without a scale"))?;
+                let weight = Arc::new(fake_quant_weight(&w, weight_channel_axis(node))?);
+                StepPrecision::Int8 { act_scale: amax / 127.0, weight }
+            } else {
+                let bias = match node.input(2) {
+                    Some(_) => Some(Arc::new(round_f16_tensor(&*constant(2)?)?)),
+                    None => None,
+                };
+                StepPrecision::Fp16 { weight: Arc::new(round_f16_tensor(&w)?), bias }
             };
         }
         Ok(CompiledPlan { steps })
+    }
+
+    /// Input `k` of step `idx` when it is a constant (initializer or folded value).
+    fn step_constant(&self, idx: usize, k: usize) -> Option<Arc<Tensor>> {
+        let slot = self.steps[idx].inputs.get(k).copied().flatten()?;
+        self.constants.iter().find(|(c, _)| *c == slot).map(|(_, t)| t.clone())
     }
 }
 
@@ -216,10 +217,8 @@ impl CpuExecutor {
 impl CpuExecutor {
     /// The prepared node of layer `name` and its (BN-folded) constant weight.
     pub fn layer_weight(&self, name: &str) -> Option<(&Node, Arc<Tensor>)> {
-        let st = &self.steps[self.layer_step(name)?];
-        let slot = st.inputs.get(1).copied().flatten()?;
-        let w = self.constants.iter().find(|(c, _)| *c == slot).map(|(_, t)| t.clone())?;
-        Some((&st.node, w))
+        let idx = self.layer_step(name)?;
+        Some((&self.steps[idx].node, self.step_constant(idx, 1)?))
     }
 }
 
