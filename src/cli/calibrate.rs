@@ -49,18 +49,8 @@ pub fn run(a: Args) -> Result<()> {
     let ids = calibration_ids(&data, &a.split, a.frames, a.seed)?;
     let obs = Observers::new(l.detector.executor(), &l.model.layers)?;
     let pb = super::progress::bar(ids.len(), "observe", a.quiet);
-    let mut hist: Option<crate::quant::calibrate::LayerHistograms> = None;
-    for id in &ids {
-        let h =
-            histograms_of(&l.detector, &obs, &data, std::slice::from_ref(id)).with_context(|| format!("frame {id}"))?;
-        match &mut hist {
-            Some(acc) => acc.merge(&h),
-            None => hist = Some(h),
-        }
-        pb.inc(1);
-    }
+    let hist = histograms_of(&l.detector, &obs, &data, &ids, &mut || pb.inc(1))?;
     pb.finish_and_clear();
-    let hist = hist.context("no calibration frames")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let stem = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let mut summary = Vec::new();

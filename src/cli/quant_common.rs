@@ -72,7 +72,7 @@ pub fn calibrate(
 ) -> Result<CalibrationFile> {
     let exec = l.detector.executor();
     let obs = Observers::new(exec, &l.model.layers)?;
-    let h = histograms_of(&l.detector, &obs, data, ids)?;
+    let h = histograms_of(&l.detector, &obs, data, ids, &mut || {})?;
     Ok(file_from(l, data, split, ids, &h, method, seed)?)
 }
 

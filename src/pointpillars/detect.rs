@@ -53,27 +53,32 @@ impl Detector {
     /// Detects objects in one point cloud (lidar frame); with `calib`, only points in the
     /// camera's field of view are used, as for KITTI.
     pub fn detect(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<Vec<Detection>> {
-        let pillars = voxelize(points, &self.cfg, calib)?;
-        let inputs = pillars.to_inputs(self.exec.graph())?;
-        let outputs = match &self.plan {
-            Some(p) => self.exec.run_plan(&inputs, p)?,
-            None => self.exec.run(&inputs)?,
-        };
+        let outputs = self.network(&self.inputs(points, calib)?)?;
         decode_detections(&outputs, &self.cfg)
     }
 
     /// Loads frame `id` of a KITTI directory and detects.
     pub fn detect_frame(&self, data: &KittiDir, id: &str) -> Result<FrameDetections> {
-        let (points, calib) = load_points_and_calib(data, id)?;
-        let lidar = self.detect(&points, Some(&calib))?;
-        Ok(self.frame_detections(id, lidar, &calib))
+        let (inputs, calib) = self.frame_inputs(data, id)?;
+        self.decode_frame(id, &self.network(&inputs)?, &calib)
     }
 
     /// The network inputs of frame `id` (FOV-filtered and voxelized) and its calibration.
     pub fn frame_inputs(&self, data: &KittiDir, id: &str) -> Result<(NamedTensors, Calib)> {
         let (points, calib) = load_points_and_calib(data, id)?;
-        let pillars = voxelize(&points, &self.cfg, Some(&calib))?;
-        Ok((pillars.to_inputs(self.exec.graph())?, calib))
+        Ok((self.inputs(&points, Some(&calib))?, calib))
+    }
+
+    fn inputs(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<NamedTensors> {
+        voxelize(points, &self.cfg, calib)?.to_inputs(self.exec.graph())
+    }
+
+    /// Runs the network under the detector's plan (FP32 when none is set).
+    fn network(&self, inputs: &NamedTensors) -> Result<NamedTensors> {
+        match &self.plan {
+            Some(p) => self.exec.run_plan(inputs, p),
+            None => self.exec.run(inputs),
+        }
     }
 
     /// Decodes network outputs of frame `id` into detections in both frames of reference.

@@ -87,15 +87,6 @@ impl LayerHistograms {
         self.frames += other.frames;
     }
 
-    /// Merges per-frame histograms in the given order (the definition of a set's histogram).
-    pub fn merged<'a>(mut parts: impl Iterator<Item = &'a LayerHistograms>) -> Option<LayerHistograms> {
-        let mut acc = parts.next()?.clone();
-        for p in parts {
-            acc.merge(p);
-        }
-        Some(acc)
-    }
-
     /// The activation thresholds of `method` for every layer input.
     pub fn calibration(&self, method: &CalibMethod, seed: Option<u64>, model_hash: &str) -> Calibration {
         let activations: BTreeMap<String, ActivationScale> = self

@@ -75,16 +75,24 @@ pub fn draw_seed(seed: u64, n: usize, r: usize) -> u64 {
     seed.wrapping_mul(1_000_003).wrapping_add((n as u64) << 20).wrapping_add(r as u64)
 }
 
-/// Histograms of frames `ids` merged in order.
-pub fn histograms_of(detector: &Detector, obs: &Observers, data: &KittiDir, ids: &[String]) -> Result<LayerHistograms> {
+/// Histograms of frames `ids` merged in order (the definition of a set's histogram);
+/// `on_frame` runs after each frame (progress).
+pub fn histograms_of(
+    detector: &Detector,
+    obs: &Observers,
+    data: &KittiDir,
+    ids: &[String],
+    on_frame: &mut dyn FnMut(),
+) -> Result<LayerHistograms> {
     let mut acc: Option<LayerHistograms> = None;
     for id in ids {
         let (inputs, _) = detector.frame_inputs(data, id)?;
-        let h = obs.observe(detector.executor(), &inputs)?;
+        let h = obs.observe(detector.executor(), &inputs).map_err(|e| Error::Other(format!("frame {id}: {e}")))?;
         match &mut acc {
             Some(a) => a.merge(&h),
             None => acc = Some(h),
         }
+        on_frame();
     }
     acc.ok_or_else(|| Error::Other("no calibration frames".into()))
 }
@@ -116,7 +124,7 @@ pub fn calibration_sweep(
             } else {
                 draw(pool.len(), n, draw_seed(cfg.seed, n, r)).into_iter().map(|i| pool[i].clone()).collect()
             };
-            let h = histograms_of(ev.detector, &obs, calib_data, &ids)?;
+            let h = histograms_of(ev.detector, &obs, calib_data, &ids, &mut || {})?;
             for (m, method) in cfg.methods.iter().enumerate() {
                 let seed = (n != pool.len()).then(|| draw_seed(cfg.seed, n, r));
                 let c = h.calibration(method, seed, ev.model_hash);
