@@ -108,6 +108,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--no-optimize", action="store_true",
+                    help="graph optimizations off (Q/DQ models: no fusion into QLinearConv, whose "
+                         "requantization rounds differently from TensorRT's explicit quantization)")
+    ap.add_argument("--check", action="store_true",
+                    help="first run onnx.checker.check_model(full_check=True) on the model")
     a = ap.parse_args(argv)
 
     if not os.path.isfile(a.model):
@@ -118,7 +123,15 @@ def main(argv=None):
     so.intra_op_num_threads = a.threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if a.no_optimize
+                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    if a.check:
+        import onnx
+        try:
+            onnx.checker.check_model(onnx.load(a.model), full_check=True)
+        except Exception as e:
+            sys.exit(f"error: {a.model} fails onnx.checker.check_model(full_check=True): {e}")
+        print(f"{a.model}: onnx.checker full_check OK", file=sys.stderr)
     try:
         if has_plugin(a.model):
             sess = SplitSession(a.model, so)

@@ -14,4 +14,4 @@ export PILLARQ_PYTHON="$PWD/.venv/bin/python"
 "$PILLARQ_PYTHON" -c 'import numpy, onnx, onnxruntime' \
   || { echo "error: $PILLARQ_PYTHON lacks numpy/onnx/onnxruntime; delete .venv and rerun" >&2; exit 1; }
 
-exec cargo test --release "$@"
+exec cargo test --release --features tensorrt "$@"

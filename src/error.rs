@@ -27,6 +27,9 @@ pub enum Error {
     /// A precision plan or calibration file is malformed or does not fit the model.
     #[error("{}: {msg}", file.display())]
     Plan { file: PathBuf, msg: String },
+    /// TensorRT is missing, its libraries do not match, or it cannot do the work (feature `tensorrt`).
+    #[error("TensorRT: {0}")]
+    TensorRt(String),
     #[error("{0}")]
     Other(String),
 }

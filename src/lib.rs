@@ -6,6 +6,7 @@
 //! (sensitivity, greedy search, calibration sweep, result cache).
 
 pub mod cli;
+pub mod deploy;
 pub mod error;
 pub mod exec;
 mod files;

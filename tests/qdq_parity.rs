@@ -22,27 +22,6 @@ use pillarq::quant::calib::CalibMethod;
 use pillarq::quant::calibrate::Observers;
 use pillarq::quant::plan::{Precision, PrecisionPlan};
 
-struct Diff {
-    rel_l2: f64,
-    max_rel: f64,
-    frac_over_1e3: f64,
-}
-
-fn diff(a: &[f32], b: &[f32]) -> Diff {
-    let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    let (mut num, mut den, mut worst, mut over) = (0f64, 0f64, 0f64, 0usize);
-    for (&x, &y) in a.iter().zip(b) {
-        let d = (x - y).abs() as f64;
-        num += d * d;
-        den += (y as f64) * (y as f64);
-        worst = worst.max(d);
-        if d > 1e-3 * max_b {
-            over += 1;
-        }
-    }
-    Diff { rel_l2: (num / den).sqrt(), max_rel: worst / max_b, frac_over_1e3: over as f64 / a.len() as f64 }
-}
-
 #[test]
 fn plans_match_onnxruntime_on_independent_qdq_models() {
     let path = bundled("pointpillars_small.onnx");
@@ -87,8 +66,8 @@ fn plans_match_onnxruntime_on_independent_qdq_models() {
         let pq = exec.run_plan(&inputs, &compiled).unwrap();
         for ((name, t), (_, f)) in pq.iter().zip(&fp32) {
             let ort = read_npy(&out_dir.join(format!("{name}.npy"))).unwrap();
-            let d = diff(t.as_f32().unwrap(), ort.as_f32().unwrap());
-            let q = diff(f.as_f32().unwrap(), ort.as_f32().unwrap());
+            let d = rel_diff(t.as_f32().unwrap(), ort.as_f32().unwrap());
+            let q = rel_diff(f.as_f32().unwrap(), ort.as_f32().unwrap());
             println!(
                 "{label} {name}: rel L2 {:.2e}, max rel {:.2e}, {:.3}% over 1e-3 (FP32 vs ort: rel L2 {:.2e})",
                 d.rel_l2,

@@ -1,10 +1,13 @@
 //! The command-line layer: parse arguments, call library stages, print results.
 
+mod bench;
+mod build;
 mod calib_sweep;
 mod calibrate;
 mod data_stats;
 mod demo;
 mod detect;
+mod emit;
 mod eval;
 mod infer;
 mod inspect;
@@ -88,6 +91,21 @@ enum Command {
     ///
     /// Example: pillarq merge --into out/cache out/cache-0 out/cache-1
     Merge(merge::Args),
+    /// Write a plan's TensorRT deployment: mixed-precision ONNX, trtexec scripts (TensorRT 10
+    /// and 11), calibration cache, plan.json.
+    ///
+    /// Examples: pillarq emit --model onnx/pointpillars_small.onnx --plan plan.json --out engines/mine
+    ///           pillarq emit --model onnx/pointpillars_small.onnx --candidates out/candidates.json
+    Emit(emit::Args),
+    /// Build engine directories with trtexec (TensorRT 10 or 11, detected) and check every
+    /// layer's precision in the engine against the plan; --verify-only checks a layers.json.
+    ///
+    /// Example: pillarq build engines/greedy-04 --trtexec /usr/src/tensorrt/bin/trtexec
+    Build(build::Args),
+    /// Latency (median, p99; network and end to end) and size of engine directories.
+    ///
+    /// Example: pillarq bench engines/* --backend trtexec --json
+    Bench(bench::Args),
 }
 
 /// A progress bar for a long library stage (stderr; hidden with `quiet`).
@@ -130,6 +148,9 @@ pub fn main() -> i32 {
         Command::Sensitivity(a) => sensitivity::run(a),
         Command::Search(a) => search::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Emit(a) => emit::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match r {
         Ok(()) => 0,

@@ -8,4 +8,6 @@ pub mod proto {
 
 mod io;
 
+pub mod build;
+
 pub use io::{decode_model, encode_model, load_model, read_tensor_external, save_model, ModelFile};

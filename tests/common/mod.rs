@@ -10,8 +10,8 @@ use pillarq::exec::cpu::{max_rel_diff, CpuExecutor};
 use pillarq::model::Model;
 use pillarq::npy::{read_npy, write_npy};
 use pillarq::onnx::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use pillarq::onnx::save_model;
 use pillarq::pointpillars::SplitMix64;
@@ -50,6 +50,16 @@ pub fn python() -> PathBuf {
 /// Runs onnxruntime (CPU, `threads` intra-op threads) on `model` with the given named inputs and
 /// returns every output, keyed by output name.
 pub fn ort_run(model: &Path, inputs: &[(String, Tensor)], threads: usize) -> HashMap<String, Tensor> {
+    ort_run_with(model, inputs, threads, &[])
+}
+
+/// `ort_run` with extra arguments for scripts/ort_run.py (`--no-optimize`, `--check`).
+pub fn ort_run_with(
+    model: &Path,
+    inputs: &[(String, Tensor)],
+    threads: usize,
+    extra: &[&str],
+) -> HashMap<String, Tensor> {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let mut cmd = Command::new(python());
@@ -59,7 +69,7 @@ pub fn ort_run(model: &Path, inputs: &[(String, Tensor)], threads: usize) -> Has
         write_npy(&f, t).expect("write npy");
         cmd.arg("--input").arg(format!("{name}={}", f.display()));
     }
-    cmd.arg("--out").arg(&out).arg("--threads").arg(threads.to_string());
+    cmd.arg("--out").arg(&out).arg("--threads").arg(threads.to_string()).args(extra);
     let res = cmd.output().expect("cannot start python for ort_run.py");
     assert!(
         res.status.success(),
@@ -111,6 +121,37 @@ pub fn assert_close(label: &str, pq: &Named, ort: &HashMap<String, Tensor>, boun
     worst
 }
 
+/// How far `a` is from the reference `b`: relative L2, max |a-b| / max |b|, and the fraction of
+/// elements off by more than 1e-3 of max |b|.
+pub struct RelDiff {
+    pub rel_l2: f64,
+    pub max_rel: f64,
+    pub frac_over_1e3: f64,
+}
+
+pub fn rel_diff(a: &[f32], b: &[f32]) -> RelDiff {
+    let max_b = b.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    let (mut num, mut den, mut worst, mut over) = (0f64, 0f64, 0f64, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        let d = (x - y).abs() as f64;
+        num += d * d;
+        den += (y as f64) * (y as f64);
+        worst = worst.max(d);
+        if d > 1e-3 * max_b {
+            over += 1;
+        }
+    }
+    RelDiff { rel_l2: (num / den).sqrt(), max_rel: worst / max_b, frac_over_1e3: over as f64 / a.len() as f64 }
+}
+
+/// Runs the pillarq binary: (exit code, stdout, stderr). Fails the test if it panicked.
+pub fn pillarq_bin(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(args).output().expect("run pillarq");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "pillarq {args:?} panicked:\n{err}");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), err)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random data
 
@@ -132,79 +173,8 @@ pub const INT32: i32 = DataType::Int32 as i32;
 pub const INT8: i32 = DataType::Int8 as i32;
 pub const BOOL: i32 = DataType::Bool as i32;
 
-pub fn attr_i(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-pub fn attr_f(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Float as i32),
-        f: Some(v),
-        ..Default::default()
-    }
-}
-
-pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-pub fn attr_s(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
-}
-
-pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(name.into()),
-        domain: Some(String::new()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn raw_init(name: &str, dims: &[usize], dt: i32, raw: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(dt),
-        raw_data: Some(raw),
-        ..Default::default()
-    }
-}
-
-/// A float32 initializer stored as `raw_data`.
-pub fn init_f32(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
-    assert_eq!(dims.iter().product::<usize>(), v.len(), "{name}");
-    raw_init(name, dims, FLOAT, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-}
-
-pub fn init_i64(name: &str, dims: &[usize], v: &[i64]) -> TensorProto {
-    assert_eq!(dims.iter().product::<usize>(), v.len(), "{name}");
-    raw_init(name, dims, INT64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-}
-
-pub fn init_i8(name: &str, dims: &[usize], v: &[i8]) -> TensorProto {
-    assert_eq!(dims.iter().product::<usize>(), v.len(), "{name}");
-    raw_init(name, dims, INT8, v.iter().map(|&x| x as u8).collect())
-}
+#[allow(unused_imports)]
+pub use pillarq::onnx::build::{attr_f, attr_i, attr_ints, attr_s, init_f32, init_i64, init_i8, node};
 
 /// A tensor value info with static dims (`None` dims: no shape at all).
 pub fn vi(name: &str, elem_type: i32, dims: Option<&[usize]>) -> ValueInfoProto {

@@ -22,8 +22,8 @@ use crate::tensor::{DType, Data, Tensor};
 
 pub use crate::quant::calib::quantize_value;
 pub use ops_shape::{reshape_target, slice_plan, slice_shape_output};
-pub use precision::CompiledPlan;
 use precision::StepPrecision;
+pub use precision::{weight_channel_axis, CompiledPlan};
 
 /// A kernel's failure; the dispatcher adds node name and op type.
 #[derive(Debug)]

@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+use super::quant_common::write_json;
+use crate::deploy::build::{build_dir, find_trtexec, trtexec_version, verify_dir, BuildReport};
+use crate::deploy::trtexec::CheckStatus;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Engine directories written by `pillarq emit`.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// The trtexec binary (default: $TRTEXEC, PATH, /usr/src/tensorrt/bin/trtexec).
+    #[arg(long)]
+    pub trtexec: Option<PathBuf>,
+    /// Do not build: check each directory's layers.json (written by its build script on the
+    /// target) against its plan.
+    #[arg(long)]
+    pub verify_only: bool,
+    /// Exit 0 even when a layer's precision in the engine differs from the plan.
+    #[arg(long)]
+    pub allow_mismatch: bool,
+    /// Use the TensorRT builder API (cargo feature `tensorrt`) instead of trtexec.
+    #[arg(long)]
+    pub native: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn print(r: &BuildReport) {
+    let v = r.tensorrt.map(|v| format!("TensorRT {v}, ")).unwrap_or_default();
+    let size = r.engine_bytes.map(|b| format!(", engine {:.2} MB", b as f64 / 1e6)).unwrap_or_default();
+    println!(
+        "{}: {v}{} layers as planned, {} mismatched, {} not found, {} unknown{size}",
+        r.dir, r.ok, r.mismatches, r.not_found, r.unknown
+    );
+    for c in r.checks.iter().filter(|c| c.status != CheckStatus::Ok) {
+        let actual = c.actual.as_ref().map_or("?".into(), |p| p.to_string());
+        let layer = c.engine_layer.as_deref().unwrap_or("-");
+        println!("  {:?}: {} planned {}, engine {} (layer '{}')", c.status, c.node, c.expected, actual, layer);
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.native {
+        return native(&a);
+    }
+    let tool = if a.verify_only {
+        None
+    } else {
+        let t = find_trtexec(a.trtexec.as_deref())?;
+        let v = trtexec_version(&t)?;
+        eprintln!("trtexec {} (TensorRT {v})", t.display());
+        Some((t, v))
+    };
+    let mut reports = vec![];
+    for d in &a.dirs {
+        let r = match &tool {
+            Some((t, v)) => build_dir(d, t, *v)?,
+            None => verify_dir(d, &d.join("layers.json"))?,
+        };
+        write_json(&d.join("verify.json"), &r)?;
+        reports.push(r);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        reports.iter().for_each(print);
+    }
+    let bad: usize = reports.iter().map(|r| r.mismatches).sum();
+    if bad > 0 && !a.allow_mismatch {
+        bail!("{bad} layer(s) run at another precision than planned (see verify.json); --allow-mismatch accepts that");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "tensorrt")]
+fn native(a: &Args) -> Result<()> {
+    use crate::deploy::native::{build_engine, NativeOptions};
+    use crate::deploy::package::read_manifest;
+    for d in &a.dirs {
+        let man = read_manifest(d)?;
+        let layer_precisions = man
+            .layers
+            .iter()
+            .filter(|l| l.precision.is_float())
+            .map(|l| (l.name.clone(), l.precision.as_str().to_string()))
+            .collect();
+        let opts = NativeOptions {
+            strongly_typed: false,
+            fp16: man.layers.iter().any(|l| l.precision == crate::quant::plan::Precision::Fp16),
+            int8: man.layers.iter().any(|l| l.precision == crate::quant::plan::Precision::Int8),
+            obey: true,
+            layer_precisions,
+            workspace_mib: None,
+        };
+        let onnx = if d.join("model_trt10.onnx").is_file() { d.join("model_trt10.onnx") } else { d.join("model.onnx") };
+        build_engine(&onnx, &d.join("engine.plan"), &opts)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "tensorrt"))]
+fn native(_: &Args) -> Result<()> {
+    bail!("--native needs a build with `--features tensorrt`; without it use trtexec (the default)")
+}

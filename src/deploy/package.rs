@@ -1,0 +1,229 @@
+//! An engine directory: everything needed to build and check one plan's TensorRT engine.
+//!
+//! ```text
+//! engines/<name>/
+//!   model.onnx            strongly typed mixed-precision model (TensorRT 11, onnxruntime)
+//!   model_trt10.onnx      only when the plan has FP16 layers: those layers in float32, for
+//!                         TensorRT 8.6/10 weak typing with --layerPrecisions (else model.onnx)
+//!   model_fp32.onnx       the original model, for the implicit-calibration variant (INT8 plans)
+//!   calib.cache           TensorRT calibration cache of the plan's activation scales (INT8 plans)
+//!   build-trt11.sh        trtexec, TensorRT 11
+//!   build-trt10.sh        trtexec, TensorRT 8.6 / 10 (Jetson): Q/DQ model + precision constraints
+//!   build-trt10-calib.sh  trtexec, TensorRT 8.6 / 10: FP32 model + calib.cache (INT8 plans)
+//!   plan.json             the PrecisionPlan (precisions, scales, calibration provenance, model hash)
+//!   emit.json             what was written: layers, names TensorRT sees, sizes, hashes
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::emit::{emit_model, EmittedLayer, Fp16Form};
+use super::scripts::{build_scripts, ScriptSet};
+use crate::error::{Error, Result};
+use crate::files::write_atomic;
+use crate::model::Model;
+use crate::onnx::encode_model;
+use crate::quant::calib::{trt_cache_header, trt_cache_text};
+use crate::quant::plan::{Precision, PrecisionPlan};
+
+/// TensorRT version written into the calibration cache header (Jetson JetPack 6.1/6.2).
+pub const CACHE_TRT_VERSION: (u32, u32, u32) = (10, 3, 0);
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct WeightBytes {
+    pub int8: u64,
+    pub fp16: u64,
+    pub fp32: u64,
+    pub total: u64,
+    /// The same layers all in FP32.
+    pub fp32_reference: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfo {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `emit.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub name: String,
+    pub source_model: String,
+    pub source_sha256: String,
+    pub counts: BTreeMap<String, usize>,
+    pub weight_bytes: WeightBytes,
+    /// Files written, by name.
+    pub files: BTreeMap<String, FileInfo>,
+    pub layers: Vec<EmittedLayer>,
+    /// The trtexec precision specs the TensorRT 10 scripts use.
+    pub trt10_layer_precisions: String,
+    pub trt10_calib_layer_precisions: String,
+    pub pillarq_version: String,
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8], files: &mut BTreeMap<String, FileInfo>) -> Result<()> {
+    write_atomic(&dir.join(name), bytes)?;
+    files.insert(name.to_string(), FileInfo { bytes: bytes.len() as u64, sha256: sha256(bytes) });
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Writes the engine directory of `plan` (named `name`) under `dir`. `plan_file` names the plan
+/// in errors. Returns the manifest (also written as `emit.json`).
+pub fn write_engine_dir(
+    model: &Model,
+    plan: &PrecisionPlan,
+    plan_file: &Path,
+    name: &str,
+    dir: &Path,
+) -> Result<Manifest> {
+    let resolved = plan.resolve(&model.layers).map_err(|msg| Error::Plan { file: plan_file.to_path_buf(), msg })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+    let source_bytes =
+        std::fs::read(&model.file.path).map_err(|e| Error::Io { path: model.file.path.clone(), source: e })?;
+    let mut files = BTreeMap::new();
+
+    let typed = emit_model(model, &resolved, Fp16Form::Typed)?;
+    write(dir, "model.onnx", &encode_model(&typed.model), &mut files)?;
+    let has = |p: Precision| resolved.iter().any(|l| l.precision == p);
+    let trt10_model = if has(Precision::Fp16) {
+        let weak = emit_model(model, &resolved, Fp16Form::Float32)?;
+        write(dir, "model_trt10.onnx", &encode_model(&weak.model), &mut files)?;
+        "model_trt10.onnx"
+    } else {
+        "model.onnx"
+    };
+    let mut calib_cache = false;
+    if has(Precision::Int8) {
+        write(dir, "model_fp32.onnx", &source_bytes, &mut files)?;
+        let (a, b, c) = CACHE_TRT_VERSION;
+        write(dir, "calib.cache", cache_text(model, &typed.layers, trt_cache_header(a, b, c)).as_bytes(), &mut files)?;
+        calib_cache = true;
+    }
+    let ScriptSet { trt11, trt10, trt10_calib, trt10_spec, calib_spec } =
+        build_scripts(&typed.layers, trt10_model, calib_cache.then_some("model_fp32.onnx"));
+    for (file, text) in
+        [("build-trt11.sh", Some(trt11)), ("build-trt10.sh", Some(trt10)), ("build-trt10-calib.sh", trt10_calib)]
+    {
+        let path = dir.join(file);
+        match text {
+            Some(t) => {
+                write(dir, file, t.as_bytes(), &mut files)?;
+                make_executable(&path)?;
+            }
+            None => {
+                // A stale script from an earlier plan in the same directory would mislead.
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let mut plan_out = plan.clone();
+    if let Some(c) = plan_out.calibration.as_mut() {
+        if c.model_hash.is_empty() {
+            c.model_hash = sha256(&source_bytes);
+        }
+    }
+    let plan_json = serde_json::to_vec_pretty(&plan_out).map_err(|e| Error::Other(e.to_string()))?;
+    write(dir, "plan.json", &plan_json, &mut files)?;
+
+    let sum = |p: Precision| typed.layers.iter().filter(|l| l.precision == p).map(|l| l.weight_bytes).sum::<u64>();
+    let fp32_reference: u64 = model.layers.iter().map(|l| 4 * l.params as u64).sum();
+    let counts = [Precision::Int8, Precision::Fp16, Precision::Fp32]
+        .iter()
+        .map(|&p| (p.as_str().to_string(), typed.layers.iter().filter(|l| l.precision == p).count()))
+        .collect();
+    let manifest = Manifest {
+        name: name.to_string(),
+        source_model: model.file.path.display().to_string(),
+        source_sha256: sha256(&source_bytes),
+        counts,
+        weight_bytes: WeightBytes {
+            int8: sum(Precision::Int8),
+            fp16: sum(Precision::Fp16),
+            fp32: sum(Precision::Fp32),
+            total: typed.layers.iter().map(|l| l.weight_bytes).sum(),
+            fp32_reference,
+        },
+        files,
+        layers: typed.layers,
+        trt10_layer_precisions: trt10_spec,
+        trt10_calib_layer_precisions: calib_spec,
+        pillarq_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(&dir.join("emit.json"), &text)?;
+    Ok(manifest)
+}
+
+/// The calibration cache for the FP32 model: each INT8 layer's activation input, under the name
+/// of the ONNX edge the layer reads (for the backbone's stride-2 convs that is the Pad output)
+/// and under the edge before a fused zero Pad (same scale: padding with 0 does not change it).
+fn cache_text(model: &Model, layers: &[EmittedLayer], header: String) -> String {
+    let mut entries: BTreeMap<String, f32> = BTreeMap::new();
+    for l in layers {
+        let Some(s) = l.act_scale else { continue };
+        if let Some(ml) = model.layers.iter().find(|m| m.name == l.name) {
+            entries.insert(ml.input.clone(), s);
+            if let Some(pad) =
+                model.graph.nodes.iter().find(|n| n.outputs.first() == Some(&ml.input) && n.op_type == "Pad")
+            {
+                entries.entry(pad.inputs[0].clone()).or_insert(s);
+            }
+        }
+    }
+    let entries: Vec<(String, f32)> = entries.into_iter().collect();
+    trt_cache_text(&header, &entries)
+}
+
+/// Default name of an engine directory for a plan file: its stem.
+pub fn default_name(plan_file: &Path) -> String {
+    plan_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plan".into())
+}
+
+/// `engines/<name>` under `root`.
+pub fn engine_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}
+
+/// Reads `emit.json` of an engine directory.
+pub fn read_manifest(dir: &Path) -> Result<ManifestIn> {
+    let path = dir.join("emit.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Other(format!("{}: not an emit.json written by `pillarq emit` ({e})", path.display())))
+}
+
+/// What later stages read back from `emit.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ManifestIn {
+    pub name: String,
+    pub source_model: String,
+    pub source_sha256: String,
+    pub weight_bytes: WeightBytes,
+    pub layers: Vec<LayerIn>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LayerIn {
+    pub name: String,
+    pub precision: Precision,
+}

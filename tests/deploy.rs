@@ -1,0 +1,368 @@
+//! `pillarq emit`: the emitted mixed-precision ONNX passes ONNX's full checker, runs in
+//! onnxruntime with the outputs pillarq's simulation of the same plan gives, and its mAP under
+//! onnxruntime (with numpy pre/post-processing) agrees with pillarq's; the TensorRT 10 scripts name
+//! layers that exist in the model they build; malformed plans are rejected by name.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use pillarq::deploy::package::write_engine_dir;
+use pillarq::exec::cpu::CpuExecutor;
+use pillarq::model::Model;
+use pillarq::pointpillars::{random_pillar_inputs, PointPillarsConfig};
+use pillarq::quant::calib::CalibMethod;
+use pillarq::quant::calibrate::Observers;
+use pillarq::quant::plan::{Calibration, Precision, PrecisionPlan};
+
+fn small() -> std::path::PathBuf {
+    bundled("pointpillars_small.onnx")
+}
+
+/// A max calibration of the small model on random pillar inputs.
+fn calibration(m: &Model, exec: &CpuExecutor, inputs: &Named) -> Calibration {
+    let obs = Observers::new(exec, &m.layers).unwrap();
+    obs.observe(exec, inputs).unwrap().calibration(&CalibMethod::Max, None, "")
+}
+
+fn node_names(model: &Path) -> HashSet<String> {
+    let m = pillarq::onnx::load_model(model).unwrap();
+    m.model.graph.unwrap().node.iter().filter_map(|n| n.name.clone()).collect()
+}
+
+/// The `--layerPrecisions` spec of a script: (name, precision) pairs.
+fn spec_of(script: &str, flag: &str) -> Vec<(String, String)> {
+    let Some(start) = script.find(&format!("{flag}='")) else { return vec![] };
+    let rest = &script[start + flag.len() + 2..];
+    let spec = &rest[..rest.find('\'').unwrap()];
+    spec.split(',')
+        .map(|p| {
+            let (n, prec) = p.rsplit_once(':').unwrap();
+            (n.to_string(), prec.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn emitted_models_check_and_match_the_simulation() {
+    let path = small();
+    let m = Model::load(&path).unwrap();
+    let cfg = PointPillarsConfig::from_graph(&m.graph).unwrap();
+    let inputs = random_pillar_inputs(&m.graph, cfg.as_ref(), 21, 0.6).unwrap();
+    let exec = CpuExecutor::new(&m.graph, 2).unwrap();
+    let cal = calibration(&m, &exec, &inputs);
+    let names: Vec<&str> = m.layers.iter().map(|l| l.name.as_str()).collect();
+    let mut mixed = PrecisionPlan::int8_except([names[0], names[7]], Precision::Fp16).with_calibration(&cal);
+    mixed.layers.insert("/head/conv_box/Conv".into(), Precision::Fp32);
+    let plans = [("int8", PrecisionPlan::uniform(Precision::Int8).with_calibration(&cal)), ("mixed", mixed)];
+    let tmp = tempfile::tempdir().unwrap();
+    let fp32 = exec.run(&inputs).unwrap();
+
+    for (label, plan) in &plans {
+        let dir = tmp.path().join(label);
+        let man = write_engine_dir(&m, plan, Path::new("test-plan.json"), label, &dir).unwrap();
+        let resolved = plan.resolve(&m.layers).unwrap();
+        assert_eq!(man.layers.len(), m.layers.len());
+        for f in [
+            "model.onnx",
+            "plan.json",
+            "emit.json",
+            "build-trt11.sh",
+            "build-trt10.sh",
+            "build-trt10-calib.sh",
+            "calib.cache",
+        ] {
+            assert!(dir.join(f).is_file(), "{label}: {f} missing");
+        }
+        // plan.json is a plan pillarq reads back, with the same precisions.
+        let back = PrecisionPlan::read(&dir.join("plan.json")).unwrap();
+        assert_eq!(back.resolve(&m.layers).unwrap(), resolved);
+
+        // Strongly typed model: onnx full check, onnxruntime, vs the simulation. FP16 layers run
+        // in onnxruntime's float16 kernels (rounding inside the layer that pillarq and TensorRT do
+        // not do), so the mixed plan gets a looser bound than pure INT8.
+        let sim = exec.run_plan(&inputs, &exec.compile_plan(&resolved).unwrap()).unwrap();
+        let typed = ort_run_with(&dir.join("model.onnx"), &inputs, 2, &["--check", "--no-optimize"]);
+        let bound = if *label == "int8" { 1e-3 } else { 5e-2 };
+        for ((name, t), (_, f)) in sim.iter().zip(&fp32) {
+            let o = &typed[name];
+            let d = rel_diff(t.as_f32().unwrap(), o.as_f32().unwrap());
+            let q = rel_diff(f.as_f32().unwrap(), o.as_f32().unwrap());
+            println!("{label} model.onnx {name}: rel L2 {:.2e} (FP32 vs it: {:.2e})", d.rel_l2, q.rel_l2);
+            assert!(d.rel_l2 <= bound, "{label} {name}: relative L2 {:.3e} > {bound:e}", d.rel_l2);
+            let ratio = if *label == "int8" { 100.0 } else { 2.0 };
+            assert!(q.rel_l2 > ratio * d.rel_l2, "{label} {name}: the plan did not change the function");
+        }
+
+        // The TensorRT 10 model: FP16 layers in float32 (precision comes from the flags), so it
+        // equals the simulation of the plan with FP16 read as FP32.
+        if *label == "mixed" {
+            let weak = dir.join("model_trt10.onnx");
+            let mut as32 = plan.clone();
+            for p in as32.layers.values_mut() {
+                if *p == Precision::Fp16 {
+                    *p = Precision::Fp32;
+                }
+            }
+            let sim32 = exec.run_plan(&inputs, &exec.compile_plan(&as32.resolve(&m.layers).unwrap()).unwrap()).unwrap();
+            let o = ort_run_with(&weak, &inputs, 2, &["--check", "--no-optimize"]);
+            for (name, t) in &sim32 {
+                let d = rel_diff(t.as_f32().unwrap(), o[name].as_f32().unwrap());
+                println!("{label} model_trt10.onnx {name}: rel L2 {:.2e}", d.rel_l2);
+                assert!(d.rel_l2 <= 5e-3, "{label} model_trt10.onnx {name}: {:.3e}", d.rel_l2);
+            }
+            // Every layer the TensorRT 10 script constrains is a node of the model it builds,
+            // and exactly the floating-point layers are constrained.
+            let script = std::fs::read_to_string(dir.join("build-trt10.sh")).unwrap();
+            assert!(script.contains("--onnx=model_trt10.onnx") && script.contains("--precisionConstraints=obey"));
+            assert!(script.contains("--int8 --fp16"), "{script}");
+            let spec = spec_of(&script, "--layerPrecisions");
+            let nodes = node_names(&weak);
+            for (n, _) in &spec {
+                assert!(nodes.contains(n), "build-trt10.sh names '{n}', which model_trt10.onnx does not have");
+            }
+            let constrained: HashSet<&str> = spec.iter().map(|(n, _)| n.as_str()).collect();
+            for lp in &resolved {
+                assert_eq!(constrained.contains(lp.name.as_str()), lp.precision.is_float(), "{}", lp.name);
+            }
+            assert!(spec.contains(&("/head/conv_box/Conv".into(), "fp32".into())));
+            assert!(spec.contains(&(names[0].into(), "fp16".into())));
+            // The implicit-calibration script pins every layer of the FP32 model, by its names.
+            let calib_script = std::fs::read_to_string(dir.join("build-trt10-calib.sh")).unwrap();
+            let fp32_nodes = node_names(&dir.join("model_fp32.onnx"));
+            let cspec = spec_of(&calib_script, "--layerPrecisions");
+            assert!(cspec.len() >= m.layers.len());
+            for (n, _) in &cspec {
+                assert!(fp32_nodes.contains(n), "build-trt10-calib.sh names unknown '{n}'");
+            }
+            // The TensorRT 11 script has no precision flags.
+            let s11 = std::fs::read_to_string(dir.join("build-trt11.sh")).unwrap();
+            for flag in ["--int8", "--fp16", "--best", "--calib", "--precisionConstraints", "--layerPrecisions"] {
+                assert!(!s11.contains(flag), "build-trt11.sh uses {flag}");
+            }
+        }
+    }
+}
+
+#[test]
+fn onnxruntime_map_agrees_with_the_simulation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, _, err) = pillarq_bin(&["synth", "--out", d, "--train", "4", "--val", "12", "--seed", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let model = small();
+    let model_s = model.to_str().unwrap();
+    let calib_dir = tmp.path().join("calib");
+    let (code, _, err) = pillarq_bin(&[
+        "calibrate",
+        "--model",
+        model_s,
+        "--data",
+        d,
+        "--split",
+        "train",
+        "--frames",
+        "4",
+        "--method",
+        "percentile",
+        "--out",
+        calib_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let calib = std::fs::read_dir(&calib_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("calibrate wrote no .json");
+    let plan = tmp.path().join("mixed.json");
+    // FP32 fallback: onnxruntime's CPU float16 kernels round inside the layer (MatMul before its
+    // bias, half accumulation), which neither pillarq nor TensorRT's FP32-accumulating kernels do;
+    // the FP16 agreement is measured on the full split instead (docs/deploy.md).
+    std::fs::write(&plan, r#"{"default": "int8", "layers": {"/pfn/linear/MatMul": "fp32"}}"#).unwrap();
+    let eng = tmp.path().join("eng");
+    let (code, out, err) = pillarq_bin(&[
+        "emit",
+        "--model",
+        model_s,
+        "--plan",
+        plan.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--out",
+        eng.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    println!("{out}");
+    let preds = tmp.path().join("preds");
+    let res = Command::new(python())
+        .arg(repo().join("scripts/ort_detect.py"))
+        .arg(eng.join("model.onnx"))
+        .args(["--data", d, "--split", "val", "--out"])
+        .arg(&preds)
+        .output()
+        .unwrap();
+    assert!(res.status.success(), "ort_detect.py: {}", String::from_utf8_lossy(&res.stderr));
+    let map_of = |args: &[&str]| -> f64 {
+        let (code, out, err) = pillarq_bin(args);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["map"].as_f64().unwrap()
+    };
+    let ort_map = map_of(&["eval", "--preds", preds.to_str().unwrap(), "--data", d, "--split", "val", "--json"]);
+    // The simulation through the same KITTI text files (2-decimal boxes), so both sides are
+    // scored from identical formats.
+    let eng_plan = eng.join("plan.json");
+    let sim_preds = tmp.path().join("sim-preds");
+    map_of(&[
+        "eval",
+        "--model",
+        model_s,
+        "--plan",
+        eng_plan.to_str().unwrap(),
+        "--data",
+        d,
+        "--split",
+        "val",
+        "--json",
+        "--out",
+        sim_preds.to_str().unwrap(),
+    ]);
+    let sim_map = map_of(&["eval", "--preds", sim_preds.to_str().unwrap(), "--data", d, "--split", "val", "--json"]);
+    let fp32_map = map_of(&["eval", "--model", model_s, "--data", d, "--split", "val", "--json"]);
+    println!(
+        "12 val frames: onnxruntime on model.onnx {ort_map:.2}, pillarq simulation {sim_map:.2}, FP32 {fp32_map:.2}"
+    );
+    assert!(sim_map > 1.0, "vacuous: simulated mAP {sim_map}");
+    assert!((ort_map - sim_map).abs() <= 0.5, "onnxruntime {ort_map:.3} vs simulation {sim_map:.3}");
+}
+
+#[test]
+fn malformed_plans_are_rejected_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = small();
+    let cases = [
+        (r#"{"default": "int8", "layers": {"/no/such/Conv": "fp16"}}"#, "/no/such/Conv"),
+        (r#"{"default": "fp32", "layers": {"/pfn/linear/MatMul": "int4"}}"#, "int4"),
+        (r#"{"default": "fp32", "layers": {"/pfn/linear/MatMul": "int8"}}"#, "/pfn/linear/MatMul"),
+        (
+            r#"{"default": "fp32", "layers": {"/head/conv_box/Conv": "int8"},
+                "calibration": {"method": "max", "frames": 1, "activations": {}}}"#,
+            "/head/conv_box/Conv",
+        ),
+        (r#"{"default": "fp16", "precision": "int8"}"#, "precision"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let plan = tmp.path().join(format!("bad{i}.json"));
+        std::fs::write(&plan, text).unwrap();
+        let out = tmp.path().join(format!("eng{i}"));
+        let (code, _, err) = pillarq_bin(&[
+            "emit",
+            "--model",
+            model.to_str().unwrap(),
+            "--plan",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "case {i}: {err}");
+        assert!(err.contains(needle) && err.contains(&format!("bad{i}.json")), "case {i}: {err}");
+        assert!(!out.join("model.onnx").exists(), "case {i}: wrote a model for a bad plan");
+    }
+}
+
+/// A layers.json as `trtexec --exportLayerInfo --profilingVerbosity=detailed` (TensorRT 10)
+/// writes it for an emitted directory: one fused layer per plan layer, named after its nodes,
+/// with the formats and weight types of its precision; `wrong` is built in FP32 instead.
+fn fake_layer_info(dir: &Path, wrong: &str) -> String {
+    let emit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("emit.json")).unwrap()).unwrap();
+    let mut layers = vec![serde_json::json!({"Name": "/scatter/ScatterND", "LayerType": "Scatter",
+        "Inputs": [{"Name": "x", "Format/Datatype": "Row major linear FP32"}],
+        "Outputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32"}]})];
+    for l in emit["layers"].as_array().unwrap() {
+        let name = l["name"].as_str().unwrap();
+        let nodes: Vec<&str> = l["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+        let p = if name == wrong { "fp32" } else { l["precision"].as_str().unwrap() };
+        let (fmt, wt) = match p {
+            "int8" => ("Thirty-two wide channel vectorized row major Int8 format", "Int8"),
+            "fp16" => ("Channel major FP16 format where channel % 8 == 0", "Half"),
+            _ => ("Row major linear FP32", "Float"),
+        };
+        layers.push(serde_json::json!({
+            "Name": nodes.join(" + "), "LayerType": "CaskConvolution",
+            "Inputs": [{"Name": "in", "Location": "Device", "Dimensions": [1, 64, 8, 8], "Format/Datatype": fmt}],
+            "Outputs": [{"Name": "out", "Location": "Device", "Dimensions": [1, 64, 8, 8], "Format/Datatype": fmt}],
+            "Weights": {"Type": wt, "Count": 36864}, "Bias": {"Type": "Float", "Count": 64},
+            "TacticName": "sm80_xmma_fprop_implicit_gemm", "TacticValue": "0x1"}));
+    }
+    serde_json::json!({"Layers": layers, "Bindings": ["voxels", "voxel_idxs", "voxel_num", "cls_preds"]}).to_string()
+}
+
+#[test]
+fn build_without_tensorrt_says_so_and_verify_finds_mismatches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Model::load(&small()).unwrap();
+    let exec = CpuExecutor::new(&m.graph, 2).unwrap();
+    let cfg = PointPillarsConfig::from_graph(&m.graph).unwrap();
+    let inputs = random_pillar_inputs(&m.graph, cfg.as_ref(), 5, 0.6).unwrap();
+    let cal = calibration(&m, &exec, &inputs);
+    let mut plan = PrecisionPlan::uniform(Precision::Int8).with_calibration(&cal);
+    plan.layers.insert("/pfn/linear/MatMul".into(), Precision::Fp16);
+    let dir = tmp.path().join("eng");
+    write_engine_dir(&m, &plan, Path::new("p.json"), "eng", &dir).unwrap();
+    let d = dir.to_str().unwrap();
+
+    // No trtexec anywhere: a clear message pointing at the scripts, exit 1, no panic.
+    let empty = tmp.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pillarq"))
+        .args(["build", d])
+        .env("PATH", &empty)
+        .env_remove("TRTEXEC")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("trtexec not found") && err.contains("build-trt10.sh") && !err.contains("panicked"), "{err}");
+
+    // --verify-only on a layer report where TensorRT ran one INT8 layer in FP32.
+    let wrong = "/backbone/blocks.1/blocks.1.4/Conv";
+    std::fs::write(dir.join("layers.json"), fake_layer_info(&dir, wrong)).unwrap();
+    let (code, stdout, err) = pillarq_bin(&["build", "--verify-only", d]);
+    assert_eq!(code, 1, "{stdout}\n{err}");
+    assert!(err.contains("1 layer(s)"), "{err}");
+    assert!(stdout.contains(wrong) && stdout.contains("Mismatch"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("verify.json")).unwrap()).unwrap();
+    assert_eq!(v["mismatches"], 1);
+    assert_eq!(v["ok"].as_u64().unwrap() as usize, m.layers.len() - 1);
+    let (code, _, err) = pillarq_bin(&["build", "--verify-only", "--allow-mismatch", d]);
+    assert_eq!(code, 0, "{err}");
+    // All as planned.
+    std::fs::write(dir.join("layers.json"), fake_layer_info(&dir, "")).unwrap();
+    let (code, stdout, err) = pillarq_bin(&["build", "--verify-only", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains(&format!("{} layers as planned, 0 mismatched", m.layers.len())), "{stdout}");
+
+    // CPU benchmark: bench.json with the documented fields; sizes by precision.
+    let bench = tmp.path().join("bench.json");
+    let (code, _, err) =
+        pillarq_bin(&["bench", d, "--runs", "3", "--warmup", "1", "--threads", "2", "--out", bench.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bench).unwrap()).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["engine"], "eng");
+    assert_eq!(r["backend"], "cpu");
+    assert!(
+        r["median_ms"].as_f64().unwrap() > 0.0 && r["p99_ms"].as_f64().unwrap() >= r["median_ms"].as_f64().unwrap()
+    );
+    let wb = &r["weight_bytes"];
+    assert!(wb["int8"].as_u64().unwrap() > 0 && wb["fp16"].as_u64().unwrap() > 0 && wb["fp32"] == 0);
+    assert!(wb["fp32_reference"].as_u64().unwrap() > 3 * wb["total"].as_u64().unwrap());
+    assert_eq!(r["size_bytes"].as_u64().unwrap(), std::fs::metadata(dir.join("model.onnx")).unwrap().len());
+}
