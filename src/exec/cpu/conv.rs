@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef, SharedMut};
 use crate::graph::Activation;
+use crate::quant::calib::fake_quant_slice;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dParams {
@@ -40,6 +41,7 @@ fn epilogue(
     p1: usize,
     bias: Option<&[f32]>,
     act: Activation,
+    quant: Option<f32>,
 ) {
     for r in 0..rows {
         let b = bias.map_or(0.0, |b| b[c0 + r]);
@@ -48,6 +50,11 @@ fn epilogue(
             Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
             Activation::None if b != 0.0 => row.iter_mut().for_each(|v| *v += b),
             Activation::None => {}
+        }
+        // The INT8 reader's input quantization, while the tile is still in cache (same values
+        // as a separate pass over the output: the operations are elementwise).
+        if let Some(scale) = quant {
+            fake_quant_slice(row, scale);
         }
     }
 }
@@ -121,7 +128,8 @@ fn im2col(
     }
 }
 
-/// `y[N, Cout, OH, OW] = conv(x[N, Cin, H, W], w[Cout, Cin/group, kh, kw]) + bias`, then `act`.
+/// `y[N, Cout, OH, OW] = conv(x[N, Cin, H, W], w[Cout, Cin/group, kh, kw]) + bias`, then `act`,
+/// then, with `quant`, fake quantization at that scale (the next INT8 layer's input).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     x: &[f32],
@@ -131,6 +139,7 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     p: &Conv2dParams,
     act: Activation,
+    quant: Option<f32>,
 ) -> (Vec<f32>, [usize; 4]) {
     let [n, cin, h, wd] = xs;
     let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
@@ -160,7 +169,7 @@ pub fn conv2d(
             im2col(xg, cin_g, h, wd, ow, p, p0, p1, col);
             sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(col, p1 - p0), dst, hw, false);
         }
-        epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act);
+        epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act, quant);
     });
     (y, [n, cout, oh, ow])
 }
@@ -338,7 +347,7 @@ mod tests {
             let w: Vec<f32> = (0..cout * 4 / p.group * p.kernel[0] * p.kernel[1])
                 .map(|i| ((i * 31) % 13) as f32 / 5.0 - 1.0)
                 .collect();
-            let (y, _) = conv2d(&x, xs, &w, cout, None, &p, Activation::None);
+            let (y, _) = conv2d(&x, xs, &w, cout, None, &p, Activation::None, None);
             let want = naive_conv(&x, xs, &w, cout, &p);
             let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(err < 1e-4, "{p:?}: max error {err}");

@@ -415,6 +415,10 @@ impl CpuExecutor {
         let mut memo: Vec<(usize, u64, Arc<Tensor>)> = Vec::new();
         // Slots holding values an FP16 layer wrote (already on the f16 grid).
         let mut f16_exact = vec![false; self.slot_count];
+        // Slots a Conv wrote already quantized for its INT8 reader (bits of the scale). Only in
+        // plain runs: a kept or restarted state must hold the unquantized values.
+        let mut quantized: Vec<Option<u32>> = vec![None; self.slot_count];
+        let fuse = free && opt.plan.is_some();
         let mut steps_run = 0;
         self.pool.install(|| -> Result<()> {
             for (i, st) in self.steps.iter().enumerate() {
@@ -438,13 +442,31 @@ impl CpuExecutor {
                         })
                     })
                     .collect();
+                let epilogue_q = if fuse { opt.plan.and_then(|p| p.out_quant[i]) } else { None };
+                let run_node = |ins: Vec<Option<Arc<Tensor>>>| -> Result<Vec<Tensor>> {
+                    match epilogue_q {
+                        Some(q) => ops_math::conv_quantized(&st.node, &ins, Some(q)).map_err(|e| Error::Exec {
+                            node: st.node.name.clone(),
+                            op: st.node.op_type.clone(),
+                            msg: e.0,
+                        }),
+                        None => eval_node(&st.node, ins),
+                    }
+                };
                 let mut outs = match precision {
                     Some(p) if changed => {
                         let key = precision::activation_key(p);
                         let s0 = st.inputs.first().copied().flatten();
                         let mut act_done = false;
                         if let (Some(k), Some(s0)) = (key, s0) {
-                            if matches!(p, StepPrecision::Fp16 { .. }) && f16_exact[s0] {
+                            // Already on the grid: an FP16 layer's output, or a Conv that
+                            // quantized for this reader.
+                            let on_grid = match p {
+                                StepPrecision::Fp16 { .. } => f16_exact[s0],
+                                StepPrecision::Int8 { act_scale, .. } => quantized[s0] == Some(act_scale.to_bits()),
+                                StepPrecision::Fp32 => false,
+                            };
+                            if on_grid {
                                 act_done = true;
                             } else if let Some((_, _, t)) = memo.iter().find(|(s, kk, _)| *s == s0 && *kk == k) {
                                 ins[0] = Some(t.clone());
@@ -462,11 +484,11 @@ impl CpuExecutor {
                                 }
                             }
                         }
-                        let mut outs = eval_node(&st.node, ins)?;
+                        let mut outs = run_node(ins)?;
                         precision::transform_outputs(p, &mut outs);
                         outs
                     }
-                    _ => eval_node(&st.node, ins)?,
+                    _ => run_node(ins)?,
                 };
                 // Values on the f16 grid stay there through pure data movement.
                 let data_inputs = match st.node.op_type.as_str() {
@@ -483,6 +505,7 @@ impl CpuExecutor {
                     slots[*s] = Some(t);
                     dirty[*s] = true;
                     f16_exact[*s] = outs_f16;
+                    quantized[*s] = epilogue_q.map(f32::to_bits);
                 }
                 memo.retain(|(s, _, _)| !st.frees.contains(s) || !free);
                 if free {

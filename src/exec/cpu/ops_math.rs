@@ -487,6 +487,11 @@ fn x4(x: &Tensor) -> Result<[usize; 4], OpError> {
 }
 
 pub fn conv(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    conv_quantized(node, ins, None)
+}
+
+/// `conv`, with the output fake-quantized at `quant` in the kernel's epilogue.
+pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f32>) -> OpResult {
     let (x, w) = (input(ins, 0)?, input(ins, 1)?);
     let ca = conv_attrs(node, w)?;
     let xs = x4(x)?;
@@ -517,7 +522,7 @@ pub fn conv(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     if p.out_hw(xs[2], xs[3]).is_none() {
         return Err(OpError(format!("kernel {:?} does not fit input {:?}", ca.kernel, x.shape)));
     }
-    let (y, ys) = conv2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation);
+    let (y, ys) = conv2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 

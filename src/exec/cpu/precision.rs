@@ -28,12 +28,20 @@ pub(crate) enum StepPrecision {
 #[derive(Clone)]
 pub struct CompiledPlan {
     pub(crate) steps: Vec<StepPrecision>,
+    /// Per step: quantize its output at this scale in the kernel's epilogue (a Conv whose only
+    /// reader is an INT8 layer), so the reader skips its separate pass over the tensor.
+    pub(crate) out_quant: Vec<Option<f32>>,
 }
 
 impl CompiledPlan {
     /// Number of steps the plan changes (non-FP32 layers).
     pub fn changed_steps(&self) -> usize {
         self.steps.iter().filter(|s| !matches!(s, StepPrecision::Fp32)).count()
+    }
+
+    /// Number of Conv steps that quantize their output for an INT8 reader in their epilogue.
+    pub fn epilogue_quantizations(&self) -> usize {
+        self.out_quant.iter().flatten().count()
     }
 }
 
@@ -130,7 +138,33 @@ impl CpuExecutor {
                 StepPrecision::Fp16 { weight: Arc::new(round_f16_tensor(&w)?), bias }
             };
         }
-        Ok(CompiledPlan { steps })
+        let out_quant = self.epilogue_quantization(&steps);
+        Ok(CompiledPlan { steps, out_quant })
+    }
+
+    /// The Conv steps whose output is read by exactly one step, an INT8 layer, and is no graph
+    /// output: they can quantize for their reader while writing (FP16 producers excluded: their
+    /// output is rounded to f16 after the kernel).
+    fn epilogue_quantization(&self, steps: &[StepPrecision]) -> Vec<Option<f32>> {
+        let mut out = vec![None; self.steps.len()];
+        for (j, p) in steps.iter().enumerate() {
+            let StepPrecision::Int8 { act_scale, .. } = p else { continue };
+            let Some(s0) = self.steps[j].inputs.first().copied().flatten() else { continue };
+            if self.output_slots.contains(&s0)
+                || self.steps.iter().filter(|st| st.inputs.contains(&Some(s0))).count() != 1
+            {
+                continue;
+            }
+            let Some(pi) = self.steps.iter().position(|st| st.outputs.contains(&s0)) else { continue };
+            let producer = &self.steps[pi];
+            if producer.node.op_type == "Conv"
+                && producer.outputs.len() == 1
+                && !matches!(steps[pi], StepPrecision::Fp16 { .. })
+            {
+                out[pi] = Some(*act_scale);
+            }
+        }
+        out
     }
 
     /// Input `k` of step `idx` when it is a constant (initializer or folded value).
