@@ -28,7 +28,7 @@ pub struct Args {
     pub threads: usize,
 }
 
-const STEPS: usize = 7;
+const STEPS: usize = 8;
 
 /// The pipeline end to end: inspect the model, generate a synthetic KITTI-format data set (a
 /// seed the bundled models were not trained on), detect and print the FP32 KITTI AP table,
@@ -118,7 +118,28 @@ pub fn run(a: Args) -> Result<()> {
         json: false,
     })?;
 
-    println!("\n== 7/{STEPS} network on generated pillar inputs (seed 0) ==");
+    let engines = a.out.join("engines");
+    println!(
+        "\n== 7/{STEPS} TensorRT deployment files for every candidate (+ fp32, fp16, int8) -> {} ==",
+        engines.display()
+    );
+    super::emit::run(super::emit::Args {
+        model: model_path.clone(),
+        plan: None,
+        calib: None,
+        candidates: Some(a.out.join("candidates.json")),
+        out: Some(engines.clone()),
+        quiet: false,
+        json: false,
+    })?;
+    println!(
+        "build on a GPU machine: bash {}/<name>/build-trt11.sh (TensorRT 11) or build-trt10.sh (Jetson), \
+         or `pillarq build {}/*`",
+        engines.display(),
+        engines.display()
+    );
+
+    println!("\n== 8/{STEPS} network on generated pillar inputs (seed 0) ==");
     super::infer::run(super::infer::Args {
         model: model_path,
         inputs: vec![],
@@ -133,7 +154,7 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     println!(
         "\nfiles under {}: data/, preds/ (detections), calib/ (scales + TensorRT cache), sensitivity.json, \
-         candidates.json (plans), cache/ (resumable results), tensors/",
+         candidates.json (plans), engines/ (ONNX + trtexec scripts per plan), cache/ (resumable results), tensors/",
         a.out.display()
     );
     Ok(())

@@ -86,12 +86,12 @@ pub fn run(a: Args) -> Result<()> {
         let map = e.map.map_or("-".into(), |m| format!("{m:.2}"));
         let mac = e.int8_mac_fraction.map_or("-".into(), |m| format!("{:.1}%", 100.0 * m));
         let ratio = e.fp32_weight_bytes as f64 / e.weight_bytes.max(1) as f64;
+        let vs = if ratio > 1.001 { format!(" ({ratio:.2}x smaller than FP32)") } else { String::new() };
         println!(
-            "{:<12} {map:>8} {mac:>9} {:>7.2} MB  {} ({:.2}x smaller than FP32){}",
+            "{:<12} {map:>8} {mac:>9} {:>7.2} MB  {}{vs}{}",
             e.name,
             e.weight_bytes as f64 / 1e6,
             e.dir,
-            ratio,
             if e.best { "  <- best within tolerance" } else { "" }
         );
         if !e.fp_layers.is_empty() && e.fp_layers.len() < 8 {
