@@ -4,6 +4,7 @@ then export it with scripts/export_models.py (same node names, metadata, BN kept
 
     train.py --data DIR --config small|kitti --epochs E --out onnx/pointpillars_<config>.onnx
              [--seed S] [--frames N] [--batch B] [--threads T] [--resume CKPT] [--max-iters K]
+             [--init CKPT] [--gt-sample "Pedestrian:8,Cyclist:4"] [--cls-weight "Pedestrian:2.0"]
     train.py --smoke [--out PATH] [--max-iters K]    # fake 4-frame KITTI dir, 2 iterations, export, ORT check
 
 OpenPCDet-style training: AxisAlignedTargetAssigner (nearest-BEV IoU with yaw snapped to 0/90 deg,
@@ -11,7 +12,9 @@ Car 0.6/0.45, Ped/Cyc 0.5/0.35, best anchor per GT forced positive; Van / Person
 make their class's anchors "ignore"), sigmoid focal loss (0.25, 2) / #pos, smooth-L1 (beta 1/9)
 on the residuals with the sin-difference trick x 2.0, direction CE x 0.2; AdamW + one-cycle,
 weight decay 0.01, grad-norm clip 10; augmentation: random flip of y, rotation U(-pi/4, pi/4),
-scaling U(0.95, 1.05). Points are FOV-filtered at load (cached in memory), augmented and
+scaling U(0.95, 1.05); optional OpenPCDet-style GT database sampling (--gt-sample, before the
+augmentation) and per-class focal-loss weights (--cls-weight). --init starts from a checkpoint's
+weights with a fresh optimizer / one-cycle schedule (--resume continues a run). Points are FOV-filtered at load (cached in memory), augmented and
 voxelized per iteration with kitti_data.voxelize (the Rust contract). A batch of B frames is one
 forward pass: the PFN runs on the valid pillars of all frames, scattered per frame.
 
@@ -96,6 +99,114 @@ def augment(pts, boxes, ign, rng):
     return pts, boxes, ign
 
 
+def box_aabb(boxes, extra=(0.0, 0.0)):
+    """BEV axis-aligned rectangles [N,4] (x1, y1, x2, y2) enclosing rotated boxes (+ extra on dx, dy)."""
+    b = boxes.astype(np.float64)
+    c, s = np.abs(np.cos(b[:, 6])), np.abs(np.sin(b[:, 6]))
+    dx, dy = (b[:, 3] + extra[0]) / 2, (b[:, 4] + extra[1]) / 2
+    hx, hy = c * dx + s * dy, s * dx + c * dy
+    return np.stack([b[:, 0] - hx, b[:, 1] - hy, b[:, 0] + hx, b[:, 1] + hy], 1)
+
+
+def aabb_overlap(a, b):
+    """[Na, Nb] bool: BEV rectangles a and b intersect."""
+    return ((a[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < a[:, None, 2])
+            & (a[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < a[:, None, 3]))
+
+
+def points_in_boxes(pts, boxes, extra=(0.0, 0.0, 0.0)):
+    """[N, K] bool: point inside rotated 3D box (z = gravity centre), each dim enlarged by extra."""
+    b = boxes.astype(np.float32)
+    d = pts[:, None, :3] - b[None, :, :3]                           # [N, K, 3]
+    c, s = np.cos(b[:, 6]), np.sin(b[:, 6])
+    u = d[..., 0] * c + d[..., 1] * s
+    v = -d[..., 0] * s + d[..., 1] * c
+    e = np.asarray(extra, np.float32)
+    return ((np.abs(u) <= (b[:, 3] + e[0]) / 2) & (np.abs(v) <= (b[:, 4] + e[1]) / 2)
+            & (np.abs(d[..., 2]) <= (b[:, 5] + e[2]) / 2))
+
+
+class GTSampler:
+    """OpenPCDet-style ground-truth database sampling. The database holds, for each GT box of the
+    sampled classes in the loaded training frames, the points inside the box enlarged by EXTRA
+    (boxes with < MIN_POINTS points are skipped). Per frame, up to N objects of each class are drawn
+    (without replacement) and pasted at their original, sensor-relative positions, rejecting those
+    whose BEV footprint (enclosing rectangle of the enlarged box) overlaps an existing GT / ignore box
+    or an already accepted sample; the frame's points inside the pasted (enlarged) boxes are removed
+    and the object's points are put first (as OpenPCDet does)."""
+    EXTRA = (0.2, 0.2, 0.1)   # m added to dx, dy, dz (half on each side)
+    MIN_POINTS = 5
+
+    def __init__(self, frames, counts, class_names=kd.CLASS_NAMES):
+        self.counts = [(class_names.index(c), int(n)) for c, n in counts.items() if int(n) > 0]
+        self.boxes = {c: [] for c, _ in self.counts}
+        self.pts = {c: [] for c, _ in self.counts}
+        t0 = time.time()
+        for fi, (pts, (gb, gc)) in enumerate(zip(frames.points, frames.gt)):
+            sel = np.nonzero(np.isin(gc, list(self.boxes)))[0]
+            if not len(sel):
+                continue
+            inside = points_in_boxes(pts, gb[sel], self.EXTRA)
+            for j, g in enumerate(sel):
+                m = inside[:, j]
+                if m.sum() >= self.MIN_POINTS:
+                    self.boxes[int(gc[g])].append(gb[g])
+                    self.pts[int(gc[g])].append(np.ascontiguousarray(pts[m]))
+        for c in self.boxes:
+            self.boxes[c] = np.array(self.boxes[c], np.float32).reshape(-1, 7)
+        self.aabbs = {c: box_aabb(self.boxes[c], self.EXTRA[:2]) for c in self.boxes}
+        print(f"GT database from {len(frames.ids)} frames in {time.time() - t0:.1f}s: "
+              + ", ".join(f"{class_names[c]} {len(self.boxes[c])} (paste up to {n}, "
+                          f"{np.mean([len(p) for p in self.pts[c]]) if self.pts[c] else 0:.0f} pts/obj)"
+                          for c, n in self.counts), flush=True)
+        self.stats = np.zeros(2)  # pasted, frames
+
+    def __call__(self, pts, gt, gc, ig, rng):
+        cand_c, cand_i = [], []
+        for c, n in self.counts:
+            k = min(n, len(self.boxes[c]))
+            if k:
+                cand_c += [c] * k
+                cand_i += list(rng.choice(len(self.boxes[c]), k, replace=False))
+        if not cand_c:
+            return pts, gt, gc
+        rect = np.stack([self.aabbs[c][i] for c, i in zip(cand_c, cand_i)])
+        exist = np.concatenate([gt, ig])
+        free = ~aabb_overlap(rect, box_aabb(exist)).any(1) if len(exist) else np.ones(len(rect), bool)
+        mutual = aabb_overlap(rect, rect)
+        acc = []
+        for k in np.nonzero(free)[0]:
+            if not mutual[k, acc].any():
+                acc.append(k)
+        self.stats += [len(acc), 1]
+        if not acc:
+            return pts, gt, gc
+        nb = np.stack([self.boxes[cand_c[k]][cand_i[k]] for k in acc])
+        ncls = np.array([cand_c[k] for k in acc], np.int64)
+        # drop the frame's points inside the pasted boxes (only those near them need testing)
+        r = box_aabb(nb, self.EXTRA[:2])
+        near = np.nonzero((pts[:, 0] >= r[:, 0].min()) & (pts[:, 0] <= r[:, 2].max())
+                          & (pts[:, 1] >= r[:, 1].min()) & (pts[:, 1] <= r[:, 3].max()))[0]
+        keep = np.ones(len(pts), bool)
+        if len(near):
+            keep[near[points_in_boxes(pts[near], nb, self.EXTRA).any(1)]] = False
+        pts = np.concatenate([self.pts[cand_c[k]][cand_i[k]] for k in acc] + [pts[keep]])
+        return pts, np.concatenate([gt, nb]), np.concatenate([gc, ncls])
+
+
+def parse_class_map(text, what):
+    out = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, val = part.partition(":")
+        name = name.strip()
+        if name not in kd.CLASS_NAMES or not val:
+            raise SystemExit(f"error: {what}: expected 'Class:value,...' with classes {kd.CLASS_NAMES}, got {part!r}")
+        out[name] = float(val)
+    return out
+
+
 def in_range(boxes, pcr):
     return ((boxes[:, 0] >= pcr[0]) & (boxes[:, 0] < pcr[3]) & (boxes[:, 1] >= pcr[1]) & (boxes[:, 1] < pcr[4]))
 
@@ -128,6 +239,25 @@ class TargetAssigner:
         self.names = meta["class_names"]
         self.idx = [np.nonzero(self.cls == c)[0] for c in range(len(self.names))]
         self.bev = [nearest_bev(self.anchors[i]) for i in self.idx]
+        # anchor grid (for the sparse IoU: only anchors whose BEV rectangle can touch a box are scored)
+        grid = anchors[:, :, 0, :2]
+        self.xs, self.ys = grid[0, :, 0].astype(np.float64), grid[:, 0, 1].astype(np.float64)
+        self.per_loc = [len(i) // (self.H * self.W) for i in self.idx]
+        self.margin = [float(np.max(np.abs(b[:, 2:] - b[:, :2]))) / 2 + 1e-3 for b in self.bev]
+
+    def near(self, c, rects):
+        """Indices (into self.idx[c]) of the anchors of class c whose centre lies within the class's
+        maximal anchor half-extent of one of the BEV rectangles [G,4]: all anchors with IoU > 0."""
+        m = self.margin[c]
+        w0 = np.searchsorted(self.xs, rects[:, 0] - m, "left")
+        w1 = np.searchsorted(self.xs, rects[:, 2] + m, "right")
+        h0 = np.searchsorted(self.ys, rects[:, 1] - m, "left")
+        h1 = np.searchsorted(self.ys, rects[:, 3] + m, "right")
+        locs = [(np.arange(a, b)[:, None] * self.W + np.arange(x, y)[None, :]).ravel()
+                for a, b, x, y in zip(h0, h1, w0, w1)]
+        locs = np.unique(np.concatenate(locs)) if locs else np.zeros(0, np.int64)
+        k = self.per_loc[c]
+        return (locs[:, None] * k + np.arange(k)[None, :]).ravel()
 
     def __call__(self, gt, gcls, ign, icls):
         N = len(self.anchors)
@@ -139,27 +269,32 @@ class TargetAssigner:
             gid = np.full(len(ai), -1, np.int64)
             sel = np.nonzero(gcls == c)[0]
             forced = np.zeros(0, np.int64)
+            lab[:] = 0   # anchors away from every box: IoU 0 -> background
             if len(sel):
-                iou = iou_aligned(self.bev[c], nearest_bev(gt[sel]))
+                rects = nearest_bev(gt[sel])
+                nb = self.near(c, rects)                        # all anchors with IoU > 0 are in nb
+                iou = iou_aligned(self.bev[c][nb], rects)
                 a2g = iou.argmax(1)
-                a2g_max = iou[np.arange(len(ai)), a2g]
-                g2a_max = iou.max(0)
+                a2g_max = iou[np.arange(len(nb)), a2g]
+                g2a_max = iou.max(0) if len(nb) else np.zeros(len(sel))
                 g2a_max[g2a_max == 0] = -1
                 forced = np.nonzero((iou == g2a_max[None, :]).any(1))[0]
                 pos = a2g_max >= MATCHED[name]
-                lab[pos] = c + 1
-                gid[pos] = sel[a2g[pos]]
-                bg = a2g_max < UNMATCHED[name]
-            else:
-                bg = np.ones(len(ai), bool)
-            lab[bg] = 0
-            if len(forced):
-                lab[forced] = c + 1
-                gid[forced] = sel[a2g[forced]]
+                lab[nb[pos]] = c + 1
+                gid[nb[pos]] = sel[a2g[pos]]
+                mid = ~pos & (a2g_max >= UNMATCHED[name])
+                lab[nb[mid]] = -1
+                if len(forced):
+                    lab[nb[forced]] = c + 1
+                    gid[nb[forced]] = sel[a2g[forced]]
             isel = np.nonzero(icls == c)[0]
             if len(isel):
-                iou_i = iou_aligned(self.bev[c], nearest_bev(ign[isel])).max(1)
-                lab[(lab == 0) & (iou_i >= UNMATCHED[name])] = -1
+                rects = nearest_bev(ign[isel])
+                nb = self.near(c, rects)
+                iou_i = iou_aligned(self.bev[c][nb], rects).max(1)
+                sub = lab[nb]
+                sub[(sub == 0) & (iou_i >= UNMATCHED[name])] = -1
+                lab[nb] = sub
             labels[ai] = lab
             gt_of[ai] = gid
         fg = labels > 0
@@ -206,7 +341,7 @@ def smooth_l1(diff, beta=1.0 / 9.0):
     return torch.where(n < beta, 0.5 * n * n / beta, n - 0.5 * beta)
 
 
-def compute_loss(outs, labels, box_t, dir_t):
+def compute_loss(outs, labels, box_t, dir_t, anchor_w=None):
     cls, box, dirc = outs
     B = cls.shape[0]
     nc = 3
@@ -217,6 +352,8 @@ def compute_loss(outs, labels, box_t, dir_t):
     neg = (labels == 0).float()
     norm = pos.sum(1, keepdim=True).clamp(min=1.0)
     cls_w = (pos + neg) / norm
+    if anchor_w is not None:  # --cls-weight: per anchor (by the anchor's class), positive and negative
+        cls_w = cls_w * anchor_w[None, :]
     reg_w = pos / norm
     onehot = F.one_hot(labels.clamp(min=0), nc + 1)[..., 1:].float()
     loss_cls = focal_loss(cls, onehot, cls_w) / B
@@ -230,7 +367,7 @@ def compute_loss(outs, labels, box_t, dir_t):
     return loss_cls + loss_loc + loss_dir, (loss_cls.item(), loss_loc.item(), loss_dir.item())
 
 
-def make_batch(frames, ids, meta, assigner, rng, augment_on=True):
+def make_batch(frames, ids, meta, assigner, rng, augment_on=True, sampler=None):
     pcr = np.asarray(meta["point_cloud_range"], np.float32)
     nx, ny = kd.grid_of(meta)
     vox, coords, labs, boxes, dirs = [], [], [], [], []
@@ -238,6 +375,8 @@ def make_batch(frames, ids, meta, assigner, rng, augment_on=True):
         pts = frames.points[i]
         gt, gc = frames.gt[i]
         ig, ic = frames.ign[i]
+        if augment_on and sampler is not None:
+            pts, gt, gc = sampler(pts, gt, gc, ig, rng)
         if augment_on:
             pts, gt, ig = augment(pts, gt, ig, rng)
         keep = in_range(gt, pcr)
@@ -313,6 +452,23 @@ def train(a):
     assigner = TargetAssigner(meta)
     model = pp.PointPillars(cfg)
     init_head(model)
+    if a.init:
+        if a.resume:
+            raise SystemExit("error: --init and --resume are exclusive")
+        ck = torch.load(a.init, weights_only=False)
+        if ck.get("config", a.config) != a.config:
+            raise SystemExit(f"error: {a.init} is a '{ck.get('config')}' checkpoint, not '{a.config}'")
+        model.load_state_dict(ck["model"])
+        print(f"initialised weights from {a.init} (epoch {ck.get('epoch', -1) + 1}, step {ck.get('step')}); "
+              f"fresh optimizer and schedule", flush=True)
+    sampler = GTSampler(frames, parse_class_map(a.gt_sample, "--gt-sample")) if a.gt_sample else None
+    cls_weight = parse_class_map(a.cls_weight, "--cls-weight")
+    anchor_w = None
+    if cls_weight:
+        per_class = np.array([cls_weight.get(c, 1.0) for c in meta["class_names"]], np.float32)
+        anchor_w = torch.from_numpy(per_class[assigner.cls])
+        print(f"focal-loss class weights (by anchor class): {dict(zip(meta['class_names'], per_class.tolist()))}",
+              flush=True)
     if CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     n = len(frames.ids)
@@ -356,11 +512,12 @@ def train(a):
             if step >= total:
                 break
             t0 = time.time()
-            batch = make_batch(frames, order[it * a.batch:(it + 1) * a.batch], meta, assigner, rng)
+            batch = make_batch(frames, order[it * a.batch:(it + 1) * a.batch], meta, assigner, rng,
+                               sampler=sampler)
             t1 = time.time()
             vox, coords, labels, box_t, dir_t = batch
             outs = forward_batch(model, vox, coords, len(labels))
-            loss, parts = compute_loss(outs, labels, box_t, dir_t)
+            loss, parts = compute_loss(outs, labels, box_t, dir_t, anchor_w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -382,7 +539,9 @@ def train(a):
                       f"(cls {parts[0]:.4f} loc {parts[1]:.4f} dir {parts[2]:.4f}) "
                       f"pos {(labels > 0).sum().item()} lr {sched.get_last_lr()[0]:.2e} "
                       f"{1 / sec_it:.2f} it/s (data {t_data / timed:.3f}s + step {t_step / timed:.3f}s) "
-                      f"ETA {eta / 60:.1f} min", flush=True)
+                      f"ETA {eta / 60:.1f} min"
+                      + (f" pasted/frame {sampler.stats[0] / max(sampler.stats[1], 1):.1f}" if sampler else ""),
+                      flush=True)
         last = (sums / max(cnt, 1)).tolist()
         history.append({"epoch": epoch + 1, "loss": last[0], "cls": last[1], "loc": last[2], "dir": last[3]})
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -401,6 +560,7 @@ def train(a):
                "lr": a.lr or LR[a.config], "bn_recalib_frames": min(a.bn_recalib, n), "wall_time_s": round(wall, 1),
                "sec_per_iter": round((t_data + t_step) / timed, 4), "data_sec_per_iter": round(t_data / timed, 4),
                "final_losses": history[-1] if history else None, "history": history,
+               "init": a.init, "gt_sample": a.gt_sample, "cls_weight": a.cls_weight,
                "torch": torch.__version__}
     extra = {k: summary[k] for k in ("epochs", "frames", "batch", "seed", "iterations")}
     extra["data"] = os.path.basename(os.path.normpath(a.data))
@@ -450,6 +610,12 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on the 2-vCPU box)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--resume")
+    ap.add_argument("--init", help="initialise the weights from a .ckpt.pt; fresh optimizer / one-cycle "
+                    "schedule over --epochs (unlike --resume)")
+    ap.add_argument("--gt-sample", default=None, help="GT database sampling, e.g. 'Pedestrian:8,Cyclist:4' "
+                    "(paste up to N objects of each class per frame; default off)")
+    ap.add_argument("--cls-weight", default=None, help="focal-loss multiplier for the anchors (positive and "
+                    "negative) of a class, e.g. 'Pedestrian:2.0' (default 1)")
     ap.add_argument("--max-iters", type=int, default=0, help="stop after K iterations in total")
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--bn-recalib", type=int, default=64,
