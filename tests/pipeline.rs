@@ -2,24 +2,18 @@
 //! bad inputs of the KITTI format (truncated scans, short label lines, calibration without
 //! Tr_velo_to_cam, NaN points, empty frames, frames without objects).
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn pillarq(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use std::path::Path;
+
+use common::pillarq_bin;
 
 fn small_model() -> String {
     format!("{}/onnx/pointpillars_small.onnx", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn synth(dir: &Path, train: usize, val: usize) {
-    let (code, _, err) = pillarq(&[
+    let (code, _, err) = pillarq_bin(&[
         "synth",
         "--out",
         dir.to_str().unwrap(),
@@ -46,7 +40,7 @@ fn synth_detect_eval_round_trip() {
     assert!(bytes % 16 == 0 && bytes / 16 > 80_000, "{bytes} bytes");
 
     let preds = tmp.path().join("preds");
-    let (code, out, err) = pillarq(&[
+    let (code, out, err) = pillarq_bin(&[
         "detect",
         "--model",
         &small_model(),
@@ -67,9 +61,9 @@ fn synth_detect_eval_round_trip() {
     }
     // Evaluating the written files equals evaluating in memory.
     let (c1, by_files, e1) =
-        pillarq(&["eval", "--preds", preds.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
+        pillarq_bin(&["eval", "--preds", preds.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json"]);
     let (c2, in_memory, e2) =
-        pillarq(&["eval", "--model", &small_model(), "--data", data.to_str().unwrap(), "--json", "--quiet"]);
+        pillarq_bin(&["eval", "--model", &small_model(), "--data", data.to_str().unwrap(), "--json", "--quiet"]);
     assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
     let a: serde_json::Value = serde_json::from_str(&by_files).unwrap();
     let b: serde_json::Value = serde_json::from_str(&in_memory).unwrap();
@@ -83,7 +77,7 @@ fn synth_detect_eval_round_trip() {
     let vox = tmp.path().join("vox");
     let bin = data.join("training/velodyne/000002.bin");
     let calib = data.join("training/calib/000002.txt");
-    let (code, _, err) = pillarq(&[
+    let (code, _, err) = pillarq_bin(&[
         "voxelize",
         "--model",
         &small_model(),
@@ -108,7 +102,7 @@ fn bad_kitti_files_are_clear_errors_or_handled() {
     let data = tmp.path().join("data");
     synth(&data, 0, 3);
     let d = data.to_str().unwrap();
-    let detect = |out: &str| pillarq(&["detect", "--model", &small_model(), "--data", d, "--out", out, "--quiet"]);
+    let detect = |out: &str| pillarq_bin(&["detect", "--model", &small_model(), "--data", d, "--out", out, "--quiet"]);
     let out = tmp.path().join("p").to_str().unwrap().to_string();
 
     // Empty scan (0 points) and a frame without objects: fine, no detections, AP still computed.
@@ -117,7 +111,7 @@ fn bad_kitti_files_are_clear_errors_or_handled() {
     let (code, _, err) = detect(&out);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(Path::new(&out).join("000001.txt")).unwrap(), "");
-    let (code, _, err) = pillarq(&["eval", "--preds", &out, "--data", d]);
+    let (code, _, err) = pillarq_bin(&["eval", "--preds", &out, "--data", d]);
     assert_eq!(code, 0, "{err}");
 
     // NaN points are dropped with a warning, as OpenPCDet's range filter drops them.
@@ -149,7 +143,7 @@ fn bad_kitti_files_are_clear_errors_or_handled() {
     // A ground-truth label line with 14 fields: file and line named by eval.
     let label = data.join("training/label_2/000002.txt");
     std::fs::write(&label, "Car 0.00 0 -1.58 587.0 173.3 614.1 200.1 1.65 1.67 3.64 -0.65 1.71 46.70\n").unwrap();
-    let (code, _, err) = pillarq(&["eval", "--preds", &out, "--data", d]);
+    let (code, _, err) = pillarq_bin(&["eval", "--preds", &out, "--data", d]);
     assert_ne!(code, 0);
     assert!(err.contains("000002.txt:1") && err.contains("found 14"), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -78,15 +78,6 @@ fn restarting_from_fp32_values_gives_the_bits_of_a_full_run() {
     assert!(seen[1] != seen[2] && seen[3] != seen[4]);
 }
 
-fn pillarq(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[test]
 fn malformed_plans_name_the_offending_entry() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,7 +98,7 @@ fn malformed_plans_name_the_offending_entry() {
     for (i, (text, needle)) in cases.iter().enumerate() {
         let plan = tmp.path().join(format!("plan{i}.json"));
         std::fs::write(&plan, text).unwrap();
-        let (code, _, err) = pillarq(&[
+        let (code, _, err) = pillarq_bin(&[
             "infer",
             model,
             "--random",
@@ -126,7 +117,7 @@ fn malformed_plans_name_the_offending_entry() {
 fn synth(dir: &Path, train: usize, val: usize) {
     let d = dir.to_str().unwrap();
     let (code, _, err) =
-        pillarq(&["synth", "--out", d, "--train", &train.to_string(), "--val", &val.to_string(), "--seed", "5"]);
+        pillarq_bin(&["synth", "--out", d, "--train", &train.to_string(), "--val", &val.to_string(), "--seed", "5"]);
     assert_eq!(code, 0, "{err}");
 }
 
@@ -188,7 +179,7 @@ fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
     // Uninterrupted reference.
     let (ref_cache, ref_out) = (tmp.path().join("cache-ref"), tmp.path().join("ref.json"));
     let a = base_args(&ref_cache, &ref_out);
-    let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
     let reference = numbers(&ref_out);
     assert_eq!(reference["layers"].as_array().unwrap().len(), 23);
@@ -211,7 +202,7 @@ fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
     assert!(!out.exists());
     let before: Vec<_> =
         chunk_files(&cache).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
-    let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
     assert_eq!(numbers(&out), reference, "resumed run differs from the uninterrupted one");
     // Finished chunks were not redone.
@@ -230,7 +221,7 @@ fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
         let c = tmp.path().join(format!("cache-{i}"));
         let mut a = base_args(&c, &tmp.path().join(format!("shard{i}.json")));
         a.extend(["--shard".to_string(), format!("{i}/2")]);
-        let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(code, 0, "{err}");
         assert!(err.contains("pillarq merge"), "{err}");
         shard_caches.push(c);
@@ -238,11 +229,11 @@ fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
     let merged = tmp.path().join("cache-merged");
     let mut m = vec!["merge", "--into", merged.to_str().unwrap()];
     m.extend(shard_caches.iter().map(|c| c.to_str().unwrap()));
-    let (code, _, err) = pillarq(&m);
+    let (code, _, err) = pillarq_bin(&m);
     assert_eq!(code, 0, "{err}");
     let out = tmp.path().join("merged.json");
     let a = base_args(&merged, &out);
-    let (code, _, err) = pillarq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
     assert_eq!(numbers(&out), reference, "merged shards differ from one run");
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::package::{read_manifest, ManifestIn, WeightBytes};
+use super::package::{read_manifest, Manifest, WeightBytes};
 use super::trtexec::{parse_performance, PerfSummary, TrtVersion};
 use crate::error::{Error, Result};
 use crate::kitti::KittiDir;
@@ -93,7 +93,7 @@ fn cpu_name() -> String {
 
 /// The FP32 model a directory's plan runs on: `model`, else the manifest's source model when it
 /// still has the recorded hash, else the directory's copy `model_fp32.onnx`.
-fn source_model(dir: &Path, man: &ManifestIn, model: Option<&Path>) -> Result<PathBuf> {
+fn source_model(dir: &Path, man: &Manifest, model: Option<&Path>) -> Result<PathBuf> {
     if let Some(m) = model {
         return Ok(m.to_path_buf());
     }
@@ -219,7 +219,7 @@ pub fn bench_trtexec(dir: &Path, trtexec: &Path, runs: usize, warmup_ms: u64) ->
 }
 
 /// A result from a parsed trtexec performance summary.
-pub fn from_perf(dir: &Path, man: &ManifestIn, p: &PerfSummary, runs: usize) -> Result<BenchResult> {
+pub fn from_perf(dir: &Path, man: &Manifest, p: &PerfSummary, runs: usize) -> Result<BenchResult> {
     let lat =
         p.latency.as_ref().or(p.gpu_compute_time.as_ref()).ok_or_else(|| {
             Error::TensorRt(format!("{}: trtexec printed no Latency or GPU Compute Time", dir.display()))

@@ -27,14 +27,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::exec::cpu::weight_channel_axis;
-use crate::graph::fold::{fusion_of, prepare_for_execution};
+use crate::exec::cpu::precision::{quantize_weight, weight_channel_axis};
+use crate::graph::fold::{f32s, fusion_of, prepare_for_execution};
 use crate::graph::Node;
 use crate::model::Model;
 use crate::onnx::build::{attr_i, init_f16, init_f32, init_i8, node};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, NodeProto, StringStringEntryProto, TensorProto};
-use crate::quant::calib::{per_channel_amax, quantize_i8};
 use crate::quant::plan::{LayerPrecision, Precision};
 use crate::tensor::Tensor;
 
@@ -48,16 +47,16 @@ pub enum Fp16Form {
 }
 
 /// One layer of an emitted model.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EmittedLayer {
     pub name: String,
     pub op: String,
     pub precision: Precision,
     /// Per-tensor activation scale (INT8 layers).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act_scale: Option<f32>,
     /// Per-output-channel weight scales (INT8 layers).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weight_scales: Vec<f32>,
     /// Bytes of the stored weight and bias (INT8 weight: 1 byte an element; float32 bias).
     pub weight_bytes: u64,
@@ -134,21 +133,6 @@ fn folded_layers(model: &Model) -> Result<HashMap<String, Folded>> {
         );
     }
     Ok(out)
-}
-
-fn f32s<'a>(t: &'a Tensor, layer: &str) -> Result<&'a [f32]> {
-    t.as_f32().ok_or_else(|| Error::graph(layer, format!("expected float32 parameters, got {}", t.dtype())))
-}
-
-/// Per-output-channel symmetric INT8 of a folded weight: (levels, scales).
-pub fn quantize_weight(w: &Tensor, axis: usize, layer: &str) -> Result<(Vec<i8>, Vec<f32>)> {
-    let v = f32s(w, layer)?;
-    let amax = per_channel_amax(v, &w.shape, axis).map_err(|e| Error::graph(layer, e))?;
-    let scales: Vec<f32> = amax.iter().map(|a| a / 127.0).collect();
-    let inner: usize = w.shape[axis + 1..].iter().product::<usize>().max(1);
-    let d = w.shape[axis];
-    let q = v.iter().enumerate().map(|(i, &x)| quantize_i8(x, scales[(i / inner) % d])).collect();
-    Ok((q, scales))
 }
 
 /// The default-domain opset of a model.
@@ -307,7 +291,7 @@ impl Emitter {
                 seq.push(node("QuantizeLinear", &qn, &[&x, &s_name, &zp_name], &[&q_out], vec![]));
                 seq.push(node("DequantizeLinear", &dqn, &[&q_out, &s_name, &zp_name], &[&dq_out], vec![]));
                 let axis = weight_channel_axis(&f.node);
-                let (q, scales) = quantize_weight(w, axis, l)?;
+                let (q, scales) = quantize_weight(w, axis).map_err(|e| Error::graph(l, e.to_string()))?;
                 let c = scales.len();
                 let wq = self.add(init_i8(&format!("{l}/weight_int8"), &wdims, &q))?;
                 let ws = self.add(init_f32(&format!("{l}/weight_scale"), &[c], &scales))?;

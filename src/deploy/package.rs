@@ -27,6 +27,7 @@ use crate::model::Model;
 use crate::onnx::encode_model;
 use crate::quant::calib::{trt_cache_header, trt_cache_text};
 use crate::quant::plan::{Precision, PrecisionPlan};
+use crate::search::sha256_hex;
 
 /// TensorRT version written into the calibration cache header (Jetson JetPack 6.1/6.2).
 pub const CACHE_TRT_VERSION: (u32, u32, u32) = (10, 3, 0);
@@ -41,14 +42,14 @@ pub struct WeightBytes {
     pub fp32_reference: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FileInfo {
     pub bytes: u64,
     pub sha256: String,
 }
 
 /// `emit.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Manifest {
     pub name: String,
     pub source_model: String,
@@ -64,14 +65,9 @@ pub struct Manifest {
     pub pillarq_version: String,
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn write(dir: &Path, name: &str, bytes: &[u8], files: &mut BTreeMap<String, FileInfo>) -> Result<()> {
     write_atomic(&dir.join(name), bytes)?;
-    files.insert(name.to_string(), FileInfo { bytes: bytes.len() as u64, sha256: sha256(bytes) });
+    files.insert(name.to_string(), FileInfo { bytes: bytes.len() as u64, sha256: sha256_hex(bytes) });
     Ok(())
 }
 
@@ -139,7 +135,7 @@ pub fn write_engine_dir(
     let mut plan_out = plan.clone();
     if let Some(c) = plan_out.calibration.as_mut() {
         if c.model_hash.is_empty() {
-            c.model_hash = sha256(&source_bytes);
+            c.model_hash = sha256_hex(&source_bytes);
         }
     }
     let plan_json = serde_json::to_vec_pretty(&plan_out).map_err(|e| Error::Other(e.to_string()))?;
@@ -154,7 +150,7 @@ pub fn write_engine_dir(
     let manifest = Manifest {
         name: name.to_string(),
         source_model: model.file.path.display().to_string(),
-        source_sha256: sha256(&source_bytes),
+        source_sha256: sha256_hex(&source_bytes),
         counts,
         weight_bytes: WeightBytes {
             int8: sum(Precision::Int8),
@@ -205,25 +201,9 @@ pub fn engine_dir(root: &Path, name: &str) -> PathBuf {
 }
 
 /// Reads `emit.json` of an engine directory.
-pub fn read_manifest(dir: &Path) -> Result<ManifestIn> {
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join("emit.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.clone(), source: e })?;
     serde_json::from_str(&text)
         .map_err(|e| Error::Other(format!("{}: not an emit.json written by `pillarq emit` ({e})", path.display())))
-}
-
-/// What later stages read back from `emit.json`.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ManifestIn {
-    pub name: String,
-    pub source_model: String,
-    pub source_sha256: String,
-    pub weight_bytes: WeightBytes,
-    pub layers: Vec<LayerIn>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct LayerIn {
-    pub name: String,
-    pub precision: Precision,
 }

@@ -112,8 +112,9 @@ fn init(graph: &Graph, node: &Node, i: usize) -> Result<Arc<Tensor>> {
         .ok_or_else(|| Error::graph(&node.name, format!("expected a constant initializer for input {i} ('{name}')")))
 }
 
-fn f32s<'a>(t: &'a Tensor, node: &Node) -> Result<&'a [f32]> {
-    t.as_f32().ok_or_else(|| Error::graph(&node.name, "expected float32 parameters"))
+/// The float32 values of a layer's parameter tensor; the error names the layer.
+pub(crate) fn f32s<'a>(t: &'a Tensor, layer: &str) -> Result<&'a [f32]> {
+    t.as_f32().ok_or_else(|| Error::graph(layer, format!("expected float32 parameters, got {}", t.dtype())))
 }
 
 /// Returns a copy of `graph` with BatchNormalization folded into the preceding layer and Relu
@@ -137,12 +138,12 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
             let ins: Vec<Option<Arc<Tensor>>> = bn.inputs.iter().map(|i| graph.initializers.get(i).cloned()).collect();
             let (scale, shift) = super::super::exec::cpu::bn_params(bn, &ins)?;
             let w = init(graph, node, 1)?;
-            let wv = f32s(&w, node)?;
+            let wv = f32s(&w, &node.name)?;
             let c = scale.len();
             let old_bias: Option<Vec<f32>> = match node.input(2) {
                 Some(_) => {
                     let b = init(graph, node, 2)?;
-                    Some(f32s(&b, node)?.to_vec())
+                    Some(f32s(&b, &node.name)?.to_vec())
                 }
                 None => None,
             };

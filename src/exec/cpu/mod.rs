@@ -117,7 +117,13 @@ pub fn is_supported(op_type: &str) -> bool {
 }
 
 /// Evaluates one node on its inputs (`None` for omitted optional inputs).
-pub fn eval_node(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tensor>> {
+pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tensor>> {
+    eval_node_quantized(node, ins, None)
+}
+
+/// `eval_node`; with `out_quant`, a Conv fake-quantizes its output at that scale in its epilogue
+/// (for an INT8 reader). Only Conv steps are given one (`CompiledPlan::out_quant`).
+fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
     use ops_math as m;
     use ops_shape as s;
     let ins = &mut ins[..];
@@ -132,7 +138,7 @@ pub fn eval_node(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<T
         "MatMul" => m::matmul(node, ins),
         crate::graph::fold::PILLAR_MAX_MATMUL => m::pillar_max_matmul(node, ins),
         "Gemm" => m::gemm_op(node, ins),
-        "Conv" => m::conv(node, ins),
+        "Conv" => m::conv_quantized(node, ins, out_quant),
         "ConvTranspose" => m::conv_transpose(node, ins),
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" => m::reduce(node, ins),
         // Shape-only ops reuse the input's storage when this node is its last reader.
@@ -443,16 +449,6 @@ impl CpuExecutor {
                     })
                     .collect();
                 let epilogue_q = if fuse { opt.plan.and_then(|p| p.out_quant[i]) } else { None };
-                let run_node = |ins: Vec<Option<Arc<Tensor>>>| -> Result<Vec<Tensor>> {
-                    match epilogue_q {
-                        Some(q) => ops_math::conv_quantized(&st.node, &ins, Some(q)).map_err(|e| Error::Exec {
-                            node: st.node.name.clone(),
-                            op: st.node.op_type.clone(),
-                            msg: e.0,
-                        }),
-                        None => eval_node(&st.node, ins),
-                    }
-                };
                 let mut outs = match precision {
                     Some(p) if changed => {
                         let key = precision::activation_key(p);
@@ -484,11 +480,11 @@ impl CpuExecutor {
                                 }
                             }
                         }
-                        let mut outs = run_node(ins)?;
+                        let mut outs = eval_node_quantized(&st.node, ins, epilogue_q)?;
                         precision::transform_outputs(p, &mut outs);
                         outs
                     }
-                    _ => run_node(ins)?,
+                    _ => eval_node_quantized(&st.node, ins, epilogue_q)?,
                 };
                 // Values on the f16 grid stay there through pure data movement.
                 let data_inputs = match st.node.op_type.as_str() {

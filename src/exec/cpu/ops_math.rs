@@ -486,10 +486,6 @@ fn x4(x: &Tensor) -> Result<[usize; 4], OpError> {
     }
 }
 
-pub fn conv(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
-    conv_quantized(node, ins, None)
-}
-
 /// `conv`, with the output fake-quantized at `quant` in the kernel's epilogue.
 pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f32>) -> OpResult {
     let (x, w) = (input(ins, 0)?, input(ins, 1)?);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::quant::calib::{fake_quant, fake_quant_slice, per_channel_amax};
+use crate::quant::calib::{fake_quant, per_channel_amax, quantize_i8};
 use crate::quant::plan::{LayerPrecision, Precision};
 use crate::tensor::{Data, Tensor};
 
@@ -55,19 +55,29 @@ pub fn weight_channel_axis(node: &Node) -> usize {
     }
 }
 
-/// Per-output-channel symmetric fake quantization of a weight tensor.
-pub fn fake_quant_weight(w: &Tensor, axis: usize) -> Result<Tensor> {
+/// Per-output-channel symmetric INT8 of a weight tensor (symmetric max per channel along
+/// `axis`): the levels and the scale of each channel. What an INT8 layer's weights become, in the
+/// simulation and in the emitted ONNX.
+pub fn quantize_weight(w: &Tensor, axis: usize) -> Result<(Vec<i8>, Vec<f32>)> {
     let v = w.as_f32().ok_or_else(|| Error::Other(format!("weight must be float32, got {}", w.dtype())))?;
     if axis >= w.shape.len() {
         return Err(Error::Other(format!("weight of shape {:?} has no axis {axis}", w.shape)));
     }
     let amax = per_channel_amax(v, &w.shape, axis).map_err(Error::Other)?;
-    let inner: usize = w.shape[axis + 1..].iter().product();
+    let scales: Vec<f32> = amax.iter().map(|a| a / 127.0).collect();
+    let inner = w.shape[axis + 1..].iter().product::<usize>().max(1);
     let d = w.shape[axis];
-    let mut out = v.to_vec();
-    for (chunk_idx, chunk) in out.chunks_mut(inner.max(1)).enumerate() {
-        fake_quant_slice(chunk, amax[chunk_idx % d] / 127.0);
-    }
+    let q = v.iter().enumerate().map(|(i, &x)| quantize_i8(x, scales[(i / inner) % d])).collect();
+    Ok((q, scales))
+}
+
+/// Per-output-channel symmetric fake quantization of a weight tensor: `quantize_weight`'s levels
+/// times their channel's scale.
+pub fn fake_quant_weight(w: &Tensor, axis: usize) -> Result<Tensor> {
+    let (q, scales) = quantize_weight(w, axis)?;
+    let inner = w.shape[axis + 1..].iter().product::<usize>().max(1);
+    let d = w.shape[axis];
+    let out = q.iter().enumerate().map(|(i, &l)| l as f32 * scales[(i / inner) % d]).collect();
     Ok(Tensor::f32(w.shape.clone(), out))
 }
 
