@@ -156,34 +156,6 @@ def torch_export(module, args, path, input_names, output_names):
     return simplify(m)
 
 
-def metadata(cfg, layout, seed):
-    nx, ny, nz = pp.grid_size(cfg)
-    return {
-        "config": cfg["name"],
-        "point_cloud_range": cfg["point_cloud_range"],
-        "voxel_size": cfg["voxel_size"],
-        "grid_size": [nx, ny, nz],
-        "max_points_per_pillar": cfg["max_points_per_pillar"],
-        "max_pillars": cfg["max_pillars"],
-        "num_point_features": cfg["num_point_features"],
-        "point_features": pp.POINT_FEATURES,
-        "class_names": pp.CLASS_NAMES,
-        "anchors": pp.ANCHORS,
-        "anchor_order": "class*2+rotation",
-        "box_coder": "residual7",
-        "dir_offset": 0.78539,
-        "dir_limit_offset": 0.0,
-        "num_dir_bins": 2,
-        "score_threshold": 0.1,
-        "nms_iou": 0.01,
-        "nms_pre_max": 4096,
-        "nms_post_max": 500,
-        "feature_map_stride": pp.feature_map_stride(cfg),
-        "layout": layout,
-        "seed": seed,
-    }
-
-
 def finish(model, cfg, layout, seed, doc):
     model.producer_name = "pillarq-export"
     model.producer_version = torch.__version__
@@ -191,7 +163,7 @@ def finish(model, cfg, layout, seed, doc):
     del model.metadata_props[:]
     p = model.metadata_props.add()
     p.key = "pointpillars"
-    p.value = json.dumps(metadata(cfg, layout, seed))
+    p.value = json.dumps(pp.metadata(cfg, layout, seed))
     return model
 
 

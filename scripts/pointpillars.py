@@ -281,3 +281,32 @@ def activation_report(model, seed=777):
     for h in hooks:
         h.remove()
     return rep, outs
+
+
+def metadata(cfg, layout, seed):
+    """The ONNX metadata_props["pointpillars"] JSON of a model of config cfg (docs/models.md)."""
+    nx, ny, nz = grid_size(cfg)
+    return {
+        "config": cfg["name"],
+        "point_cloud_range": cfg["point_cloud_range"],
+        "voxel_size": cfg["voxel_size"],
+        "grid_size": [nx, ny, nz],
+        "max_points_per_pillar": cfg["max_points_per_pillar"],
+        "max_pillars": cfg["max_pillars"],
+        "num_point_features": cfg["num_point_features"],
+        "point_features": POINT_FEATURES,
+        "class_names": CLASS_NAMES,
+        "anchors": ANCHORS,
+        "anchor_order": "class*2+rotation",
+        "box_coder": "residual7",
+        "dir_offset": 0.78539,
+        "dir_limit_offset": 0.0,
+        "num_dir_bins": 2,
+        "score_threshold": 0.1,
+        "nms_iou": 0.01,
+        "nms_pre_max": 4096,
+        "nms_post_max": 500,
+        "feature_map_stride": feature_map_stride(cfg),
+        "layout": layout,
+        "seed": seed,
+    }

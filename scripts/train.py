@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Train pillarq's PointPillars (scripts/pointpillars.py) on a KITTI-format directory, on CPU,
-then export it with scripts/export_models.py (same node names, metadata, BN kept).
+"""Train pillarq's PointPillars (scripts/pointpillars.py) on a KITTI-format directory, on CPU or a
+CUDA GPU, then export it with scripts/export_models.py (same node names, metadata, BN kept).
 
     train.py --data DIR --config small|kitti --epochs E --out onnx/pointpillars_<config>.onnx
              [--seed S] [--frames N] [--batch B] [--threads T] [--resume CKPT] [--max-iters K]
              [--init CKPT] [--gt-sample "Pedestrian:8,Cyclist:4"] [--cls-weight "Pedestrian:2.0"]
+             [--device cuda --workers W --time-budget SECONDS] [--no-export]
+    train.py --export-only RUN.ckpt.pt --out MODEL.onnx   # export a finished --no-export run
     train.py --smoke [--out PATH] [--max-iters K]    # fake 4-frame KITTI dir, 2 iterations, export, ORT check
 
 OpenPCDet-style training: AxisAlignedTargetAssigner (nearest-BEV IoU with yaw snapped to 0/90 deg,
@@ -41,11 +43,11 @@ UNMATCHED = {"Car": 0.45, "Pedestrian": 0.35, "Cyclist": 0.35}
 DIR_OFFSET, DIR_LIMIT_OFFSET = 0.78539, 0.0
 LR = {"small": 3e-3, "kitti": 3e-3}
 CHANNELS_LAST = False  # NHWC convolutions (set by --channels-last)
+TIME_RESERVE_S = 30.0  # of --time-budget, for BN re-estimation and the final checkpoint
 
 
 def meta_for(cfg, seed=0):
-    import export_models  # torch + onnx; only the metadata dict is used here
-    return export_models.metadata(cfg, "standard", seed)
+    return pp.metadata(cfg, "standard", seed)
 
 
 # ============================================================================ data
@@ -368,15 +370,19 @@ def compute_loss(outs, labels, box_t, dir_t, anchor_w=None):
 
 
 def make_batch(frames, ids, meta, assigner, rng, augment_on=True, sampler=None):
+    """One batch: (voxels, coords, labels, box targets, dir targets, objects pasted by the sampler)."""
     pcr = np.asarray(meta["point_cloud_range"], np.float32)
     nx, ny = kd.grid_of(meta)
     vox, coords, labs, boxes, dirs = [], [], [], [], []
+    pasted = 0
     for b, i in enumerate(ids):
         pts = frames.points[i]
         gt, gc = frames.gt[i]
         ig, ic = frames.ign[i]
         if augment_on and sampler is not None:
+            n0 = len(gt)
             pts, gt, gc = sampler(pts, gt, gc, ig, rng)
+            pasted += len(gt) - n0
         if augment_on:
             pts, gt, ig = augment(pts, gt, ig, rng)
         keep = in_range(gt, pcr)
@@ -390,11 +396,49 @@ def make_batch(frames, ids, meta, assigner, rng, augment_on=True, sampler=None):
         boxes.append(bt)
         dirs.append(dt)
     return (torch.from_numpy(np.concatenate(vox)), torch.from_numpy(np.concatenate(coords)),
-            torch.from_numpy(np.stack(labs)), torch.from_numpy(np.stack(boxes)), torch.from_numpy(np.stack(dirs)))
+            torch.from_numpy(np.stack(labs)), torch.from_numpy(np.stack(boxes)), torch.from_numpy(np.stack(dirs)),
+            pasted)
+
+
+class BatchStream(torch.utils.data.Dataset):
+    """Training batches start..stop of a run. Batch i is iteration i % steps_per_epoch of epoch
+    i // steps_per_epoch: frames in a per-epoch seeded order, augmentation and GT sampling from a
+    per-batch seeded generator. So the batches depend neither on --workers nor on where a run was
+    resumed."""
+
+    def __init__(self, frames, meta, assigner, sampler, batch, seed, steps_per_epoch, start, stop):
+        self.frames, self.meta, self.assigner, self.sampler = frames, meta, assigner, sampler
+        self.batch, self.seed, self.spe, self.start, self.stop = batch, seed, steps_per_epoch, start, stop
+        self._order = (None, None)
+
+    def __len__(self):
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, k):
+        epoch, it = divmod(self.start + k, self.spe)
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.frames.ids)))
+        ids = self._order[1][it * self.batch:(it + 1) * self.batch]
+        rng = np.random.default_rng([self.seed, epoch, it])
+        return make_batch(self.frames, ids, self.meta, self.assigner, rng, sampler=self.sampler)
+
+
+def one_cycle(frac, max_lr, div=10.0, final_div=1e4, pct=0.4, m_low=0.85, m_high=0.95):
+    """(lr, beta1) of a one-cycle schedule with cosine phases (as torch's OneCycleLR) at fraction
+    frac of the run: lr max_lr/div -> max_lr over the first pct, then -> max_lr/(div*final_div);
+    beta1 moves the opposite way."""
+    def cos(a, b, t):
+        return b + (a - b) / 2 * (math.cos(math.pi * t) + 1)
+    frac = min(max(frac, 0.0), 1.0)
+    if frac < pct:
+        t = frac / pct
+        return cos(max_lr / div, max_lr, t), cos(m_high, m_low, t)
+    t = (frac - pct) / (1 - pct)
+    return cos(max_lr, max_lr / (div * final_div), t), cos(m_low, m_high, t)
 
 
 @torch.no_grad()
-def recalibrate_bn(model, frames, meta, assigner, n_frames, batch, seed):
+def recalibrate_bn(model, frames, meta, assigner, n_frames, batch, seed, dev):
     """Re-estimates the BN running statistics with the final weights: cumulative averages over
     n_frames training frames (no augmentation), forward only. With BN momentum 0.01 the running
     statistics trail the weights by ~100 iterations, which ruins short runs."""
@@ -406,36 +450,62 @@ def recalibrate_bn(model, frames, meta, assigner, n_frames, batch, seed):
     model.train()
     order = np.random.default_rng(seed).permutation(len(frames.ids))[:n_frames]
     for k in range(0, len(order), batch):
-        vox, coords, labels, _, _ = make_batch(frames, order[k:k + batch], meta, assigner, None, augment_on=False)
-        forward_batch(model, vox, coords, len(labels))
+        vox, coords, labels, _, _, _ = make_batch(frames, order[k:k + batch], meta, assigner, None, augment_on=False)
+        forward_batch(model, vox.to(dev), coords.to(dev), len(labels))
     for m, mom in zip(bns, moms):
         m.momentum = mom
     model.eval()
 
 
 # ============================================================================ export
-def export(model, out, meta_extra, seed):
+def mark_trained(m, cfg, meta_extra, layout_note):
+    """Adds the "trained" entry to the model's metadata JSON and says so in its doc string."""
+    meta = json.loads(m.metadata_props[0].value)
+    meta["trained"] = meta_extra
+    m.metadata_props[0].value = json.dumps(meta)
+    nx, ny, _ = pp.grid_size(cfg)
+    m.doc_string = (f"PointPillars ({cfg['name']}, {nx}x{ny} grid), trained by pillarq scripts/train.py "
+                    f"({meta_extra.get('epochs')} epochs on {meta_extra.get('frames')} frames of "
+                    f"{meta_extra.get('data')}); {layout_note}")
+
+
+def export(model, out, meta_extra, seed, cudapp=None):
+    """Standard-layout ONNX at out (checked, compared with onnxruntime); with cudapp, also the
+    CUDA-PointPillars layout (PPScatterPlugin) with the same weights at that path."""
     import onnx
     import export_models
     model.eval()
     with torch.no_grad():
         m, args = export_models.export_standard(model, out, seed)
-    meta = json.loads(m.metadata_props[0].value)
-    meta["trained"] = meta_extra
-    m.metadata_props[0].value = json.dumps(meta)
-    cfg = model.cfg
-    nx, ny, _ = pp.grid_size(cfg)
-    m.doc_string = (f"PointPillars ({cfg['name']}, {nx}x{ny} grid), trained by pillarq scripts/train.py "
-                    f"({meta_extra.get('epochs')} epochs on {meta_extra.get('frames')} frames of "
-                    f"{meta_extra.get('data')}); standard ONNX ops, masked ScatterND scatter")
+    mark_trained(m, model.cfg, meta_extra, "standard ONNX ops, masked ScatterND scatter")
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, out)
     with torch.no_grad():
         export_models.report(out, m, model)
         export_models.check_ort(out, model, args)
+    if cudapp:
+        with tempfile.TemporaryDirectory() as td, torch.no_grad():
+            cm, _ = export_models.export_cudapp(model, cudapp, seed, td)
+        mark_trained(cm, model.cfg, meta_extra, "CUDA-PointPillars layout: PFN -> PPScatterPlugin -> "
+                     "backbone/neck/head")
+        onnx.save(cm, cudapp)  # no checker: PPScatterPlugin is not a standard op
+        export_models.report(cudapp, cm, model, standard=False)
 
 
 # ============================================================================ main
+def setup_device(name):
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda, but this PyTorch sees no CUDA device "
+                             f"(torch {torch.__version__}); use --device cpu")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        print(f"device {torch.cuda.get_device_name(dev)} (torch {torch.__version__}, TF32 on)", flush=True)
+    return dev
+
+
 def train(a):
     global CHANNELS_LAST
     CHANNELS_LAST = a.channels_last
@@ -444,8 +514,10 @@ def train(a):
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
+    if a.time_budget and a.resume:
+        raise SystemExit("error: --time-budget and --resume are exclusive (a time-budget schedule cannot be resumed)")
+    dev = setup_device(a.device)
     torch.manual_seed(a.seed)
-    rng = np.random.default_rng(a.seed)
     cfg = dict(pp.CONFIGS[a.config])
     meta = meta_for(cfg, a.seed)
     frames = Frames(a.data, a.split, a.frames)
@@ -455,7 +527,7 @@ def train(a):
     if a.init:
         if a.resume:
             raise SystemExit("error: --init and --resume are exclusive")
-        ck = torch.load(a.init, weights_only=False)
+        ck = torch.load(a.init, map_location="cpu", weights_only=False)
         if ck.get("config", a.config) != a.config:
             raise SystemExit(f"error: {a.init} is a '{ck.get('config')}' checkpoint, not '{a.config}'")
         model.load_state_dict(ck["model"])
@@ -466,9 +538,10 @@ def train(a):
     anchor_w = None
     if cls_weight:
         per_class = np.array([cls_weight.get(c, 1.0) for c in meta["class_names"]], np.float32)
-        anchor_w = torch.from_numpy(per_class[assigner.cls])
+        anchor_w = torch.from_numpy(per_class[assigner.cls]).to(dev)
         print(f"focal-loss class weights (by anchor class): {dict(zip(meta['class_names'], per_class.tolist()))}",
               flush=True)
+    model = model.to(dev)
     if CHANNELS_LAST:
         model = model.to(memory_format=torch.channels_last)
     n = len(frames.ids)
@@ -476,99 +549,154 @@ def train(a):
     total = steps_per_epoch * a.epochs
     if a.max_iters:
         total = min(total, a.max_iters)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr or LR[a.config], weight_decay=0.01, betas=(0.95, 0.99))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr or LR[a.config], total_steps=total + 1,
-                                                pct_start=0.4, div_factor=10.0, base_momentum=0.85,
-                                                max_momentum=0.95)
+    max_lr = a.lr or LR[a.config]
+    opt = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=0.01, betas=(0.95, 0.99))
     stem = os.path.splitext(a.out)[0]
     ckpt_path = stem + ".ckpt.pt"
-    start_epoch, step, wall_before = 0, 0, 0.0
+    step, wall_before = 0, 0.0
     history = []
     if a.resume:
-        ck = torch.load(a.resume, weights_only=False)
+        ck = torch.load(a.resume, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
-        sched.load_state_dict(ck["sched"])
-        start_epoch, step, wall_before = ck["epoch"] + 1, ck["step"], ck.get("wall", 0.0)
+        step, wall_before = ck["step"], ck.get("wall", 0.0)
         history = ck.get("history", [])
-        rng = np.random.default_rng(a.seed + 1000 * start_epoch)
-        torch.manual_seed(a.seed + 1000 * start_epoch)
-        print(f"resumed from {a.resume}: epoch {start_epoch}, step {step}", flush=True)
+        print(f"resumed from {a.resume}: step {step}", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    print(f"config {a.config}: {n} frames, batch {a.batch}, {steps_per_epoch} it/epoch, {a.epochs} epochs "
-          f"({total} it), threads {a.threads}, seed {a.seed}", flush=True)
+    stream = BatchStream(frames, meta, assigner, sampler, a.batch, a.seed, steps_per_epoch, step, total)
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, shuffle=False, num_workers=a.workers, pin_memory=dev.type == "cuda",
+        multiprocessing_context="fork" if a.workers else None, prefetch_factor=4 if a.workers else None)
     t_start = time.time()
+    budget = None
+    if a.time_budget:  # the schedule runs on wall-clock time; keep TIME_RESERVE s for BN and saving
+        budget = a.time_budget - (t_start - a.t0) - TIME_RESERVE_S
+        if budget <= 0:
+            raise SystemExit(f"error: --time-budget {a.time_budget:g} s is used up by loading "
+                             f"({t_start - a.t0:.0f} s)")
+    print(f"config {a.config}: {n} frames, batch {a.batch}, {steps_per_epoch} it/epoch, up to {a.epochs} epochs "
+          f"({total} it)" + (f" or {budget:.0f} s of training" if budget else "")
+          + f", device {dev}, {a.workers} data workers, threads {a.threads}, seed {a.seed}", flush=True)
     t_data = t_step = 0.0
     done_iters = 0
-    last = None
-    for epoch in range(start_epoch, a.epochs):
+    sums, cnt = np.zeros(4), 0
+    pasted = frames_seen = 0
+    stopped_by = "epochs"
+
+    def end_epoch():
+        nonlocal sums, cnt
+        epoch = (step - 1) // steps_per_epoch
+        mean = (sums / max(cnt, 1)).tolist()
+        history.append({"epoch": epoch + 1, "step": step, "loss": mean[0], "cls": mean[1], "loc": mean[2],
+                        "dir": mean[3]})
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "step": step,
+                    "wall": wall_before + time.time() - t_start, "history": history, "config": a.config,
+                    "seed": a.seed}, ckpt_path)
+        print(f"epoch {epoch + 1} mean loss {mean[0]:.4f} (cls {mean[1]:.4f} loc {mean[2]:.4f} dir {mean[3]:.4f}); "
+              f"checkpoint {ckpt_path}", flush=True)
+        sums, cnt = np.zeros(4), 0
+
+    model.train()
+    t_prev = time.time()
+    for batch in loader:
+        t1 = time.time()
+        frac = (t1 - t_start) / budget if budget else step / total
+        if frac >= 1.0:
+            stopped_by = "time"
+            break
+        lr, beta1 = one_cycle(frac, max_lr)
+        for g in opt.param_groups:
+            g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
+        vox, coords, labels, box_t, dir_t = (x.to(dev, non_blocking=True) for x in batch[:5])
+        pasted += batch[5]
+        frames_seen += len(labels)
+        outs = forward_batch(model, vox, coords, len(labels))
+        loss, parts = compute_loss(outs, labels, box_t, dir_t, anchor_w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        loss_v = loss.item()  # synchronises the device, so t2 is the step's real end
+        t2 = time.time()
+        step += 1
+        done_iters += 1
+        if done_iters > 1:  # first iteration: warm-up, not timed
+            t_data += t1 - t_prev
+            t_step += t2 - t1
+        t_prev = t2
+        sums += [loss_v, *parts]
+        cnt += 1
+        if step % a.log_every == 0 or step == total or step == 1:
+            timed = max(done_iters - 1, 1)
+            sec_it = (t_data + t_step) / timed if done_iters > 1 else (t2 - t1)
+            eta = budget - (t2 - t_start) if budget else sec_it * (total - step)
+            print(f"ep {(step - 1) // steps_per_epoch + 1}/{a.epochs} it {step}/{total} loss {loss_v:.4f} "
+                  f"(cls {parts[0]:.4f} loc {parts[1]:.4f} dir {parts[2]:.4f}) "
+                  f"pos {(labels > 0).sum().item()} lr {lr:.2e} "
+                  f"{1 / max(sec_it, 1e-9):.2f} it/s (data {t_data / timed:.3f}s + step {t_step / timed:.3f}s) "
+                  f"ETA {eta / 60:.1f} min"
+                  + (f" pasted/frame {pasted / max(frames_seen, 1):.1f}" if sampler else ""),
+                  flush=True)
+        if step % steps_per_epoch == 0 or step >= total:
+            end_epoch()
         if step >= total:
             break
-        model.train()
-        order = rng.permutation(n)
-        sums = np.zeros(4)
-        cnt = 0
-        for it in range(steps_per_epoch):
-            if step >= total:
-                break
-            t0 = time.time()
-            batch = make_batch(frames, order[it * a.batch:(it + 1) * a.batch], meta, assigner, rng,
-                               sampler=sampler)
-            t1 = time.time()
-            vox, coords, labels, box_t, dir_t = batch
-            outs = forward_batch(model, vox, coords, len(labels))
-            loss, parts = compute_loss(outs, labels, box_t, dir_t, anchor_w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            sched.step()
-            t2 = time.time()
-            step += 1
-            done_iters += 1
-            if done_iters > 1:  # first iteration: warm-up, not timed
-                t_data += t1 - t0
-                t_step += t2 - t1
-            sums += [loss.item(), *parts]
-            cnt += 1
-            if step % a.log_every == 0 or step == total or step == 1:
-                timed = max(done_iters - 1, 1)
-                sec_it = (t_data + t_step) / timed if done_iters > 1 else (t2 - t0)
-                eta = sec_it * (total - step)
-                print(f"ep {epoch + 1}/{a.epochs} it {step}/{total} loss {loss.item():.4f} "
-                      f"(cls {parts[0]:.4f} loc {parts[1]:.4f} dir {parts[2]:.4f}) "
-                      f"pos {(labels > 0).sum().item()} lr {sched.get_last_lr()[0]:.2e} "
-                      f"{1 / sec_it:.2f} it/s (data {t_data / timed:.3f}s + step {t_step / timed:.3f}s) "
-                      f"ETA {eta / 60:.1f} min"
-                      + (f" pasted/frame {sampler.stats[0] / max(sampler.stats[1], 1):.1f}" if sampler else ""),
-                      flush=True)
-        last = (sums / max(cnt, 1)).tolist()
-        history.append({"epoch": epoch + 1, "loss": last[0], "cls": last[1], "loc": last[2], "dir": last[3]})
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch, "step": step, "wall": wall_before + time.time() - t_start,
-                    "history": history, "config": a.config, "seed": a.seed}, ckpt_path)
-        print(f"epoch {epoch + 1} mean loss {last[0]:.4f} (cls {last[1]:.4f} loc {last[2]:.4f} dir {last[3]:.4f}); "
-              f"checkpoint {ckpt_path}", flush=True)
+    if cnt:
+        end_epoch()
+    del loader
     if a.bn_recalib > 0:
         t0 = time.time()
-        recalibrate_bn(model, frames, meta, assigner, a.bn_recalib, a.batch, a.seed)
+        recalibrate_bn(model, frames, meta, assigner, a.bn_recalib, a.batch, a.seed, dev)
         print(f"BN statistics re-estimated on {min(a.bn_recalib, n)} frames ({time.time() - t0:.1f}s)", flush=True)
     wall = wall_before + time.time() - t_start
     timed = max(done_iters - 1, 1)
     summary = {"config": a.config, "data": os.path.abspath(a.data), "split": a.split, "frames": n,
-               "epochs": a.epochs, "iterations": step, "batch": a.batch, "seed": a.seed, "threads": a.threads,
-               "lr": a.lr or LR[a.config], "bn_recalib_frames": min(a.bn_recalib, n), "wall_time_s": round(wall, 1),
+               "epochs": round(step / steps_per_epoch, 2), "max_epochs": a.epochs, "iterations": step,
+               "batch": a.batch, "seed": a.seed, "threads": a.threads, "device": str(dev),
+               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "workers": a.workers, "time_budget_s": a.time_budget, "stopped_by": stopped_by,
+               "lr": max_lr, "bn_recalib_frames": min(a.bn_recalib, n), "wall_time_s": round(wall, 1),
                "sec_per_iter": round((t_data + t_step) / timed, 4), "data_sec_per_iter": round(t_data / timed, 4),
                "final_losses": history[-1] if history else None, "history": history,
                "init": a.init, "gt_sample": a.gt_sample, "cls_weight": a.cls_weight,
                "torch": torch.__version__}
-    extra = {k: summary[k] for k in ("epochs", "frames", "batch", "seed", "iterations")}
-    extra["data"] = os.path.basename(os.path.normpath(a.data))
-    export(model, a.out, extra, a.seed)
+    model = model.cpu()
+    # the final checkpoint holds the re-estimated BN statistics and the summary (--export-only reads it)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": (step - 1) // steps_per_epoch,
+                "step": step, "wall": wall, "history": history, "config": a.config, "seed": a.seed,
+                "summary": summary}, ckpt_path)
     with open(stem + ".json", "w") as f:
         json.dump(summary, f, indent=1)
-    print(f"wrote {a.out} and {stem}.json (wall {wall / 60:.1f} min)", flush=True)
+    if a.no_export:
+        print(f"wrote {ckpt_path} and {stem}.json (wall {wall / 60:.1f} min); export with "
+              f"train.py --export-only {ckpt_path} --out {a.out}", flush=True)
+    else:
+        export(model, a.out, trained_meta(summary), a.seed)
+        print(f"wrote {a.out} and {stem}.json (wall {wall / 60:.1f} min)", flush=True)
     return summary
+
+
+def trained_meta(summary):
+    """The "trained" entry of the exported model's metadata."""
+    extra = {k: summary[k] for k in ("epochs", "frames", "batch", "seed", "iterations")}
+    extra["data"] = os.path.basename(os.path.normpath(summary["data"]))
+    return extra
+
+
+def export_only(a):
+    """Exports the final checkpoint of a finished run (e.g. one trained with --no-export on a machine
+    without the onnx package)."""
+    ck = torch.load(a.export_only, map_location="cpu", weights_only=False)
+    summary = ck.get("summary")
+    if summary is None:
+        raise SystemExit(f"error: {a.export_only} is a per-epoch checkpoint of an unfinished run (no summary); "
+                         "finish it with --resume, or train again")
+    model = pp.PointPillars(dict(pp.CONFIGS[ck["config"]]))
+    model.load_state_dict(ck["model"])
+    export(model, a.out, trained_meta(summary), ck["seed"], cudapp=a.cudapp)
+    with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+        json.dump(summary, f, indent=1)
+    print(f"wrote {a.out} from {a.export_only}", flush=True)
 
 
 def smoke(a):
@@ -621,8 +749,24 @@ def main(argv=None):
     ap.add_argument("--bn-recalib", type=int, default=64,
                     help="re-estimate BN statistics on N training frames before export (0 = off)")
     ap.add_argument("--channels-last", action="store_true", help="NHWC convolutions (not faster on the 2-core box)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="data-loading processes (0: in the training process); results do not depend on it")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds for the whole run: the one-cycle schedule follows wall-clock time and "
+                    "training stops when it is spent (or after --epochs); not resumable")
+    ap.add_argument("--no-export", action="store_true",
+                    help="write the final checkpoint and summary only (for machines without onnx)")
+    ap.add_argument("--export-only", metavar="CKPT", help="export a finished run's final checkpoint to --out")
+    ap.add_argument("--cudapp", metavar="PATH", help="with --export-only: also write the CUDA-PointPillars "
+                    "layout (PPScatterPlugin) with the same weights")
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args(argv)
+    a.t0 = time.time()
+    if a.export_only:
+        if not a.out:
+            ap.error("--export-only needs --out")
+        return export_only(a)
     if a.smoke:
         a.log_every = 1
         return smoke(a)
