@@ -195,7 +195,8 @@ impl ConvTranspose2dParams {
     }
 }
 
-/// `y = conv_transpose(x[N, Cin, H, W], w[Cin, Cout/group, kh, kw]) + bias`, then `act`.
+/// `y = conv_transpose(x[N, Cin, H, W], w[Cin, Cout/group, kh, kw]) + bias`, then `act`, then
+/// (with `quant`) fake quantization at that scale, plane by plane while it is in cache.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_transpose2d(
     x: &[f32],
@@ -205,6 +206,7 @@ pub fn conv_transpose2d(
     bias: Option<&[f32]>,
     p: &ConvTranspose2dParams,
     act: Activation,
+    quant: Option<f32>,
 ) -> (Vec<f32>, [usize; 4]) {
     let [n, cin, h, wd] = xs;
     let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
@@ -261,10 +263,7 @@ pub fn conv_transpose2d(
                             }
                         }
                     }
-                    match act {
-                        Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
-                        Activation::None => plane.iter_mut().for_each(|v| *v += bv),
-                    }
+                    bias_act_quant(plane, bv, act, quant);
                 });
                 continue;
             }
@@ -288,14 +287,23 @@ pub fn conv_transpose2d(
                     }
                 }
                 let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
-                match act {
-                    Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
-                    Activation::None => plane.iter_mut().for_each(|v| *v += bv),
-                }
+                bias_act_quant(plane, bv, act, quant);
             });
         }
     }
     (y, [n, cout, oh, ow])
+}
+
+/// A transposed convolution's output plane: bias, activation, and the INT8 reader's input
+/// quantization (elementwise: the same values as a separate pass).
+fn bias_act_quant(plane: &mut [f32], bv: f32, act: Activation, quant: Option<f32>) {
+    match act {
+        Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
+        Activation::None => plane.iter_mut().for_each(|v| *v += bv),
+    }
+    if let Some(scale) = quant {
+        fake_quant_slice(plane, scale);
+    }
 }
 
 #[cfg(test)]

@@ -121,8 +121,8 @@ pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tenso
     eval_node_quantized(node, ins, None)
 }
 
-/// `eval_node`; with `out_quant`, a Conv fake-quantizes its output at that scale in its epilogue
-/// (for an INT8 reader). Only Conv steps are given one (`CompiledPlan::out_quant`).
+/// `eval_node`; with `out_quant`, a Conv or ConvTranspose fake-quantizes its output at that scale
+/// in its epilogue (for INT8 readers). Only those steps are given one (`CompiledPlan::out_quant`).
 fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
     use ops_math as m;
     use ops_shape as s;
@@ -139,7 +139,7 @@ fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant
         crate::graph::fold::PILLAR_MAX_MATMUL => m::pillar_max_matmul(node, ins),
         "Gemm" => m::gemm_op(node, ins),
         "Conv" => m::conv_quantized(node, ins, out_quant),
-        "ConvTranspose" => m::conv_transpose(node, ins),
+        "ConvTranspose" => m::conv_transpose(node, ins, out_quant),
         "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" => m::reduce(node, ins),
         // Shape-only ops reuse the input's storage when this node is its last reader.
         "Reshape" => s::reshape(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
@@ -421,8 +421,9 @@ impl CpuExecutor {
         let mut memo: Vec<(usize, u64, Arc<Tensor>)> = Vec::new();
         // Slots holding values an FP16 layer wrote (already on the f16 grid).
         let mut f16_exact = vec![false; self.slot_count];
-        // Slots a Conv wrote already quantized for its INT8 reader (bits of the scale). Only in
-        // plain runs: a kept or restarted state must hold the unquantized values.
+        // Slots already quantized for their INT8 readers (bits of the scale): written by a Conv or
+        // ConvTranspose epilogue, or concatenated from such. Only in plain runs: a kept or
+        // restarted state must hold the unquantized values.
         let mut quantized: Vec<Option<u32>> = vec![None; self.slot_count];
         let fuse = free && opt.plan.is_some();
         let mut steps_run = 0;
@@ -455,8 +456,8 @@ impl CpuExecutor {
                         let s0 = st.inputs.first().copied().flatten();
                         let mut act_done = false;
                         if let (Some(k), Some(s0)) = (key, s0) {
-                            // Already on the grid: an FP16 layer's output, or a Conv that
-                            // quantized for this reader.
+                            // Already on the grid: an FP16 layer's output, or quantized for
+                            // this reader by its producer's epilogue.
                             let on_grid = match p {
                                 StepPrecision::Fp16 { .. } => f16_exact[s0],
                                 StepPrecision::Int8 { act_scale, .. } => quantized[s0] == Some(act_scale.to_bits()),
@@ -497,11 +498,18 @@ impl CpuExecutor {
                 steps_run += 1;
                 let outs: Vec<Arc<Tensor>> = outs.drain(..).map(Arc::new).collect();
                 observe(&st.node, &outs);
+                // Quantized for the readers: by this step's epilogue, or a Concat of inputs all
+                // quantized at one scale (the operation only moves values).
+                let outs_quantized = epilogue_q.map(f32::to_bits).or_else(|| {
+                    let first = st.inputs.first().copied().flatten().and_then(|s| quantized[s]);
+                    let all = st.inputs.iter().all(|s| s.is_some_and(|s| quantized[s] == first));
+                    (st.node.op_type == "Concat" && all).then_some(first).flatten()
+                });
                 for (s, t) in st.outputs.iter().zip(outs) {
                     slots[*s] = Some(t);
                     dirty[*s] = true;
                     f16_exact[*s] = outs_f16;
-                    quantized[*s] = epilogue_q.map(f32::to_bits);
+                    quantized[*s] = outs_quantized;
                 }
                 memo.retain(|(s, _, _)| !st.frees.contains(s) || !free);
                 if free {

@@ -522,7 +522,8 @@ pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f3
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 
-pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+/// ConvTranspose, with the output fake-quantized at `quant` per output plane.
+pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f32>) -> OpResult {
     let (x, w) = (input(ins, 0)?, input(ins, 1)?);
     let ca = conv_attrs(node, w)?;
     let xs = x4(x)?;
@@ -549,7 +550,8 @@ pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     if p.out_hw(xs[2], xs[3]).is_none() {
         return Err(OpError("pads exceed the output size".into()));
     }
-    let (y, ys) = conv_transpose2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation);
+    let (y, ys) =
+        conv_transpose2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 

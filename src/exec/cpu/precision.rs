@@ -28,8 +28,9 @@ pub(crate) enum StepPrecision {
 #[derive(Clone)]
 pub struct CompiledPlan {
     pub(crate) steps: Vec<StepPrecision>,
-    /// Per step: quantize its output at this scale in the kernel's epilogue (a Conv whose only
-    /// reader is an INT8 layer), so the reader skips its separate pass over the tensor.
+    /// Per step: quantize its output at this scale in the kernel's epilogue (a Conv or
+    /// ConvTranspose read only by INT8 layers of that scale, directly or through a Concat), so
+    /// the readers skip their separate pass over the tensor.
     pub(crate) out_quant: Vec<Option<f32>>,
 }
 
@@ -39,7 +40,7 @@ impl CompiledPlan {
         self.steps.iter().filter(|s| !matches!(s, StepPrecision::Fp32)).count()
     }
 
-    /// Number of Conv steps that quantize their output for an INT8 reader in their epilogue.
+    /// Number of steps that quantize their output for INT8 readers in their epilogue.
     pub fn epilogue_quantizations(&self) -> usize {
         self.out_quant.iter().flatten().count()
     }
@@ -152,26 +153,66 @@ impl CpuExecutor {
         Ok(CompiledPlan { steps, out_quant })
     }
 
-    /// The Conv steps whose output is read by exactly one step, an INT8 layer, and is no graph
-    /// output: they can quantize for their reader while writing (FP16 producers excluded: their
-    /// output is rounded to f16 after the kernel).
+    /// The steps that quantize their output for INT8 readers in their epilogue: a Conv or
+    /// ConvTranspose (not FP16: its output is rounded to f16 after the kernel) whose output is no
+    /// graph output and is read only by INT8 layers of one activation scale, or only by a Concat
+    /// whose output is read that way and whose every input qualifies likewise (the three heads
+    /// reading the neck's concat of three deconvolutions). Readers then skip their own pass.
     fn epilogue_quantization(&self, steps: &[StepPrecision]) -> Vec<Option<f32>> {
+        let readers = |s: usize| -> Vec<usize> {
+            (0..self.steps.len()).filter(|&i| self.steps[i].inputs.contains(&Some(s))).collect()
+        };
+        let producer = |s: usize| self.steps.iter().position(|st| st.outputs.contains(&s));
+        let fusable = |pi: usize| {
+            let st = &self.steps[pi];
+            matches!(st.node.op_type.as_str(), "Conv" | "ConvTranspose")
+                && st.outputs.len() == 1
+                && !matches!(steps[pi], StepPrecision::Fp16 { .. })
+        };
+        // The one scale at which every reader of `s` quantizes it as its activation input.
+        let common_scale = |s: usize| -> Option<f32> {
+            if self.output_slots.contains(&s) {
+                return None;
+            }
+            let mut scale = None;
+            for i in readers(s) {
+                let st = &self.steps[i];
+                let StepPrecision::Int8 { act_scale, .. } = &steps[i] else { return None };
+                if st.inputs.first() != Some(&Some(s)) || st.inputs.iter().filter(|x| **x == Some(s)).count() != 1 {
+                    return None;
+                }
+                match scale {
+                    None => scale = Some(*act_scale),
+                    Some(v) if f32::to_bits(v) == act_scale.to_bits() => {}
+                    Some(_) => return None,
+                }
+            }
+            scale
+        };
         let mut out = vec![None; self.steps.len()];
         for (j, p) in steps.iter().enumerate() {
-            let StepPrecision::Int8 { act_scale, .. } = p else { continue };
-            let Some(s0) = self.steps[j].inputs.first().copied().flatten() else { continue };
-            if self.output_slots.contains(&s0)
-                || self.steps.iter().filter(|st| st.inputs.contains(&Some(s0))).count() != 1
-            {
+            if !matches!(p, StepPrecision::Int8 { .. }) {
                 continue;
             }
-            let Some(pi) = self.steps.iter().position(|st| st.outputs.contains(&s0)) else { continue };
-            let producer = &self.steps[pi];
-            if producer.node.op_type == "Conv"
-                && producer.outputs.len() == 1
-                && !matches!(steps[pi], StepPrecision::Fp16 { .. })
-            {
-                out[pi] = Some(*act_scale);
+            let Some(s0) = self.steps[j].inputs.first().copied().flatten() else { continue };
+            let (Some(scale), Some(pi)) = (common_scale(s0), producer(s0)) else { continue };
+            if fusable(pi) {
+                out[pi] = Some(scale);
+            } else if self.steps[pi].node.op_type == "Concat" && self.steps[pi].outputs.len() == 1 {
+                let parts: Option<Vec<usize>> = self.steps[pi]
+                    .inputs
+                    .iter()
+                    .map(|c| {
+                        let c = (*c)?;
+                        let only_concat = !self.output_slots.contains(&c)
+                            && readers(c) == [pi]
+                            && self.steps[pi].inputs.iter().filter(|x| **x == Some(c)).count() == 1;
+                        producer(c).filter(|&q| only_concat && fusable(q))
+                    })
+                    .collect();
+                for q in parts.into_iter().flatten() {
+                    out[q] = Some(scale);
+                }
             }
         }
         out
