@@ -26,7 +26,7 @@ if [ ${#ENGINES[@]} -eq 0 ]; then
 import json, sys
 best = json.load(open(sys.argv[1]))["best"]
 for e in json.load(open(sys.argv[2])):
-    if best and e["name"].startswith("greedy-") and e["fp_layers"] == best["fp_layers"]:
+    if best and e["name"].startswith("greedy-") and sorted(e["fp_layers"]) == sorted(best["fp_layers"]):
         print(e["name"])
         break
 PY
