@@ -583,15 +583,18 @@ def train(a):
     pasted = frames_seen = 0
     stopped_by = "epochs"
 
+    def save_checkpoint(wall, **extra):
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": (step - 1) // steps_per_epoch,
+                    "step": step, "wall": wall, "history": history, "config": a.config, "seed": a.seed, **extra},
+                   ckpt_path)
+
     def end_epoch():
         nonlocal sums, cnt
         epoch = (step - 1) // steps_per_epoch
         mean = (sums / max(cnt, 1)).tolist()
         history.append({"epoch": epoch + 1, "step": step, "loss": mean[0], "cls": mean[1], "loc": mean[2],
                         "dir": mean[3]})
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "step": step,
-                    "wall": wall_before + time.time() - t_start, "history": history, "config": a.config,
-                    "seed": a.seed}, ckpt_path)
+        save_checkpoint(wall_before + time.time() - t_start)
         print(f"epoch {epoch + 1} mean loss {mean[0]:.4f} (cls {mean[1]:.4f} loc {mean[2]:.4f} dir {mean[3]:.4f}); "
               f"checkpoint {ckpt_path}", flush=True)
         sums, cnt = np.zeros(4), 0
@@ -662,9 +665,7 @@ def train(a):
                "torch": torch.__version__}
     model = model.cpu()
     # the final checkpoint holds the re-estimated BN statistics and the summary (--export-only reads it)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": (step - 1) // steps_per_epoch,
-                "step": step, "wall": wall, "history": history, "config": a.config, "seed": a.seed,
-                "summary": summary}, ckpt_path)
+    save_checkpoint(wall, summary=summary)
     with open(stem + ".json", "w") as f:
         json.dump(summary, f, indent=1)
     if a.no_export:

@@ -45,17 +45,21 @@ fn epilogue(
 ) {
     for r in 0..rows {
         let b = bias.map_or(0.0, |b| b[c0 + r]);
-        let row = &mut out[r * hw + p0..r * hw + p1];
-        match act {
-            Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
-            Activation::None if b != 0.0 => row.iter_mut().for_each(|v| *v += b),
-            Activation::None => {}
-        }
-        // The INT8 reader's input quantization, while the tile is still in cache (same values
-        // as a separate pass over the output: the operations are elementwise).
-        if let Some(scale) = quant {
-            fake_quant_slice(row, scale);
-        }
+        bias_act_quant(&mut out[r * hw + p0..r * hw + p1], b, act, quant);
+    }
+}
+
+/// Bias, activation and (with `quant`) the INT8 reader's input quantization of one run of
+/// output values of a channel, while they are still in cache (the same values as a separate
+/// pass over the output: the operations are elementwise).
+fn bias_act_quant(row: &mut [f32], b: f32, act: Activation, quant: Option<f32>) {
+    match act {
+        Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+        Activation::None if b != 0.0 => row.iter_mut().for_each(|v| *v += b),
+        Activation::None => {}
+    }
+    if let Some(scale) = quant {
+        fake_quant_slice(row, scale);
     }
 }
 
@@ -292,18 +296,6 @@ pub fn conv_transpose2d(
         }
     }
     (y, [n, cout, oh, ow])
-}
-
-/// A transposed convolution's output plane: bias, activation, and the INT8 reader's input
-/// quantization (elementwise: the same values as a separate pass).
-fn bias_act_quant(plane: &mut [f32], bv: f32, act: Activation, quant: Option<f32>) {
-    match act {
-        Activation::Relu => plane.iter_mut().for_each(|v| *v = (*v + bv).max(0.0)),
-        Activation::None => plane.iter_mut().for_each(|v| *v += bv),
-    }
-    if let Some(scale) = quant {
-        fake_quant_slice(plane, scale);
-    }
 }
 
 #[cfg(test)]
