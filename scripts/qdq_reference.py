@@ -26,7 +26,8 @@ What it builds, with numpy + onnx only (no pillarq code):
      -> DequantizeLinear, amax = plan.calibration.activations[name].amax. (For the backbone's
      stride-2 convs, input 0 is the ZeroPad (Pad) output: quantizing after a zero pad equals
      quantizing before it, since 0 maps to 0.) The folded weight is quantized per output channel,
-     symmetric: amax_c = max|w'_c| (1.0 for an all-zero channel), scale_c = amax_c / 127,
+     symmetric: amax_c = max|w'_c| (1.0 for an all-zero channel), scale_c = amax_c / 127
+     (rounded up to a power of two when plan.calibration.pow2_scales is true),
      q = clip(round_half_even(w' / scale_c), -128, 127), stored as an INT8 initializer and read
      through DequantizeLinear(q, scale, zeros, axis = 0 Conv / 1 ConvTranspose and MatMul).
      All of it in float32, like Rust's `(x / scale).round_ties_even()`. The bias stays float32.
@@ -75,7 +76,8 @@ class RefError(Exception):
 
 
 def load_plan(path):
-    """Returns (default, {layer: precision}, {layer: amax float32}) from a PrecisionPlan JSON."""
+    """Returns (default, {layer: precision}, {layer: amax float32}, pow2 weight scales?) from a
+    PrecisionPlan JSON."""
     try:
         with open(path) as f:
             plan = json.load(f)
@@ -104,6 +106,7 @@ def load_plan(path):
     layers = {name: word(p, f"layer {name!r}") for name, p in layers.items()}
 
     amax = {}
+    pow2 = False
     calib = plan.get("calibration")
     if calib is not None:
         acts = calib.get("activations") if isinstance(calib, dict) else None
@@ -115,7 +118,10 @@ def load_plan(path):
                 raise RefError(f"plan {path}: calibration.activations[{name!r}] has no numeric 'amax'")
             # serde_json reads the number as f64 and narrows it to f32, as here
             amax[name] = F32(float(v))
-    return default, layers, amax
+        pow2 = calib.get("pow2_scales", False)
+        if not isinstance(pow2, bool):
+            raise RefError(f"plan {path}: calibration.pow2_scales must be true or false")
+    return default, layers, amax, pow2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,12 +234,21 @@ def weight_axis(node):
     return 0 if node.op_type == "Conv" else 1
 
 
-def quantize_weight(w, axis):
-    """Per-output-channel symmetric INT8: (q int8, scale float32 [C])."""
+def pow2_ceil(s):
+    """Smallest power of two >= each (positive, normal) float32 scale: s = m * 2^e, m in [0.5, 1)."""
+    m, e = np.frexp(s.astype(F32))
+    return np.where(m == 0.5, s, np.ldexp(F32(1.0), e)).astype(F32)
+
+
+def quantize_weight(w, axis, pow2=False):
+    """Per-output-channel symmetric INT8: (q int8, scale float32 [C]); pow2: scales rounded up to
+    powers of two (a calibration with "pow2_scales": true)."""
     red = tuple(k for k in range(w.ndim) if k != axis)
     amax = np.abs(w).max(axis=red).astype(F32)
     amax = np.where(amax > 0, amax, F32(1.0)).astype(F32)
     scale = (amax / F32(127)).astype(F32)
+    if pow2:
+        scale = pow2_ceil(scale)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.round((w / scale.reshape(shape)).astype(F32))  # numpy rounds half to even
@@ -245,7 +260,7 @@ def quantize_weight(w, axis):
 # build
 
 
-def build(model, default, overrides, amax, fp16_mode="native"):
+def build(model, default, overrides, amax, fp16_mode="native", pow2=False):
     import onnx
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
@@ -315,7 +330,7 @@ def build(model, default, overrides, amax, fp16_mode="native"):
             seq.append(helper.make_node("QuantizeLinear", [x, s_act, zp_act], [q_out], name=fresh(f"{L}/act_q")))
             seq.append(helper.make_node("DequantizeLinear", [q_out, s_act, zp_act], [dq_out], name=fresh(f"{L}/act_dq")))
             ax = weight_axis(node)
-            q, ws = quantize_weight(w, ax)
+            q, ws = quantize_weight(w, ax, pow2)
             wq = add_init(f"{L}/w_int8", q)
             wsn = add_init(f"{L}/w_scale", ws)
             wzp = add_init(f"{L}/w_zero_point", np.zeros(ws.shape, np.int8))
@@ -446,9 +461,9 @@ def main(argv=None):
             raise RefError(f"model file not found: {a.model}")
         import onnx
 
-        default, overrides, amax = load_plan(a.plan)
+        default, overrides, amax, pow2 = load_plan(a.plan)
         model = onnx.load(a.model)
-        qm, prec = build(model, default, overrides, amax, a.fp16)
+        qm, prec = build(model, default, overrides, amax, a.fp16, pow2)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         onnx.save(qm, a.out)
         counts = {p: sum(1 for v in prec.values() if v == p) for p in PRECISIONS}

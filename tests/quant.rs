@@ -29,6 +29,7 @@ fn calibration(m: &Model, amax: f32) -> Calibration {
             .iter()
             .map(|l| (l.name.clone(), ActivationScale { tensor: l.input.clone(), amax }))
             .collect(),
+        pow2_scales: false,
     }
 }
 
@@ -240,4 +241,60 @@ fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
     let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
     assert_eq!(numbers(&out), reference, "merged shards differ from one run");
+}
+
+fn is_pow2(s: f32) -> bool {
+    s > 0.0 && s.is_finite() && s.to_bits() & 0x007f_ffff == 0
+}
+
+#[test]
+fn calibrate_pow2_scales_writes_power_of_two_scales_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 2, 0);
+    let model = bundled("pointpillars_small.onnx");
+    let out = tmp.path().join("calib");
+    let (code, _, err) = pillarq_bin(&[
+        "calibrate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--frames",
+        "2",
+        "--method",
+        "max,mse",
+        "--pow2-scales",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let file = out.join("pointpillars_small-max-pow2-2.json");
+    let f = pillarq::quant::calibrate::CalibrationFile::read(&file).unwrap();
+    assert!(f.calibration.pow2_scales);
+    assert!(!f.calibration.activations.is_empty());
+    for (name, a) in &f.calibration.activations {
+        assert!(is_pow2(a.scale()), "{name}: activation scale {} (amax {})", a.scale(), a.amax);
+    }
+    for (name, w) in &f.weights {
+        for a in &w.amax {
+            assert!(is_pow2(a / 127.0), "{name}: weight amax {a}");
+        }
+    }
+    let cache = std::fs::read_to_string(file.with_extension("cache")).unwrap();
+    let (_, entries) = pillarq::quant::calib::parse_trt_cache(&cache).unwrap();
+    assert!(entries.len() >= f.calibration.activations.len());
+    for (t, s) in entries {
+        assert!(is_pow2(s), "cache {t}: {s}");
+    }
+    // A plan with this calibration reads it back with the flag, and keys its results apart.
+    let plan = PrecisionPlan::uniform(Precision::Int8).with_calibration(&f.calibration);
+    let back = PrecisionPlan::parse(&serde_json::to_string(&plan).unwrap()).unwrap();
+    assert_eq!(back, plan);
+    let m = Model::load(&model).unwrap();
+    let mut plain = plan.clone();
+    plain.calibration.as_mut().unwrap().pow2_scales = false;
+    assert_ne!(plan.canonical(&m.layers), plain.canonical(&m.layers));
+    assert!(out.join("pointpillars_small-mse-pow2-2.json").is_file());
 }

@@ -31,6 +31,10 @@ pub struct Args {
     /// Output directory: <model>-<method>-<frames>.json and .cache (TensorRT calibration cache).
     #[arg(long, default_value = "calib")]
     pub out: PathBuf,
+    /// Round every scale up to a power of two (written as <model>-<method>-pow2-<frames>.json):
+    /// summation-order-free arithmetic, and shift-only requantization hardware.
+    #[arg(long)]
+    pub pow2_scales: bool,
     /// TensorRT version in the cache header (e.g. 100300 for 10.3, 8601 for 8.6.1).
     #[arg(long, default_value_t = 100300)]
     pub trt_version: u32,
@@ -55,8 +59,12 @@ pub fn run(a: Args) -> Result<()> {
     let stem = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let mut summary = Vec::new();
     for m in &a.method {
-        let f = super::quant_common::file_from(&l, &data, &a.split, &ids, &hist, m, a.seed)?;
-        let tag = m.to_string().replace(':', "");
+        let mut f = super::quant_common::file_from(&l, &data, &a.split, &ids, &hist, m, a.seed)?;
+        let mut tag = m.to_string().replace(':', "");
+        if a.pow2_scales {
+            f = f.with_pow2_scales();
+            tag.push_str("-pow2");
+        }
         let json_path = a.out.join(format!("{stem}-{tag}-{}.json", ids.len()));
         let cache_path = json_path.with_extension("cache");
         f.write(&json_path)?;

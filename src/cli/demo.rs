@@ -76,6 +76,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: None,
         method: vec![CalibMethod::Percentile(99.99)],
         out: calib_dir.clone(),
+        pow2_scales: false,
         trt_version: 100300,
         threads: a.threads,
         quiet: false,
@@ -88,6 +89,7 @@ pub fn run(a: Args) -> Result<()> {
         calib_frames: 8,
         calib_seed: None,
         calib_split: "train".into(),
+        pow2_scales: false,
     };
     let sweep = SweepArgs { cache: a.out.join("cache"), chunk: 10, shard: Shard::ALL, wait: 0 };
 

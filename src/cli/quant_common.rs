@@ -33,6 +33,9 @@ pub struct CalibArgs {
     /// ... of this split of --data.
     #[arg(long, default_value = "train")]
     pub calib_split: String,
+    /// Round every scale (activations and per-channel weights) up to a power of two.
+    #[arg(long)]
+    pub pow2_scales: bool,
 }
 
 /// A loaded model ready to detect, with its file hash.
@@ -108,11 +111,19 @@ impl CalibArgs {
                     f.model
                 );
             }
-            return Ok(f.calibration);
+            return Ok(self.rounded(f.calibration));
         }
         let data = KittiDir::open(data_dir)?;
         let ids = calibration_ids(&data, &self.calib_split, self.calib_frames, self.calib_seed)?;
-        Ok(calibrate(l, &data, &self.calib_split, &ids, &self.method, self.calib_seed)?.calibration)
+        Ok(self.rounded(calibrate(l, &data, &self.calib_split, &ids, &self.method, self.calib_seed)?.calibration))
+    }
+
+    fn rounded(&self, c: Calibration) -> Calibration {
+        if self.pow2_scales {
+            c.with_pow2_scales()
+        } else {
+            c
+        }
     }
 }
 

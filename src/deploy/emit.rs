@@ -291,7 +291,8 @@ impl Emitter {
                 seq.push(node("QuantizeLinear", &qn, &[&x, &s_name, &zp_name], &[&q_out], vec![]));
                 seq.push(node("DequantizeLinear", &dqn, &[&q_out, &s_name, &zp_name], &[&dq_out], vec![]));
                 let axis = weight_channel_axis(&f.node);
-                let (q, scales) = quantize_weight(w, axis).map_err(|e| Error::graph(l, e.to_string()))?;
+                let (q, scales) =
+                    quantize_weight(w, axis, lp.pow2_weights).map_err(|e| Error::graph(l, e.to_string()))?;
                 let c = scales.len();
                 let wq = self.add(init_i8(&format!("{l}/weight_int8"), &wdims, &q))?;
                 let ws = self.add(init_f32(&format!("{l}/weight_scale"), &[c], &scales))?;

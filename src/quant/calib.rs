@@ -136,6 +136,33 @@ fn usable_amax(amax: f32) -> f32 {
     }
 }
 
+/// The smallest power of two at or above `scale` (a positive, normal, finite f32; anything else
+/// is returned unchanged). With power-of-two scales every dequantized value `q * 2^k` is exact in
+/// f32, and so is every product and partial sum of a quantized layer below 2^24 in integer units:
+/// the result no longer depends on summation order, so two implementations must agree bit for
+/// bit (shift-only requantization hardware also wants such scales).
+pub fn pow2_ceil(scale: f32) -> f32 {
+    if !(scale.is_finite() && scale >= f32::MIN_POSITIVE) {
+        return scale;
+    }
+    let b = scale.to_bits();
+    if b & 0x007f_ffff == 0 {
+        return scale;
+    }
+    let up = f32::from_bits((b & 0x7f80_0000) + 0x0080_0000);
+    if up.is_finite() {
+        up
+    } else {
+        scale
+    }
+}
+
+/// `amax` moved up so that `amax / 127` is a power of two (exactly: `127 * 2^k` is an f32 and
+/// the division is then exact).
+pub fn pow2_amax(amax: f32) -> f32 {
+    127.0 * pow2_ceil(amax / 127.0)
+}
+
 fn percentile_threshold(h: &Histogram, p: f64) -> Option<f64> {
     // Compared as 100 * cumulative >= p * count: both sides are exact or correctly rounded
     // products, so percentile:99.9 of 10000 counts is reached at exactly 9990 (p / 100 * count
@@ -302,6 +329,23 @@ mod tests {
         let mut counts: Vec<(usize, u64)> = (0..200).map(|j| (j, 10_000 - 40 * j as u64)).collect();
         counts.push((2047, 1));
         hist(&counts, 0.01)
+    }
+
+    #[test]
+    fn pow2_scales_round_up_to_a_power_of_two_exactly() {
+        assert_eq!(pow2_ceil(1.0), 1.0);
+        assert_eq!(pow2_ceil(0.25), 0.25);
+        assert_eq!(pow2_ceil(0.3), 0.5);
+        assert_eq!(pow2_ceil(1.000_000_1), 2.0);
+        assert_eq!(pow2_ceil(3.0e-3), 1.0 / 256.0);
+        assert_eq!(pow2_ceil(f32::MAX), f32::MAX);
+        for amax in [0.01f32, 1.0, 53.8, 127.0, 128.0, 3.0e4] {
+            let a = pow2_amax(amax);
+            assert!(a >= amax * (1.0 - 1e-6) && a < 2.0 * amax, "{amax} -> {a}");
+            let s = a / 127.0;
+            assert_eq!(s.to_bits() & 0x007f_ffff, 0, "{amax}: scale {s} is no power of two");
+            assert_eq!(s * 127.0, a);
+        }
     }
 
     #[test]

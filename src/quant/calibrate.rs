@@ -103,6 +103,7 @@ impl LayerHistograms {
             seed,
             model_hash: model_hash.to_string(),
             activations,
+            pow2_scales: false,
         }
     }
 
@@ -166,6 +167,18 @@ impl CalibrationFile {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         serde_json::from_str(&text)
             .map_err(|e| Error::Plan { file: path.to_path_buf(), msg: format!("not a pillarq calibration file: {e}") })
+    }
+
+    /// Every threshold moved up to `127 * 2^k` (activations, per-channel weights, the cache's
+    /// tensors), and the calibration marked so INT8 layers use power-of-two weight scales.
+    pub fn with_pow2_scales(mut self) -> CalibrationFile {
+        use super::calib::pow2_amax;
+        self.calibration = self.calibration.with_pow2_scales();
+        for w in self.weights.values_mut() {
+            w.amax.iter_mut().for_each(|a| *a = pow2_amax(*a));
+        }
+        self.tensors.values_mut().for_each(|a| *a = pow2_amax(*a));
+        self
     }
 
     pub fn write(&self, path: &std::path::Path) -> Result<()> {

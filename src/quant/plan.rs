@@ -91,6 +91,23 @@ pub struct Calibration {
     pub model_hash: String,
     /// Layer name -> threshold of its activation input.
     pub activations: BTreeMap<String, ActivationScale>,
+    /// Every scale is a power of two: the activation thresholds here are `127 * 2^k`, and INT8
+    /// layers round their per-channel weight scales up to a power of two too
+    /// (`Calibration::with_pow2_scales`, `pillarq calibrate --pow2-scales`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pow2_scales: bool,
+}
+
+impl Calibration {
+    /// The same calibration with every activation scale rounded up to a power of two, and
+    /// weight scales to follow (`crate::quant::calib::pow2_ceil`). Idempotent.
+    pub fn with_pow2_scales(mut self) -> Calibration {
+        for a in self.activations.values_mut() {
+            a.amax = crate::quant::calib::pow2_amax(a.amax);
+        }
+        self.pow2_scales = true;
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +169,9 @@ impl PrecisionPlan {
     /// graph order, plus the activation thresholds of its INT8 layers.
     pub fn canonical(&self, layers: &[Layer]) -> String {
         let mut s = String::new();
+        if self.calibration.as_ref().is_some_and(|c| c.pow2_scales) {
+            s.push_str("pow2;");
+        }
         for l in layers {
             let p = self.precision_of(&l.name);
             s.push_str(&l.name);
@@ -205,7 +225,8 @@ impl PrecisionPlan {
             } else {
                 None
             };
-            out.push(LayerPrecision { name: l.name.clone(), precision, act_amax });
+            let pow2_weights = act_amax.is_some() && self.calibration.as_ref().is_some_and(|c| c.pow2_scales);
+            out.push(LayerPrecision { name: l.name.clone(), precision, act_amax, pow2_weights });
         }
         Ok(out)
     }
@@ -218,6 +239,8 @@ pub struct LayerPrecision {
     pub precision: Precision,
     /// INT8 layers: the activation threshold (scale = amax / 127).
     pub act_amax: Option<f32>,
+    /// INT8 layers: round the per-channel weight scales up to powers of two.
+    pub pow2_weights: bool,
 }
 
 /// Share of the quantizable layers' multiply-accumulates that run in INT8.
@@ -283,6 +306,7 @@ mod tests {
                 .iter()
                 .map(|n| (n.to_string(), ActivationScale { tensor: format!("{n}_in"), amax: 2.0 }))
                 .collect(),
+            pow2_scales: false,
         }
     }
 

@@ -3,7 +3,8 @@
 //! - INT8 layer: its activation input is quantized per tensor (scale = amax / 127, round half to
 //!   even, saturate to [-128, 127]) and its (BN-folded) weights per output channel (symmetric
 //!   max); the kernel then computes from those integer values times their scales. The bias stays
-//!   FP32, as in TensorRT's explicit quantization and in the emitted Q/DQ ONNX.
+//!   FP32, as in TensorRT's explicit quantization and in the emitted Q/DQ ONNX. A calibration
+//!   with `pow2_scales` rounds the weight scales up to powers of two as well.
 //! - FP16 layer: activation input, weights, bias and output are rounded to f16.
 //! - FP32: unchanged.
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::quant::calib::{fake_quant, per_channel_amax, quantize_i8};
+use crate::quant::calib::{fake_quant, per_channel_amax, pow2_ceil, quantize_i8};
 use crate::quant::plan::{LayerPrecision, Precision};
 use crate::tensor::{Data, Tensor};
 
@@ -58,14 +59,14 @@ pub fn weight_channel_axis(node: &Node) -> usize {
 
 /// Per-output-channel symmetric INT8 of a weight tensor (symmetric max per channel along
 /// `axis`): the levels and the scale of each channel. What an INT8 layer's weights become, in the
-/// simulation and in the emitted ONNX.
-pub fn quantize_weight(w: &Tensor, axis: usize) -> Result<(Vec<i8>, Vec<f32>)> {
+/// simulation and in the emitted ONNX. `pow2`: each scale rounded up to a power of two.
+pub fn quantize_weight(w: &Tensor, axis: usize, pow2: bool) -> Result<(Vec<i8>, Vec<f32>)> {
     let v = w.as_f32().ok_or_else(|| Error::Other(format!("weight must be float32, got {}", w.dtype())))?;
     if axis >= w.shape.len() {
         return Err(Error::Other(format!("weight of shape {:?} has no axis {axis}", w.shape)));
     }
     let amax = per_channel_amax(v, &w.shape, axis).map_err(Error::Other)?;
-    let scales: Vec<f32> = amax.iter().map(|a| a / 127.0).collect();
+    let scales: Vec<f32> = amax.iter().map(|a| if pow2 { pow2_ceil(a / 127.0) } else { a / 127.0 }).collect();
     let inner = w.shape[axis + 1..].iter().product::<usize>().max(1);
     let d = w.shape[axis];
     let q = v.iter().enumerate().map(|(i, &x)| quantize_i8(x, scales[(i / inner) % d])).collect();
@@ -74,8 +75,8 @@ pub fn quantize_weight(w: &Tensor, axis: usize) -> Result<(Vec<i8>, Vec<f32>)> {
 
 /// Per-output-channel symmetric fake quantization of a weight tensor: `quantize_weight`'s levels
 /// times their channel's scale.
-pub fn fake_quant_weight(w: &Tensor, axis: usize) -> Result<Tensor> {
-    let (q, scales) = quantize_weight(w, axis)?;
+pub fn fake_quant_weight(w: &Tensor, axis: usize, pow2: bool) -> Result<Tensor> {
+    let (q, scales) = quantize_weight(w, axis, pow2)?;
     let inner = w.shape[axis + 1..].iter().product::<usize>().max(1);
     let d = w.shape[axis];
     let out = q.iter().enumerate().map(|(i, &l)| l as f32 * scales[(i / inner) % d]).collect();
@@ -139,7 +140,7 @@ impl CpuExecutor {
             let w = constant(1)?;
             steps[idx] = if lp.precision == Precision::Int8 {
                 let amax = lp.act_amax.ok_or_else(|| Error::graph(&lp.name, "int8 layer without a scale"))?;
-                let weight = Arc::new(fake_quant_weight(&w, weight_channel_axis(node))?);
+                let weight = Arc::new(fake_quant_weight(&w, weight_channel_axis(node), lp.pow2_weights)?);
                 StepPrecision::Int8 { act_scale: amax / 127.0, weight }
             } else {
                 let bias = match node.input(2) {
