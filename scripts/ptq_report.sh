@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The PTQ numbers of docs/ptq.md on the bundled small model and the default synthetic split
 # (`pillarq synth --out data/synth --seed 0`: 1500 train, 500 val). Results and logs go to
-# out/ptq/; every stage is cached in out/ptq/cache, so a rerun resumes.
-# Usage: scripts/ptq_report.sh   env: THREADS (1), MODEL, DATA, BIN (a prebuilt pillarq: no cargo build)
+# out/ptq/ (or $OUT); every stage is cached in its cache/, so a rerun resumes.
+# Usage: scripts/ptq_report.sh   env: THREADS (1), MODEL, DATA, OUT (out/ptq), BIN (a prebuilt pillarq: no cargo build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-onnx/pointpillars_small.onnx}
 DATA=${DATA:-data/synth}
 THREADS=${THREADS:-1}
-OUT=out/ptq
+OUT=${OUT:-out/ptq}
 if [ -z "${BIN:-}" ]; then
   BIN=target/release/pillarq
   cargo build --release -q
