@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut v = serde_json::to_value(&report)?;
     v["sensitivity_ranking"] = serde_json::to_value(&sens.ranking[..a.top_k.min(sens.ranking.len())])?;
-    v["calibration"] = serde_json::json!({"method": calib.method, "frames": calib.frames, "seed": calib.seed});
+    v["calibration"] = serde_json::json!({"method": calib.method, "frames": calib.frames, "seed": calib.seed, "pow2_scales": calib.pow2_scales});
     write_json(&a.out, &v)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -68,7 +68,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     println!(
         "FP32 mAP {:.2}, full INT8 {:.2} ({} calibration, {} frames); top-{} by sensitivity, fallback {}",
-        report.fp32_map, report.int8_map, calib.method, calib.frames, report.top_k, report.fallback
+        report.fp32_map,
+        report.int8_map,
+        calib.label(),
+        calib.frames,
+        report.top_k,
+        report.fallback
     );
     let row = |c: &crate::search::greedy::Candidate| {
         println!(

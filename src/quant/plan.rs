@@ -99,6 +99,15 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// The calibrator, with " pow2" for power-of-two scales (for reports).
+    pub fn label(&self) -> String {
+        if self.pow2_scales {
+            format!("{} pow2", self.method)
+        } else {
+            self.method.clone()
+        }
+    }
+
     /// The same calibration with every activation scale rounded up to a power of two, and
     /// weight scales to follow (`crate::quant::calib::pow2_ceil`). Idempotent.
     pub fn with_pow2_scales(mut self) -> Calibration {

@@ -89,7 +89,7 @@ pub fn sensitivity_sweep(ev: &Evaluator, calib: &Calibration) -> Result<Option<S
     Ok(Some(SensitivityReport {
         fp32_map: fp32,
         int8_map: results[1].map,
-        calibration: calib.method.clone(),
+        calibration: calib.label(),
         frames: ev.set.ids.len(),
         ranking: ranking.iter().map(|&i| layers[i].name.clone()).collect(),
         spearman_head_sqnr: spearman(&drops, &neg_sqnr),
