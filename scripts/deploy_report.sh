@@ -7,17 +7,8 @@
 # Usage: scripts/deploy_report.sh [ENGINE...]   (default: int8 and the search's best candidate)
 #        env: MODEL, DATA, BIN (a prebuilt pillarq: no cargo build), CANDIDATES, THREADS (1)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-MODEL=${MODEL:-onnx/pointpillars_small.onnx}
-DATA=${DATA:-data/synth}
-CANDIDATES=${CANDIDATES:-out/ptq/candidates.json}
-THREADS=${THREADS:-1}
+source "$(dirname "$0")/ort_vs_sim.sh"
 OUT=out/deploy
-if [ -z "${BIN:-}" ]; then
-  BIN=target/release/pillarq
-  cargo build --release -q
-fi
-[ -x .venv/bin/python ] || scripts/setup_venv.sh
 mkdir -p "$OUT"
 "$BIN" emit --model "$MODEL" --candidates "$CANDIDATES" --out out/engines -q
 ENGINES=("$@")
@@ -34,12 +25,7 @@ PY
   ENGINES=(int8 ${best})
 fi
 for e in "${ENGINES[@]}"; do
-  .venv/bin/python scripts/ort_detect.py "out/engines/$e/model.onnx" --data "$DATA" --split val \
-      --out "$OUT/ort-$e" --threads "$THREADS" 2> "$OUT/ort-$e.log"
-  "$BIN" eval --preds "$OUT/ort-$e" --data "$DATA" --split val --json > "$OUT/ort-$e.json"
-  "$BIN" eval --model "$MODEL" --plan "out/engines/$e/plan.json" --data "$DATA" --split val \
-      --threads "$THREADS" --quiet --out "$OUT/sim-$e" --json > /dev/null
-  "$BIN" eval --preds "$OUT/sim-$e" --data "$DATA" --split val --json > "$OUT/sim-$e.json"
+  ort_vs_sim "out/engines/$e" "$OUT" "$e"
   .venv/bin/python - "$e" "$OUT/ort-$e.json" "$OUT/sim-$e.json" <<'PY'
 import json, sys
 o, s = (json.load(open(p))["map"] for p in sys.argv[2:])

@@ -8,17 +8,8 @@
 # score both sets of KITTI files with the same evaluator.
 # Usage: scripts/pow2_report.sh     env: MODEL, DATA, BIN (prebuilt pillarq), CANDIDATES, THREADS (1)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-MODEL=${MODEL:-onnx/pointpillars_small.onnx}
-DATA=${DATA:-data/synth}
-CANDIDATES=${CANDIDATES:-out/ptq/candidates.json}
-THREADS=${THREADS:-1}
+source "$(dirname "$0")/ort_vs_sim.sh"
 OUT=out/pow2
-if [ -z "${BIN:-}" ]; then
-  BIN=target/release/pillarq
-  cargo build --release -q
-fi
-[ -x .venv/bin/python ] || scripts/setup_venv.sh
 [ -f "$DATA/ImageSets/val.txt" ] || "$BIN" synth --out "$DATA" --seed 0
 mkdir -p "$OUT"
 "$BIN" calibrate --model "$MODEL" --data "$DATA" --frames 16 --seed 0 --method percentile --pow2-scales \
@@ -38,12 +29,7 @@ PY
 fi
 for p in "${PLANS[@]}"; do
   "$BIN" emit --model "$MODEL" --plan "$OUT/$p.json" --calib "$CAL" --out "$OUT/engines/$p" -q
-  .venv/bin/python scripts/ort_detect.py "$OUT/engines/$p/model.onnx" --data "$DATA" --split val \
-      --out "$OUT/ort-$p" --threads "$THREADS" 2> "$OUT/ort-$p.log"
-  "$BIN" eval --preds "$OUT/ort-$p" --data "$DATA" --split val --json > "$OUT/ort-$p.json"
-  "$BIN" eval --model "$MODEL" --plan "$OUT/engines/$p/plan.json" --data "$DATA" --split val \
-      --threads "$THREADS" --quiet --out "$OUT/sim-$p" --json > "$OUT/mem-$p.json"
-  "$BIN" eval --preds "$OUT/sim-$p" --data "$DATA" --split val --json > "$OUT/sim-$p.json"
+  ort_vs_sim "$OUT/engines/$p" "$OUT" "$p"
   .venv/bin/python - "$p" "$OUT/mem-$p.json" "$OUT/ort-$p.json" "$OUT/sim-$p.json" "$OUT/ort-$p" "$OUT/sim-$p" <<'PY'
 import json, os, sys
 m, o, s = (json.load(open(p))["map"] for p in sys.argv[2:5])
