@@ -27,6 +27,10 @@ pub enum Error {
     /// A precision plan or calibration file is malformed or does not fit the model.
     #[error("{}: {msg}", file.display())]
     Plan { file: PathBuf, msg: String },
+    /// A model configuration file (OpenPCDet YAML, pillarq YAML/JSON) is malformed, incomplete or
+    /// asks for something pillarq does not implement; `key` is the dotted key path in that file.
+    #[error("{}: {key}: {msg}", file.display())]
+    Config { file: PathBuf, key: String, msg: String },
     /// TensorRT is missing, its libraries do not match, or it cannot do the work (feature `tensorrt`).
     #[error("TensorRT: {0}")]
     TensorRt(String),
@@ -39,6 +43,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn graph(node: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Graph { node: node.into(), msg: msg.into() }
+    }
+
+    /// A configuration error at `key` of `file`.
+    pub fn config(file: impl Into<PathBuf>, key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { file: file.into(), key: key.into(), msg: msg.into() }
     }
 
     /// A KITTI format error at `file` (and `line`, 1-based, when known).

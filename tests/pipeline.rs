@@ -37,7 +37,7 @@ fn synth_detect_eval_round_trip() {
     assert_eq!(val, ["000002", "000003", "000004", "000005"]);
     // Real KITTI sizes: 16 bytes a point, about 100k+ points a frame.
     let bytes = std::fs::metadata(data.join("training/velodyne/000002.bin")).unwrap().len();
-    assert!(bytes % 16 == 0 && bytes / 16 > 80_000, "{bytes} bytes");
+    assert!(bytes.is_multiple_of(16) && bytes / 16 > 80_000, "{bytes} bytes");
 
     let preds = tmp.path().join("preds");
     let (code, out, err) = pillarq_bin(&[

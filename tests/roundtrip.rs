@@ -50,7 +50,7 @@ fn external_data_runs_identically() {
     for t in &mut model.graph.as_mut().unwrap().initializer {
         let raw = t.raw_data.take().expect("bundled initializers are stored as raw_data");
         // 64-byte aligned offsets, like onnx's external-data writer.
-        while blob.len() % 64 != 0 {
+        while !blob.len().is_multiple_of(64) {
             blob.push(0);
         }
         t.data_location = Some(DataLocation::External as i32);

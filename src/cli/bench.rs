@@ -36,6 +36,10 @@ pub struct Args {
     /// directory's model_fp32.onnx).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// The FP32 model's pre/post-processing configuration (OpenPCDet YAML or pillarq's keys),
+    /// for a model without metadata.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[arg(long)]
     pub trtexec: Option<PathBuf>,
     /// Worker threads of the cpu backend (0 = all cores).
@@ -65,6 +69,7 @@ pub fn run(a: Args) -> Result<()> {
             None => {
                 let cfg = CpuBench {
                     model: a.model.as_deref(),
+                    config: a.config.as_deref(),
                     data: data.as_ref().filter(|_| !ids.is_empty()).map(|d| (d, ids.as_slice())),
                     runs: a.runs,
                     warmup: a.warmup as usize,

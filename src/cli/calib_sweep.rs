@@ -15,6 +15,8 @@ pub struct Args {
     /// ONNX model with PointPillars metadata.
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     /// Frames scored (full-INT8 mAP): --data, --split (default val), --frames.
     #[command(flatten)]
     pub split: SplitArgs,
@@ -51,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.draws == 0 || a.max_n == 0 {
         bail!("--draws and --max-n must be at least 1");
     }
-    let l = load(&a.model, a.threads)?;
+    let l = load(&a.model, &a.config, a.threads)?;
     let (data, ids) = a.split.open()?;
     let calib_data = KittiDir::open(&a.split.data)?;
     let pool = calib_data.split_ids(&a.calib_split)?;

@@ -13,6 +13,8 @@ pub struct Args {
     /// ONNX model with PointPillars metadata.
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     /// KITTI-format data directory.
     #[arg(long)]
     pub data: PathBuf,
@@ -48,7 +50,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let l: Loaded = load(&a.model, a.threads)?;
+    let l: Loaded = load(&a.model, &a.config, a.threads)?;
     let data = KittiDir::open(&a.data)?;
     let ids = calibration_ids(&data, &a.split, a.frames, a.seed)?;
     let obs = Observers::new(l.detector.executor(), &l.model.layers)?;

@@ -17,6 +17,9 @@ pub struct Args {
     /// Model to run (default: the bundled small model).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// With --model: its pre/post-processing configuration (OpenPCDet YAML or pillarq's keys).
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     /// Frames in the generated validation set.
     #[arg(long, default_value_t = 100)]
     pub frames: usize,
@@ -52,6 +55,7 @@ pub fn run(a: Args) -> Result<()> {
 
     println!("\n== 3/{STEPS} FP32: detect + KITTI evaluation ==");
     super::eval::run(super::eval::Args {
+        config: a.config.clone(),
         model: Some(model_path.clone()),
         out: Some(a.out.join("preds")),
         threads: a.threads,
@@ -69,6 +73,7 @@ pub fn run(a: Args) -> Result<()> {
         calib_dir.display()
     );
     super::calibrate::run(super::calibrate::Args {
+        config: a.config.clone(),
         model: model_path.clone(),
         data: data.clone(),
         split: "train".into(),
@@ -95,6 +100,7 @@ pub fn run(a: Args) -> Result<()> {
 
     println!("\n== 5/{STEPS} per-layer sensitivity on {} validation frames ==", a.search_frames);
     super::sensitivity::run(super::sensitivity::Args {
+        config: a.config.clone(),
         model: model_path.clone(),
         split: split(Some(a.search_frames)),
         calib: calib.clone(),
@@ -107,6 +113,7 @@ pub fn run(a: Args) -> Result<()> {
 
     println!("\n== 6/{STEPS} greedy FP16-fallback search over the top 3 layers (plus baselines) ==");
     super::search::run(super::search::Args {
+        config: a.config.clone(),
         model: model_path.clone(),
         split: split(Some(a.search_frames)),
         calib,
@@ -143,6 +150,7 @@ pub fn run(a: Args) -> Result<()> {
 
     println!("\n== 8/{STEPS} network on generated pillar inputs (seed 0) ==");
     super::infer::run(super::infer::Args {
+        config: a.config.clone(),
         model: model_path,
         inputs: vec![],
         random: Some(0),

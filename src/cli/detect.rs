@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::kitti::KittiDir;
 use crate::model::Model;
-use crate::pointpillars::detect::{write_frame_detections, Detector};
+use crate::pointpillars::detect::write_frame_detections;
 
 /// Which frames of which KITTI-format data set (shared by detect and eval).
 #[derive(clap::Args, Clone)]
@@ -40,6 +40,8 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
+    #[command(flatten)]
     pub split: SplitArgs,
     /// Output folder: <id>.txt (KITTI results) and <id>.json (full-precision lidar boxes).
     #[arg(long)]
@@ -54,7 +56,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
-    let detector = Detector::new(&model, a.threads)?;
+    let detector = a.config.detector(&model, a.threads)?;
     let (data, ids) = a.split.open()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let pb = super::progress::bar(ids.len(), "detect", a.quiet);

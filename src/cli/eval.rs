@@ -5,13 +5,15 @@ use anyhow::{bail, Context, Result};
 use crate::kitti::eval::{evaluate, evaluate_result_files, EvalObject, FrameEval};
 use crate::kitti::label::read_labels;
 use crate::model::Model;
-use crate::pointpillars::detect::{write_frame_detections, Detector};
+use crate::pointpillars::detect::write_frame_detections;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Run this model on the split and evaluate its detections.
     #[arg(long, conflicts_with = "preds")]
     pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     /// With --model: also write the detections here (<id>.txt, <id>.json).
     #[arg(long, requires = "model")]
     pub out: Option<PathBuf>,
@@ -42,7 +44,7 @@ pub fn run(a: Args) -> Result<()> {
     let table = match (&a.model, &a.preds) {
         (Some(m), _) => {
             let model = Model::load(m).with_context(|| format!("cannot load {}", m.display()))?;
-            let mut detector = Detector::new(&model, a.threads)?;
+            let mut detector = a.config.detector(&model, a.threads)?;
             if let Some(p) = &a.plan {
                 let plan = super::quant_common::compile_plan(detector.executor(), &model, p, a.calib.as_deref())?;
                 detector = detector.with_plan(Some(plan));

@@ -6,13 +6,15 @@ use anyhow::{bail, Context, Result};
 use crate::exec::cpu::CpuExecutor;
 use crate::model::Model;
 use crate::npy::{read_npy, write_npy};
-use crate::pointpillars::{random_pillar_inputs, PointPillarsConfig};
+use crate::pointpillars::random_pillar_inputs;
 use crate::tensor::Tensor;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// ONNX model file.
     pub model: PathBuf,
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     /// An input as NAME=FILE.npy (repeat for every model input).
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
@@ -92,7 +94,7 @@ pub fn run(a: Args) -> Result<()> {
     let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
     let inputs = match a.random {
         Some(seed) => {
-            let cfg = PointPillarsConfig::from_graph(&model.graph)?;
+            let cfg = a.config.optional(&model)?.map(|r| r.cfg);
             random_pillar_inputs(&model.graph, cfg.as_ref(), seed, 0.6)?
         }
         None if a.inputs.is_empty() => {

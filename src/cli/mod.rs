@@ -12,6 +12,7 @@ mod eval;
 mod infer;
 mod inspect;
 mod merge;
+mod model_config;
 mod progress;
 mod quant_common;
 mod search;

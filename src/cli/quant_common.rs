@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::model_config::ConfigArgs;
 use crate::kitti::KittiDir;
 use crate::model::Model;
 use crate::pointpillars::detect::Detector;
@@ -45,9 +46,9 @@ pub struct Loaded {
     pub hash: String,
 }
 
-pub fn load(path: &Path, threads: usize) -> Result<Loaded> {
+pub fn load(path: &Path, config: &ConfigArgs, threads: usize) -> Result<Loaded> {
     let model = Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
-    let detector = Detector::new(&model, threads)?;
+    let detector = config.detector(&model, threads)?;
     let hash = file_sha256(path)?;
     Ok(Loaded { model, detector, hash })
 }

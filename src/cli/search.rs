@@ -16,6 +16,8 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
+    #[command(flatten)]
     pub split: SplitArgs,
     #[command(flatten)]
     pub calib: CalibArgs,
@@ -43,7 +45,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let l = load(&a.model, a.threads)?;
+    let l = load(&a.model, &a.config, a.threads)?;
     let (data, ids) = a.split.open()?;
     let set = EvalSet::load(data, &a.split.split, ids)?;
     let calib = a.calib.resolve(&l, &a.split.data)?;

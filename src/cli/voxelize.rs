@@ -8,13 +8,15 @@ use crate::kitti::calib::read_calib;
 use crate::kitti::velodyne::read_points;
 use crate::model::Model;
 use crate::npy::write_npy;
-use crate::pointpillars::{voxelize, PointPillarsConfig};
+use crate::pointpillars::voxelize;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// ONNX model whose metadata gives the pre-processing (range, voxel size, max pillars).
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     /// KITTI velodyne scan (float32 x, y, z, intensity).
     #[arg(long)]
     pub points: PathBuf,
@@ -28,15 +30,13 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
-    let cfg = PointPillarsConfig::from_graph(&model.graph)?.with_context(|| {
-        format!("{} has no PointPillars metadata: cannot tell the pre-processing parameters", a.model.display())
-    })?;
+    let crate::pointpillars::config::ResolvedModel { cfg, io } = a.config.resolve(&model)?;
     let points = read_points(&a.points)?;
     let calib = a.calib.as_ref().map(read_calib).transpose()?;
     let t0 = Instant::now();
     let pillars = voxelize(&points, &cfg, calib.as_ref())?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
-    let inputs = pillars.to_inputs(&model.graph).with_context(|| format!("inputs for {}", a.model.display()))?;
+    let inputs = pillars.to_inputs(&io).with_context(|| format!("inputs for {}", a.model.display()))?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     for (name, t) in &inputs {
         let path = a.out.join(npy_name(name));

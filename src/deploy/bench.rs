@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::kitti::KittiDir;
 use crate::model::Model;
 use crate::pointpillars::detect::Detector;
-use crate::pointpillars::{random_pillar_inputs, PointPillarsConfig};
+use crate::pointpillars::random_pillar_inputs;
 use crate::quant::plan::PrecisionPlan;
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +114,8 @@ fn source_model(dir: &Path, man: &Manifest, model: Option<&Path>) -> Result<Path
 
 pub struct CpuBench<'a> {
     pub model: Option<&'a Path>,
+    /// The model's pre/post-processing configuration file (`--config`), over its metadata.
+    pub config: Option<&'a Path>,
     pub data: Option<(&'a KittiDir, &'a [String])>,
     pub runs: usize,
     pub warmup: usize,
@@ -124,18 +126,17 @@ pub struct CpuBench<'a> {
 /// this measures the simulation, not INT8 speed).
 pub fn bench_cpu(dir: &Path, b: &CpuBench) -> Result<BenchResult> {
     let man = read_manifest(dir)?;
-    let model = Model::load(&source_model(dir, &man, b.model)?)?;
+    let model_path = source_model(dir, &man, b.model)?;
+    let model = Model::load(&model_path)?;
     let plan = PrecisionPlan::read(&dir.join("plan.json"))?;
     let resolved = plan.resolve(&model.layers).map_err(|msg| Error::Plan { file: dir.join("plan.json"), msg })?;
-    let detector = Detector::new(&model, b.threads)?;
+    let setup = crate::pointpillars::config::resolve(&model.graph, &model_path, b.config, None)?;
+    let detector = Detector::with_config(&model, setup, b.threads)?;
     let compiled = detector.executor().compile_plan(&resolved)?;
     let exec = detector.executor();
     let inputs = match b.data {
         Some((data, ids)) => detector.frame_inputs(data, &ids[0])?.0,
-        None => {
-            let cfg = PointPillarsConfig::from_graph(&model.graph)?;
-            random_pillar_inputs(&model.graph, cfg.as_ref(), 0, 0.6)?
-        }
+        None => random_pillar_inputs(&model.graph, Some(&detector.cfg), 0, 0.6)?,
     };
     let mut times = Vec::with_capacity(b.runs);
     for i in 0..b.warmup + b.runs {

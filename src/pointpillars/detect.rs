@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::postprocess::{decode_detections, to_kitti_objects, Detection};
+use super::config::{resolve, ResolvedModel};
+use super::interface::ModelIo;
+use super::postprocess::{decode_heads, to_kitti_objects, Detection};
 use super::voxelize::voxelize;
 use super::PointPillarsConfig;
 use crate::error::{Error, Result};
@@ -14,6 +16,7 @@ use crate::model::Model;
 
 pub struct Detector {
     pub cfg: PointPillarsConfig,
+    pub io: ModelIo,
     exec: CpuExecutor,
     plan: Option<CompiledPlan>,
 }
@@ -30,14 +33,13 @@ pub struct FrameDetections {
 impl Detector {
     /// Builds the detector from a model whose metadata holds its PointPillars configuration.
     pub fn new(model: &Model, threads: usize) -> Result<Detector> {
-        let cfg = PointPillarsConfig::from_graph(&model.graph)?.ok_or_else(|| Error::Model {
-            file: model.file.path.clone(),
-            msg: format!(
-                "no '{}' metadata: pre/post-processing parameters are unknown for this model",
-                super::METADATA_KEY
-            ),
-        })?;
-        Ok(Detector { cfg, exec: CpuExecutor::new(&model.graph, threads)?, plan: None })
+        Detector::with_config(model, resolve(&model.graph, &model.file.path, None, None)?, threads)
+    }
+
+    /// Builds the detector from a resolved configuration (see [`super::config::resolve`]).
+    pub fn with_config(model: &Model, resolved: ResolvedModel, threads: usize) -> Result<Detector> {
+        let ResolvedModel { cfg, io } = resolved;
+        Ok(Detector { cfg, io, exec: CpuExecutor::new(&model.graph, threads)?, plan: None })
     }
 
     pub fn executor(&self) -> &CpuExecutor {
@@ -54,7 +56,7 @@ impl Detector {
     /// camera's field of view are used, as for KITTI.
     pub fn detect(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<Vec<Detection>> {
         let outputs = self.network(&self.inputs(points, calib)?)?;
-        decode_detections(&outputs, &self.cfg)
+        self.decode(&outputs)
     }
 
     /// Loads frame `id` of a KITTI directory and detects.
@@ -70,7 +72,7 @@ impl Detector {
     }
 
     fn inputs(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<NamedTensors> {
-        voxelize(points, &self.cfg, calib)?.to_inputs(self.exec.graph())
+        voxelize(points, &self.cfg, calib)?.to_inputs(&self.io)
     }
 
     /// Runs the network under the detector's plan (FP32 when none is set).
@@ -83,8 +85,13 @@ impl Detector {
 
     /// Decodes network outputs of frame `id` into detections in both frames of reference.
     pub fn decode_frame(&self, id: &str, outputs: &NamedTensors, calib: &Calib) -> Result<FrameDetections> {
-        let lidar = decode_detections(outputs, &self.cfg)?;
+        let lidar = self.decode(outputs)?;
         Ok(self.frame_detections(id, lidar, calib))
+    }
+
+    /// Head maps to lidar-frame detections.
+    pub fn decode(&self, outputs: &NamedTensors) -> Result<Vec<Detection>> {
+        decode_heads(outputs, &self.cfg, [&self.io.cls, &self.io.boxes, &self.io.dir])
     }
 
     fn frame_detections(&self, id: &str, lidar: Vec<Detection>, calib: &Calib) -> FrameDetections {

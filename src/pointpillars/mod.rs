@@ -3,7 +3,10 @@
 //! pre-processing (`voxelize`: points -> pillar inputs) and post-processing (`postprocess`:
 //! output maps -> boxes -> KITTI results).
 
+pub mod config;
 pub mod detect;
+pub mod interface;
+pub mod openpcdet;
 pub mod postprocess;
 pub mod voxelize;
 
@@ -25,6 +28,9 @@ pub struct AnchorSpec {
     pub size: [f32; 3],
     pub bottom_z: f32,
     pub rotations: Vec<f32>,
+    /// OpenPCDet's `align_center`: anchor centres at cell centres instead of spanning the range.
+    #[serde(default)]
+    pub align_center: bool,
 }
 
 /// Pre/post-processing parameters (OpenPCDet / CUDA-PointPillars conventions).
@@ -34,8 +40,13 @@ pub struct PointPillarsConfig {
     pub config: String,
     pub point_cloud_range: [f32; 6],
     pub voxel_size: [f32; 3],
+    /// Cells along x, y, z; `[0, 0, 0]` (absent): derived from the range and the voxel size.
+    #[serde(default)]
     pub grid_size: [usize; 3],
+    /// 0 (absent): the model's `voxels` shape decides; where both give one, the model wins.
+    #[serde(default)]
     pub max_points_per_pillar: usize,
+    #[serde(default)]
     pub max_pillars: usize,
     #[serde(default = "default_features")]
     pub num_point_features: usize,
@@ -57,10 +68,27 @@ pub struct PointPillarsConfig {
     pub feature_map_stride: usize,
     #[serde(default)]
     pub layout: String,
+    /// The features of each point in the `voxels` input, in order (see `voxelize::PointFeature`).
+    #[serde(default = "default_point_features")]
+    pub point_features: Vec<String>,
+    /// Keep only points in the camera's field of view (OpenPCDet's `FOV_POINTS_ONLY`).
+    #[serde(default = "default_true")]
+    pub fov_points_only: bool,
+    #[serde(default = "default_dir_bins")]
+    pub num_dir_bins: usize,
 }
 
 fn default_features() -> usize {
     10
+}
+fn default_point_features() -> Vec<String> {
+    voxelize::POINT_FEATURES_10.iter().map(|s| s.to_string()).collect()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_dir_bins() -> usize {
+    2
 }
 fn default_score() -> f32 {
     0.1

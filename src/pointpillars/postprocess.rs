@@ -9,11 +9,13 @@
 //!   anchor index is `(iy * W + ix) * A + a`, matching the NHWC maps `[1, H, W, C]` whose channel
 //!   is `a * num_classes + class` (cls), `a * 7 + k` (box) and `a * 2 + k` (dir).
 
+use std::borrow::Cow;
 use std::f32::consts::PI;
 
 use crate::error::{Error, Result};
 use crate::kitti::iou::convex_intersection_area;
 use crate::kitti::{Calib, Object};
+use crate::pointpillars::interface::HeadPort;
 use crate::pointpillars::voxelize::KITTI_IMAGE_SIZE;
 use crate::pointpillars::PointPillarsConfig;
 use crate::tensor::Tensor;
@@ -67,7 +69,7 @@ fn cfg_err(msg: String) -> Error {
 /// The anchors of `cfg` (see the module docs for the order).
 pub fn generate_anchors(cfg: &PointPillarsConfig) -> Result<Anchors> {
     let stride = cfg.feature_map_stride;
-    if stride == 0 || cfg.grid_size[0] % stride != 0 || cfg.grid_size[1] % stride != 0 {
+    if stride == 0 || !cfg.grid_size[0].is_multiple_of(stride) || !cfg.grid_size[1].is_multiple_of(stride) {
         return Err(cfg_err(format!("feature_map_stride {stride} does not divide grid_size {:?}", cfg.grid_size)));
     }
     let (w, h) = (cfg.grid_size[0] / stride, cfg.grid_size[1] / stride);
@@ -77,28 +79,35 @@ pub fn generate_anchors(cfg: &PointPillarsConfig) -> Result<Anchors> {
     if cfg.anchors.is_empty() {
         return Err(cfg_err("no anchors".into()));
     }
-    let mut per_loc: Vec<([f32; 7], usize)> = Vec::new();
+    // (box at the origin, class, align_center)
+    let mut per_loc: Vec<([f32; 7], usize, bool)> = Vec::new();
     for spec in &cfg.anchors {
         let class = cfg.class_names.iter().position(|c| c == &spec.class).ok_or_else(|| {
             cfg_err(format!("anchor class '{}' is not in class_names {:?}", spec.class, cfg.class_names))
         })?;
         let [dx, dy, dz] = spec.size;
         for &rot in &spec.rotations {
-            per_loc.push(([0.0, 0.0, spec.bottom_z + dz / 2.0, dx, dy, dz, rot], class));
+            per_loc.push(([0.0, 0.0, spec.bottom_z + dz / 2.0, dx, dy, dz, rot], class, spec.align_center));
         }
     }
     let r = cfg.point_cloud_range;
-    let (sx, sy) = ((r[3] - r[0]) / (w - 1) as f32, (r[4] - r[1]) / (h - 1) as f32);
+    // align_center = False spans the range end to end; True puts anchors at cell centres.
+    let centre = |align: bool, ix: usize, iy: usize| {
+        if align {
+            let (sx, sy) = ((r[3] - r[0]) / w as f32, (r[4] - r[1]) / h as f32);
+            (r[0] + (ix as f32 + 0.5) * sx, r[1] + (iy as f32 + 0.5) * sy)
+        } else {
+            let (sx, sy) = ((r[3] - r[0]) / (w - 1) as f32, (r[4] - r[1]) / (h - 1) as f32);
+            (r[0] + ix as f32 * sx, r[1] + iy as f32 * sy)
+        }
+    };
     let a = per_loc.len();
     let mut boxes = Vec::with_capacity(h * w * a);
     for iy in 0..h {
-        let y = r[1] + iy as f32 * sy;
         for ix in 0..w {
-            let x = r[0] + ix as f32 * sx;
-            for (b, _) in &per_loc {
+            for (b, _, align) in &per_loc {
                 let mut b = *b;
-                b[0] = x;
-                b[1] = y;
+                (b[0], b[1]) = centre(*align, ix, iy);
                 boxes.push(b);
             }
         }
@@ -165,29 +174,62 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Output maps to detections with the standard head names (`cls_preds`, `box_preds`,
+/// `dir_cls_preds`, NHWC); see [`decode_heads`].
+pub fn decode_detections(outputs: &[(String, Tensor)], cfg: &PointPillarsConfig) -> Result<Vec<Detection>> {
+    let port = |name: &str| HeadPort { name: name.into(), nchw: false, channels: 0 };
+    decode_heads(outputs, cfg, [&port("cls_preds"), &port("box_preds"), &port("dir_cls_preds")])
+}
+
+/// One head map in NHWC order (transposed when the model writes NCHW).
+fn head_map<'t>(
+    outputs: &'t [(String, Tensor)],
+    port: &HeadPort,
+    h: usize,
+    w: usize,
+    ch: usize,
+    a: usize,
+) -> Result<Cow<'t, [f32]>> {
+    let name = port.name.as_str();
+    let (_, t) = outputs.iter().find(|(n, _)| n == name).ok_or_else(|| {
+        let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+        Error::Other(format!("output '{name}' is missing; the outputs are {names:?}"))
+    })?;
+    let (want, layout) = if port.nchw { ([1, ch, h, w], "NCHW") } else { ([1, h, w, ch], "NHWC") };
+    if t.shape != want {
+        return Err(Error::Other(format!(
+            "output '{name}' has shape {:?}; the configuration needs {want:?} ({layout}, {a} anchors)",
+            t.shape
+        )));
+    }
+    let v = t.as_f32().ok_or_else(|| Error::Other(format!("output '{name}' is {}, expected float32", t.dtype())))?;
+    if !port.nchw {
+        return Ok(Cow::Borrowed(v));
+    }
+    let mut out = vec![0f32; v.len()];
+    for c in 0..ch {
+        for p in 0..h * w {
+            out[p * ch + c] = v[c * h * w + p];
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
 /// Output maps to detections: decode, score threshold (`>=`), top `nms_pre_max` by score (ties
 /// by anchor index; 0 = all), class-agnostic BEV NMS at `nms_iou`, at most `nms_post_max` (0 = all).
 /// Boxes that decode to non-finite values are dropped. The result is sorted by descending score.
-pub fn decode_detections(outputs: &[(String, Tensor)], cfg: &PointPillarsConfig) -> Result<Vec<Detection>> {
+/// `heads` names the class, box and direction outputs and their layout.
+pub fn decode_heads(
+    outputs: &[(String, Tensor)],
+    cfg: &PointPillarsConfig,
+    heads: [&HeadPort; 3],
+) -> Result<Vec<Detection>> {
     let anchors = generate_anchors(cfg)?;
     let (h, w, a) = (anchors.h, anchors.w, anchors.per_location);
     let nc = cfg.class_names.len();
-    let get = |name: &str, ch: usize| -> Result<&[f32]> {
-        let (_, t) = outputs.iter().find(|(n, _)| n == name).ok_or_else(|| {
-            let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
-            Error::Other(format!("output '{name}' is missing; the outputs are {names:?}"))
-        })?;
-        if t.shape != [1, h, w, ch] {
-            return Err(Error::Other(format!(
-                "output '{name}' has shape {:?}; the configuration needs [1, {h}, {w}, {ch}] (NHWC, {a} anchors)",
-                t.shape
-            )));
-        }
-        t.as_f32().ok_or_else(|| Error::Other(format!("output '{name}' is {}, expected float32", t.dtype())))
-    };
-    let cls = get("cls_preds", a * nc)?;
-    let boxes = get("box_preds", a * 7)?;
-    let dirs = get("dir_cls_preds", a * 2)?;
+    let cls = head_map(outputs, heads[0], h, w, a * nc, a)?;
+    let boxes = head_map(outputs, heads[1], h, w, a * 7, a)?;
+    let dirs = head_map(outputs, heads[2], h, w, a * 2, a)?;
 
     // Best class per anchor on the logits (sigmoid is monotone); ties keep the lower class.
     let mut cands: Vec<(usize, usize, f32)> = Vec::new();
@@ -543,7 +585,8 @@ mod tests {
         let calib = Calib::typical();
         for name in ["pointpillars_small.onnx", "pointpillars_kitti.onnx"] {
             let model = crate::model::Model::load(&crate::cli::bundled_model(name)).unwrap();
-            let cfg = PointPillarsConfig::from_graph(&model.graph).unwrap().unwrap();
+            let resolved = crate::pointpillars::config::resolve(&model.graph, &model.file.path, None, None).unwrap();
+            let cfg = resolved.cfg.clone();
             for c in [None, Some(&calib)] {
                 let t0 = Instant::now();
                 let p = voxelize(&pts, &cfg, c).unwrap();
@@ -564,7 +607,7 @@ mod tests {
             let p = voxelize(&pts, &cfg, Some(&calib)).unwrap();
             let exec = crate::exec::cpu::CpuExecutor::new(&model.graph, 0).unwrap();
             let t0 = Instant::now();
-            let out = exec.run(&p.to_inputs(&model.graph).unwrap()).unwrap();
+            let out = exec.run(&p.to_inputs(&resolved.io).unwrap()).unwrap();
             let net = t0.elapsed().as_secs_f64() * 1e3;
             let t0 = Instant::now();
             let dets = decode_detections(&out, &cfg).unwrap();

@@ -8,29 +8,63 @@
 //!   upper bound) is dropped too, as the spconv / CUDA-PointPillars grid check does.
 //! - Pillars are numbered in order of first occurrence in the point order; a pillar keeps its
 //!   first `max_points_per_pillar` points in file order; pillars beyond `max_pillars` are dropped.
-//! - 10 features per point: x, y, z, intensity, offsets from the mean of the pillar's kept points,
-//!   offsets from the pillar centre (`x0 + (ix + 0.5) vx`, `y0 + (iy + 0.5) vy`, `z0 + vz / 2`).
-//!   Padded point slots and padded pillars are all zero.
+//! - Each point's features are the configuration's `point_features`, in order, from: x, y, z,
+//!   intensity (`x y z intensity`), offsets from the mean of the pillar's kept points (`xc yc zc`),
+//!   offsets from the pillar centre (`xp yp zp`: `x0 + (ix + 0.5) vx`, `y0 + (iy + 0.5) vy`,
+//!   `z0 + vz / 2`) and the distance from the sensor (`distance`, OpenPCDet's `WITH_DISTANCE`).
+//!   OpenPCDet / CUDA-PointPillars use the first ten, mmdetection3d the first nine. Padded point
+//!   slots and padded pillars are all zero.
 //!
 //! One pass over the points with a dense grid of pillar ids, then one pass over the pillars.
 
 use crate::error::{Error, Result};
-use crate::graph::Graph;
 use crate::kitti::Calib;
+use crate::pointpillars::interface::ModelIo;
 use crate::pointpillars::PointPillarsConfig;
 use crate::tensor::{DType, Data, Tensor};
 
 /// KITTI's image size (width, height) used for the field-of-view filter and the 2D boxes.
 pub const KITTI_IMAGE_SIZE: [f32; 2] = crate::kitti::IMAGE_SIZE;
 
-/// Number of features per point the pre-processing produces.
-pub const NUM_FEATURES: usize = 10;
+/// The point features of OpenPCDet's and CUDA-PointPillars' PointPillars, in their order.
+pub const POINT_FEATURES_10: [&str; 10] = ["x", "y", "z", "intensity", "xc", "yc", "zc", "xp", "yp", "zp"];
+
+/// One feature of a point in a pillar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointFeature {
+    /// Raw x, y, z, intensity (index into the point).
+    Raw(usize),
+    /// Offset from the mean of the pillar's kept points (axis).
+    Cluster(usize),
+    /// Offset from the pillar centre (axis).
+    Center(usize),
+    /// sqrt(x^2 + y^2 + z^2).
+    Distance,
+}
+
+impl PointFeature {
+    pub const NAMES: [&'static str; 11] = ["x", "y", "z", "intensity", "xc", "yc", "zc", "xp", "yp", "zp", "distance"];
+
+    pub fn parse(name: &str) -> Option<PointFeature> {
+        let i = Self::NAMES.iter().position(|n| *n == name)?;
+        Some(match i {
+            0..=3 => PointFeature::Raw(i),
+            4..=6 => PointFeature::Cluster(i - 4),
+            7..=9 => PointFeature::Center(i - 7),
+            _ => PointFeature::Distance,
+        })
+    }
+}
 
 /// The pillars of one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pillars {
-    /// `[max_pillars, max_points_per_pillar, 10]`, row-major; rows `>= count` are zero.
+    /// `[max_pillars, max_points_per_pillar, features]`, row-major; rows `>= count` are zero.
     pub voxels: Vec<f32>,
+    /// Features per point (the configuration's `point_features`).
+    pub num_features: usize,
+    /// Kept points of each valid pillar (`count` entries).
+    pub point_counts: Vec<u32>,
     /// One `(batch 0, z 0, y, x)` per valid pillar (`count` entries, no padding).
     pub coords: Vec<[i32; 4]>,
     /// Number of valid pillars (`<= max_pillars`).
@@ -104,13 +138,26 @@ fn check_config(cfg: &PointPillarsConfig) -> Result<(usize, usize)> {
     if cfg.max_pillars >= u32::MAX as usize - 2 {
         return bad(format!("max_pillars {} is too large", cfg.max_pillars));
     }
-    if cfg.num_point_features != NUM_FEATURES {
-        return bad(format!(
-            "num_point_features is {}, the pre-processing makes {NUM_FEATURES}",
-            cfg.num_point_features
-        ));
-    }
     Ok((nx, ny))
+}
+
+fn features_of(cfg: &PointPillarsConfig) -> Result<Vec<PointFeature>> {
+    let feats = cfg
+        .point_features
+        .iter()
+        .map(|n| {
+            PointFeature::parse(n).ok_or_else(|| {
+                Error::Other(format!(
+                    "PointPillars configuration: unknown point feature '{n}'; known: {}",
+                    PointFeature::NAMES.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if feats.is_empty() {
+        return Err(Error::Other("PointPillars configuration: point_features is empty".into()));
+    }
+    Ok(feats)
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -120,13 +167,15 @@ const DROPPED: u32 = u32::MAX - 1;
 /// With `calib`, only points in the camera's field of view are kept.
 pub fn voxelize(points: &[[f32; 4]], cfg: &PointPillarsConfig, calib: Option<&Calib>) -> Result<Pillars> {
     let (nx, ny) = check_config(cfg)?;
-    let (m, f, pmax) = (cfg.max_points_per_pillar, NUM_FEATURES, cfg.max_pillars);
+    let feats = features_of(cfg)?;
+    let (m, f, pmax) = (cfg.max_points_per_pillar, feats.len(), cfg.max_pillars);
     let r = cfg.point_cloud_range;
     let vs = cfg.voxel_size;
-    let fov = calib.map(|c| Fov::new(c, KITTI_IMAGE_SIZE));
+    let fov = calib.filter(|_| cfg.fov_points_only).map(|c| Fov::new(c, KITTI_IMAGE_SIZE));
 
     let mut grid = vec![EMPTY; nx * ny];
-    let mut voxels = vec![0f32; pmax * m * f];
+    // The kept raw points of each pillar, `m` slots per pillar.
+    let mut raw: Vec<[f32; 4]> = Vec::new();
     let mut coords: Vec<[i32; 4]> = Vec::new();
     let mut npts: Vec<u32> = Vec::new();
     let mut sums: Vec<[f64; 3]> = Vec::new();
@@ -156,6 +205,7 @@ pub fn voxelize(points: &[[f32; 4]], cfg: &PointPillarsConfig, calib: Option<&Ca
             if coords.len() < pmax {
                 *cell = coords.len() as u32;
                 coords.push([0, 0, iy as i32, ix as i32]);
+                raw.resize(raw.len() + m, [0.0; 4]);
                 npts.push(0);
                 sums.push([0.0; 3]);
             } else {
@@ -178,24 +228,33 @@ pub fn voxelize(points: &[[f32; 4]], cfg: &PointPillarsConfig, calib: Option<&Ca
         s[0] += f64::from(x);
         s[1] += f64::from(y);
         s[2] += f64::from(z);
-        voxels[(id * m + k) * f..(id * m + k) * f + 4].copy_from_slice(&p);
+        raw[id * m + k] = p;
     }
 
+    let mut voxels = vec![0f32; pmax * m * f];
     let cz = r[2] + 0.5 * vs[2];
     for (id, c) in coords.iter().enumerate() {
         let n = npts[id] as usize;
         let mean = sums[id].map(|s| (s / n as f64) as f32);
-        let cx = r[0] + (c[3] as f32 + 0.5) * vs[0];
-        let cy = r[1] + (c[2] as f32 + 0.5) * vs[1];
+        let centre = [r[0] + (c[3] as f32 + 0.5) * vs[0], r[1] + (c[2] as f32 + 0.5) * vs[1], cz];
         for k in 0..n {
+            let q = raw[id * m + k];
             let row = &mut voxels[(id * m + k) * f..(id * m + k + 1) * f];
-            let (x, y, z) = (row[0], row[1], row[2]);
-            row[4..10].copy_from_slice(&[x - mean[0], y - mean[1], z - mean[2], x - cx, y - cy, z - cz]);
+            for (v, feat) in row.iter_mut().zip(&feats) {
+                *v = match *feat {
+                    PointFeature::Raw(i) => q[i],
+                    PointFeature::Cluster(d) => q[d] - mean[d],
+                    PointFeature::Center(d) => q[d] - centre[d],
+                    PointFeature::Distance => (q[0] * q[0] + q[1] * q[1] + q[2] * q[2]).sqrt(),
+                };
+            }
         }
     }
 
     Ok(Pillars {
         voxels,
+        num_features: f,
+        point_counts: npts,
         count: coords.len(),
         coords,
         points_in_range: in_range,
@@ -219,67 +278,53 @@ fn int_tensor(dtype: DType, shape: Vec<usize>, v: Vec<i64>, name: &str) -> Resul
 }
 
 impl Pillars {
-    /// The model inputs `voxels` f32 `[P, M, 10]`, `voxel_idxs` `[P, 4]` and `voxel_num` `[1]`, the
-    /// integer inputs in the element type the model declares (int32 or int64). Padding rows of
-    /// `voxel_idxs` are zero. The model's P and M must be the configuration's.
-    pub fn to_inputs(&self, graph: &Graph) -> Result<Vec<(String, Tensor)>> {
-        let input = |name: &str| {
-            let v = graph.inputs.iter().find(|v| v.name == name).ok_or_else(|| {
-                let names: Vec<&str> = graph.inputs.iter().map(|v| v.name.as_str()).collect();
-                Error::Input {
-                    name: name.into(),
-                    msg: format!("the model has no such input; its inputs are {names:?}"),
-                }
-            })?;
-            let dims = v
-                .shape
-                .as_ref()
-                .and_then(crate::graph::static_dims)
-                .ok_or_else(|| Error::Input { name: name.into(), msg: "pillar inputs need a static shape".into() })?;
-            Ok::<_, Error>((v.dtype, dims))
+    /// The model inputs, as the model declares them (see [`ModelIo`]): pillar features
+    /// `[P, M, F]` (or `[1, P, M, F]`; float16 inputs get f16-rounded values), coordinates
+    /// `[P, 4]` (or `[1, P, 4]`) as (batch 0, z 0, y, x) with zero padding rows, and where the
+    /// model takes them the valid-pillar count and the points per pillar, in the model's integer
+    /// type. The model's P, M and F must be the pillars'.
+    pub fn to_inputs(&self, io: &ModelIo) -> Result<Vec<(String, Tensor)>> {
+        let want = [self.max_pillars, self.max_points, self.num_features];
+        if [io.max_pillars, io.max_points, io.num_features] != want {
+            return Err(Error::Input {
+                name: io.voxels.name.clone(),
+                msg: format!(
+                    "the model takes {:?}, the pillars are {want:?} (max_pillars, points, features)",
+                    io.voxels.shape
+                ),
+            });
+        }
+        let voxels = match io.voxels.dtype {
+            DType::F16 => self.voxels.iter().map(|&v| crate::exec::cpu::precision::round_f16(v)).collect(),
+            _ => self.voxels.clone(),
         };
-        let (vdt, vdims) = input("voxels")?;
-        let want = vec![self.max_pillars, self.max_points, NUM_FEATURES];
-        if vdt != DType::F32 {
-            return Err(Error::Input { name: "voxels".into(), msg: format!("expected float32, the model has {vdt}") });
-        }
-        if vdims != want {
-            return Err(Error::Input {
-                name: "voxels".into(),
-                msg: format!("the model takes {vdims:?}, the pillars are {want:?} (max_pillars, points, features)"),
-            });
-        }
-        let (idt, idims) = input("voxel_idxs")?;
-        if idims != [self.max_pillars, 4] {
-            return Err(Error::Input {
-                name: "voxel_idxs".into(),
-                msg: format!("the model takes {idims:?}, expected [{}, 4]", self.max_pillars),
-            });
-        }
-        let (ndt, ndims) = input("voxel_num")?;
-        if ndims.iter().product::<usize>() != 1 {
-            return Err(Error::Input { name: "voxel_num".into(), msg: format!("expected one element, got {ndims:?}") });
-        }
         let mut idxs = vec![0i64; self.max_pillars * 4];
         for (row, c) in idxs.chunks_exact_mut(4).zip(&self.coords) {
             for (d, v) in row.iter_mut().zip(c) {
                 *d = i64::from(*v);
             }
         }
-        Ok(vec![
-            ("voxels".into(), Tensor::f32(want, self.voxels.clone())),
-            ("voxel_idxs".into(), int_tensor(idt, idims, idxs, "voxel_idxs")?),
-            ("voxel_num".into(), int_tensor(ndt, ndims, vec![self.count as i64], "voxel_num")?),
-        ])
+        let mut inputs = vec![
+            (io.voxels.name.clone(), Tensor::f32(io.voxels.shape.clone(), voxels)),
+            (io.coords.name.clone(), int_tensor(io.coords.dtype, io.coords.shape.clone(), idxs, &io.coords.name)?),
+        ];
+        if let Some(c) = &io.count {
+            inputs.push((c.name.clone(), int_tensor(c.dtype, c.shape.clone(), vec![self.count as i64], &c.name)?));
+        }
+        if let Some(c) = &io.point_counts {
+            let mut n = vec![0i64; self.max_pillars];
+            for (d, &k) in n.iter_mut().zip(&self.point_counts) {
+                *d = i64::from(k);
+            }
+            inputs.push((c.name.clone(), int_tensor(c.dtype, c.shape.clone(), n, &c.name)?));
+        }
+        Ok(inputs)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, HashMap};
-
     use super::*;
-    use crate::graph::{fixed, ValueInfo};
 
     /// x [0, 4), y [-4, 4), z [-3, 1); 1 m pillars: 4 x 8 cells; centre z = -1.
     fn cfg(max_pillars: usize) -> PointPillarsConfig {
@@ -292,8 +337,8 @@ mod tests {
     }
 
     fn feats(p: &Pillars, pillar: usize, point: usize) -> &[f32] {
-        let i = (pillar * p.max_points + point) * NUM_FEATURES;
-        &p.voxels[i..i + NUM_FEATURES]
+        let i = (pillar * p.max_points + point) * p.num_features;
+        &p.voxels[i..i + p.num_features]
     }
 
     #[test]
@@ -384,21 +429,21 @@ mod tests {
         assert_eq!(voxelize(&pts, &c, None).unwrap().points_in_range, 4);
     }
 
-    fn graph(idt: DType, ndt: DType, p: usize) -> Graph {
-        let vi = |n: &str, dtype, s: &[usize]| ValueInfo { name: n.into(), dtype, shape: Some(fixed(s)) };
-        Graph {
-            name: "t".into(),
-            nodes: vec![],
-            inputs: vec![
-                vi("voxels", DType::F32, &[p, 32, 10]),
-                vi("voxel_idxs", idt, &[p, 4]),
-                vi("voxel_num", ndt, &[1]),
-            ],
-            outputs: vec![],
-            initializers: HashMap::new(),
-            values: HashMap::new(),
-            metadata: BTreeMap::new(),
-            opset: 17,
+    fn io(idt: DType, ndt: DType, p: usize) -> ModelIo {
+        use crate::pointpillars::interface::{HeadPort, Port};
+        let port = |n: &str, dtype, shape: Vec<usize>| Port { name: n.into(), dtype, shape };
+        let head = |n: &str| HeadPort { name: n.into(), nchw: false, channels: 0 };
+        ModelIo {
+            voxels: port("voxels", DType::F32, vec![p, 32, 10]),
+            coords: port("voxel_idxs", idt, vec![p, 4]),
+            count: Some(port("voxel_num", ndt, vec![1])),
+            point_counts: None,
+            cls: head("cls_preds"),
+            boxes: head("box_preds"),
+            dir: head("dir_cls_preds"),
+            max_pillars: p,
+            max_points: 32,
+            num_features: 10,
         }
     }
 
@@ -406,30 +451,31 @@ mod tests {
     fn inputs_in_the_declared_int_types() {
         let pts = [[2.5, 0.5, 0.0, 0.0], [0.5, -3.5, 0.0, 0.0]];
         let p = voxelize(&pts, &cfg(4), None).unwrap();
-        let ins = p.to_inputs(&graph(DType::I32, DType::I32, 4)).unwrap();
+        let ins = p.to_inputs(&io(DType::I32, DType::I32, 4)).unwrap();
         assert_eq!(ins.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), ["voxels", "voxel_idxs", "voxel_num"]);
         assert_eq!(ins[0].1.shape, [4, 32, 10]);
         assert_eq!(ins[1].1.data, Data::I32(vec![0, 0, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(ins[2].1.data, Data::I32(vec![2]));
-        let ins = p.to_inputs(&graph(DType::I64, DType::I64, 4)).unwrap();
+        let ins = p.to_inputs(&io(DType::I64, DType::I64, 4)).unwrap();
         assert_eq!(ins[1].1.data, Data::I64(vec![0, 0, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(ins[1].1.shape, [4, 4]);
         assert_eq!(ins[2].1.data, Data::I64(vec![2]));
         // Mixed, wrong P, wrong type.
-        let ins = p.to_inputs(&graph(DType::I64, DType::I32, 4)).unwrap();
+        let ins = p.to_inputs(&io(DType::I64, DType::I32, 4)).unwrap();
         assert_eq!((ins[1].1.dtype(), ins[2].1.dtype()), (DType::I64, DType::I32));
-        let e = p.to_inputs(&graph(DType::I32, DType::I32, 5)).unwrap_err().to_string();
+        let e = p.to_inputs(&io(DType::I32, DType::I32, 5)).unwrap_err().to_string();
         assert!(e.contains("voxels") && e.contains("[5, 32, 10]"), "{e}");
-        let e = p.to_inputs(&graph(DType::F32, DType::I32, 4)).unwrap_err().to_string();
+        let e = p.to_inputs(&io(DType::F32, DType::I32, 4)).unwrap_err().to_string();
         assert!(e.contains("voxel_idxs") && e.contains("int32 or int64"), "{e}");
     }
 
     #[test]
     fn bundled_small_model_inputs() {
         let model = crate::model::Model::load(&crate::cli::bundled_model("pointpillars_small.onnx")).unwrap();
-        let c = PointPillarsConfig::from_graph(&model.graph).unwrap().unwrap();
+        let r = crate::pointpillars::config::resolve(&model.graph, &model.file.path, None, None).unwrap();
+        let c = r.cfg;
         let p = voxelize(&[[10.0, 1.0, -1.0, 0.3]], &c, None).unwrap();
-        let ins = p.to_inputs(&model.graph).unwrap();
+        let ins = p.to_inputs(&r.io).unwrap();
         assert_eq!(ins[0].1.shape, [c.max_pillars, 32, 10]);
         assert_eq!(ins[1].1.dtype(), DType::I32);
         // x 10 / 0.32 -> 31, y (1 + 39.68) / 0.32 -> 127.
@@ -445,5 +491,61 @@ mod tests {
         let mut c = cfg(4);
         c.grid_size = [4, 8, 2];
         assert!(voxelize(&[], &c, None).unwrap_err().to_string().contains("grid_size"));
+    }
+
+    #[test]
+    fn feature_list_drives_the_features() {
+        // One pillar (ix 2, iy 4: centre (2.5, 0.5, -1)) with two points; mean (2.5, 0.5, -1.0).
+        let pts = [[2.25, 0.25, -1.5, 0.1], [2.75, 0.75, -0.5, 0.3]];
+        let full = voxelize(&pts, &cfg(4), None).unwrap();
+        // mmdetection3d's nine (no zp), a reordered list, and OpenPCDet's WITH_DISTANCE eleven.
+        let mut c = cfg(4);
+        c.point_features = ["x", "y", "z", "intensity", "xc", "yc", "zc", "xp", "yp"].map(String::from).to_vec();
+        let nine = voxelize(&pts, &c, None).unwrap();
+        assert_eq!(nine.num_features, 9);
+        assert_eq!(feats(&nine, 0, 1), &feats(&full, 0, 1)[..9]);
+        c.point_features = ["zp", "intensity", "x"].map(String::from).to_vec();
+        let re = voxelize(&pts, &c, None).unwrap();
+        assert_eq!(feats(&re, 0, 0), &[-0.5, 0.1, 2.25]);
+        assert_eq!(feats(&re, 0, 1), &[0.5, 0.3, 2.75]);
+        c.point_features = POINT_FEATURES_10.iter().chain(&["distance"]).map(|s| s.to_string()).collect();
+        let eleven = voxelize(&pts, &c, None).unwrap();
+        assert_eq!(&feats(&eleven, 0, 0)[..10], feats(&full, 0, 0));
+        assert_eq!(feats(&eleven, 0, 0)[10], (2.25f32 * 2.25 + 0.25 * 0.25 + 1.5 * 1.5).sqrt());
+        // Padding stays zero whatever the list.
+        assert!(eleven.voxels[2 * 11..].iter().all(|&v| v == 0.0));
+        c.point_features = vec!["x".into(), "speed".into()];
+        let e = voxelize(&pts, &c, None).unwrap_err().to_string();
+        assert!(e.contains("speed") && e.contains("distance"), "{e}");
+    }
+
+    #[test]
+    fn fov_points_only_false_keeps_points_outside_the_image() {
+        let mut c = cfg(10);
+        c.point_cloud_range = [0.0, -40.0, -3.0, 40.0, 40.0, 1.0];
+        c.grid_size = [40, 80, 1];
+        let pts = [[10.0, 0.0, -1.0, 0.5], [5.0, 30.0, -1.0, 0.5]];
+        assert_eq!(voxelize(&pts, &c, Some(&Calib::typical())).unwrap().points_in_range, 1);
+        c.fov_points_only = false;
+        assert_eq!(voxelize(&pts, &c, Some(&Calib::typical())).unwrap().points_in_range, 2);
+    }
+
+    #[test]
+    fn float16_and_batched_inputs() {
+        let pts = [[2.3, 0.5, 0.0, 0.1]];
+        let p = voxelize(&pts, &cfg(4), None).unwrap();
+        let mut io = io(DType::I64, DType::I32, 4);
+        io.voxels.dtype = DType::F16;
+        io.voxels.shape = vec![1, 4, 32, 10];
+        io.coords.shape = vec![1, 4, 4];
+        let ins = p.to_inputs(&io).unwrap();
+        assert_eq!(ins[0].1.shape, [1, 4, 32, 10]);
+        assert_eq!(ins[1].1.shape, [1, 4, 4]);
+        // 2.3 is not an f16 value: the nearest is 2.30078125.
+        assert_eq!(ins[0].1.as_f32().unwrap()[0], 2.300_781_3);
+        io.point_counts =
+            Some(crate::pointpillars::interface::Port { name: "num_points".into(), dtype: DType::I32, shape: vec![4] });
+        let ins = p.to_inputs(&io).unwrap();
+        assert_eq!(ins[3].1.data, Data::I32(vec![1, 0, 0, 0]));
     }
 }

@@ -65,8 +65,11 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
+    /// The model, its pre/post-processing configuration (a `--config` changes the results), the
+    /// frames and the chunking.
     fn eval_key(&self) -> String {
-        sha256_hex(format!("pillarq-eval-v1|{}|{}|{}", self.model_hash, self.set.key(), self.chunk).as_bytes())
+        let cfg = crate::pointpillars::config::to_metadata_json(&self.detector.cfg);
+        sha256_hex(format!("pillarq-eval-v2|{}|{cfg}|{}|{}", self.model_hash, self.set.key(), self.chunk).as_bytes())
     }
 
     pub fn plan_key(&self, plan: &PrecisionPlan) -> String {

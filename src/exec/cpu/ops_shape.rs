@@ -61,7 +61,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
     }
     if let Some(i) = infer {
         let rest: usize = out.iter().product();
-        if rest == 0 || total % rest != 0 {
+        if rest == 0 || !total.is_multiple_of(rest) {
             return Err(OpError(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
         }
         out[i] = total / rest;

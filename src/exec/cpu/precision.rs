@@ -341,7 +341,7 @@ mod tests {
         for _ in 0..200_000 {
             let e = (rng.next_u64() % 60) as i32 - 40;
             let m = (rng.next_u64() % 1_000_000) as f32 / 1e6 + 1.0;
-            let s = if rng.next_u64() % 2 == 0 { 1.0 } else { -1.0 };
+            let s = if rng.next_u64().is_multiple_of(2) { 1.0 } else { -1.0 };
             vals.push(s * m * 2f32.powi(e));
             vals.push(f32::from_bits(rng.next_u64() as u32));
         }
