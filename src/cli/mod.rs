@@ -1,5 +1,6 @@
 //! The command-line layer: parse arguments, call library stages, print results.
 
+mod annotate;
 mod bench;
 mod build;
 mod calib_sweep;
@@ -48,6 +49,11 @@ enum Command {
     ///
     /// Example: pillarq infer onnx/pointpillars_small.onnx --random 0 --out out/infer
     Infer(infer::Args),
+    /// Write a model's pre/post-processing configuration (OpenPCDet YAML or pillarq's keys) into
+    /// its metadata, so later commands need no --config; the rest of the file stays byte-identical.
+    ///
+    /// Example: pillarq annotate pointpillar.onnx --config pointpillar.yaml --out pointpillar_pq.onnx
+    Annotate(annotate::Args),
     /// Run the pipeline end to end on the bundled small model: inspect, synthetic data, detect, KITTI AP.
     Demo(demo::Args),
     /// Detect objects in a KITTI split and write KITTI result files.
@@ -138,6 +144,7 @@ pub fn main() -> i32 {
     let r = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Infer(a) => infer::run(a),
+        Command::Annotate(a) => annotate::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Detect(a) => detect::run(a),

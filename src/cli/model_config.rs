@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use crate::model::Model;
@@ -40,8 +40,7 @@ impl ConfigArgs {
 
     /// The model's configuration, reconciled with its inputs and outputs.
     pub fn resolve(&self, model: &Model) -> Result<ResolvedModel> {
-        resolve(&model.graph, &model.file.path, self.config.as_deref(), Some(self.flags()))
-            .with_context(|| format!("the pre/post-processing configuration of {}", model.file.path.display()))
+        Ok(resolve(&model.graph, &model.file.path, self.config.as_deref(), Some(self.flags()))?)
     }
 
     /// A detector for the model with this configuration.

@@ -7,6 +7,7 @@ pub mod proto {
 }
 
 mod io;
+pub mod metadata;
 
 pub mod build;
 

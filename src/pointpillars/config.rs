@@ -312,6 +312,9 @@ pub fn resolve(
     };
     let io = discover(graph, &cfg, &origin).map_err(|e| match e {
         Error::Other(msg) => Error::Model { file: model_path.to_path_buf(), msg },
+        Error::Input { name, msg } => {
+            Error::Model { file: model_path.to_path_buf(), msg: format!("input '{name}': {msg}") }
+        }
         other => other,
     })?;
     let name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -322,4 +325,134 @@ pub fn resolve(
 /// The configuration as metadata JSON (what `pillarq annotate` writes).
 pub fn to_metadata_json(cfg: &PointPillarsConfig) -> String {
     serde_json::to_string(cfg).expect("a configuration always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+
+    /// OpenPCDet's KITTI pointpillar.yaml (the keys pillarq reads) and its dataset base config,
+    /// laid out as in an OpenPCDet checkout: tools/cfgs/{kitti_models,dataset_configs}.
+    fn openpcdet_tree(rotations: &str) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let cfgs = t.path().join("tools/cfgs");
+        std::fs::create_dir_all(cfgs.join("kitti_models")).unwrap();
+        std::fs::create_dir_all(cfgs.join("dataset_configs")).unwrap();
+        std::fs::write(
+            cfgs.join("dataset_configs/kitti_dataset.yaml"),
+            "POINT_CLOUD_RANGE: [0, -40, -3, 70.4, 40, 1]\nFOV_POINTS_ONLY: True\n\
+             POINT_FEATURE_ENCODING: {encoding_type: absolute_coordinates_encoding,\n  \
+             used_feature_list: ['x', 'y', 'z', 'intensity'], src_feature_list: ['x', 'y', 'z', 'intensity']}\n",
+        )
+        .unwrap();
+        let anchor = |c: &str, s: &str, z: f32| {
+            format!(
+                "{{'class_name': '{c}', 'anchor_sizes': [{s}], 'anchor_rotations': {rotations}, \
+                 'anchor_bottom_heights': [{z}], 'align_center': False, 'feature_map_stride': 2}}"
+            )
+        };
+        let model = format!(
+            "CLASS_NAMES: ['Car', 'Pedestrian', 'Cyclist']\nDATA_CONFIG:\n  _BASE_CONFIG_: cfgs/dataset_configs/kitti_dataset.yaml\n  \
+             POINT_CLOUD_RANGE: [0, -39.68, -3, 69.12, 39.68, 1]\n  DATA_PROCESSOR:\n    - NAME: transform_points_to_voxels\n      \
+             VOXEL_SIZE: [0.16, 0.16, 4]\n      MAX_POINTS_PER_VOXEL: 32\n      MAX_NUMBER_OF_VOXELS: {{'train': 16000, 'test': 40000}}\n\
+             MODEL:\n  VFE: {{NAME: PillarVFE, WITH_DISTANCE: False, USE_ABSLOTE_XYZ: True, USE_NORM: True}}\n  DENSE_HEAD:\n    \
+             NAME: AnchorHeadSingle\n    DIR_OFFSET: 0.78539\n    DIR_LIMIT_OFFSET: 0.0\n    NUM_DIR_BINS: 2\n    \
+             ANCHOR_GENERATOR_CONFIG: [{}, {}, {}]\n  POST_PROCESSING:\n    SCORE_THRESH: 0.1\n    NMS_CONFIG: {{MULTI_CLASSES_NMS: False, \
+             NMS_TYPE: nms_gpu, NMS_THRESH: 0.01, NMS_PRE_MAXSIZE: 4096, NMS_POST_MAXSIZE: 500}}\n",
+            anchor("Car", "[3.9, 1.6, 1.56]", -1.78),
+            anchor("Pedestrian", "[0.8, 0.6, 1.73]", -0.6),
+            anchor("Cyclist", "[1.76, 0.6, 1.73]", -0.6)
+        );
+        let path = cfgs.join("kitti_models/pointpillar.yaml");
+        std::fs::write(&path, model).unwrap();
+        (t, path)
+    }
+
+    #[test]
+    fn openpcdet_kitti_yaml_equals_the_kitti_models_metadata() {
+        let (_t, yaml) = openpcdet_tree("[0, 1.5707963]");
+        let model = Model::load(&crate::cli::bundled_model("pointpillars_kitti.onnx")).unwrap();
+        let from_meta = resolve(&model.graph, &model.file.path, None, None).unwrap();
+        // The YAML alone (metadata dropped) describes the same pre/post-processing.
+        let mut g = model.graph.clone();
+        g.metadata.clear();
+        let from_yaml = resolve(&g, &model.file.path, Some(&yaml), None).unwrap();
+        let (mut a, b) = (from_yaml.cfg, from_meta.cfg);
+        assert_eq!(a.config, "pointpillar.yaml");
+        a.config = b.config.clone();
+        a.layout = b.layout.clone();
+        assert_eq!(a, b);
+        assert_eq!(from_yaml.io, from_meta.io);
+    }
+
+    #[test]
+    fn cuda_pointpillars_rotations_and_base_resolution() {
+        // CUDA-PointPillars writes the rotations as [0, 1.57]; the base file is two folders up.
+        let (_t, yaml) = openpcdet_tree("[0, 1.57]");
+        let layer = ConfigLayer::read_file(&yaml).unwrap();
+        assert!(layer.notes.is_empty(), "{:?}", layer.notes);
+        assert_eq!(layer.values["fov_points_only"], true);
+        assert_eq!(layer.values["grid_size"], serde_json::json!([432, 496, 1]));
+        assert_eq!(layer.values["max_pillars"], 40000);
+        assert_eq!(
+            layer.keys["max_pillars"],
+            "DATA_CONFIG.DATA_PROCESSOR[transform_points_to_voxels].MAX_NUMBER_OF_VOXELS.test"
+        );
+        assert_eq!(layer.values["anchors"][0]["rotations"], serde_json::json!([0.0, 1.57f32 as f64]));
+        assert_eq!(
+            layer.values["point_features"],
+            serde_json::json!(["x", "y", "z", "intensity", "xc", "yc", "zc", "xp", "yp", "zp"])
+        );
+    }
+
+    #[test]
+    fn vfe_flags_and_several_anchor_sizes() {
+        let (t, yaml) = openpcdet_tree("[0, 1.57]");
+        let text = std::fs::read_to_string(&yaml)
+            .unwrap()
+            .replace("WITH_DISTANCE: False, USE_ABSLOTE_XYZ: True", "WITH_DISTANCE: True, USE_ABSLOTE_XYZ: False")
+            .replace("'anchor_sizes': [[3.9, 1.6, 1.56]]", "'anchor_sizes': [[3.9, 1.6, 1.56], [4.7, 2.1, 1.7]]")
+            .replace("'align_center': False", "'align_center': True");
+        let p = t.path().join("tools/cfgs/kitti_models/variant.yaml");
+        std::fs::write(&p, text).unwrap();
+        let l = ConfigLayer::read_file(&p).unwrap();
+        assert_eq!(
+            l.values["point_features"],
+            serde_json::json!(["intensity", "xc", "yc", "zc", "xp", "yp", "zp", "distance"])
+        );
+        assert_eq!(l.values["num_point_features"], 8);
+        // Per location: class, then size, then rotation.
+        let a = l.values["anchors"].as_array().unwrap();
+        let sizes: Vec<(&str, f64)> =
+            a.iter().map(|x| (x["class"].as_str().unwrap(), x["size"][0].as_f64().unwrap())).collect();
+        assert_eq!(
+            sizes,
+            [
+                ("Car", 3.9f32 as f64),
+                ("Car", 4.7f32 as f64),
+                ("Pedestrian", 0.8f32 as f64),
+                ("Cyclist", 1.76f32 as f64)
+            ]
+        );
+        assert!(a.iter().all(|x| x["align_center"] == true));
+    }
+
+    #[test]
+    fn pillarq_schema_json_and_precedence() {
+        let model = Model::load(&crate::cli::bundled_model("pointpillars_small.onnx")).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("over.json");
+        std::fs::write(&p, r#"{"pointpillars": {"score_threshold": 0.3, "nms_iou": 0.2}}"#).unwrap();
+        let flags = ConfigLayer::flags(vec![("nms_iou", "--nms-iou", serde_json::json!(0.5))]);
+        let r = resolve(&model.graph, &model.file.path, Some(&p), Some(flags)).unwrap();
+        // metadata < config < flags
+        assert_eq!((r.cfg.score_threshold, r.cfg.nms_iou, r.cfg.max_pillars), (0.3, 0.5, 8000));
+        std::fs::write(&p, r#"{"score_threshold": "high"}"#).unwrap();
+        let e = resolve(&model.graph, &model.file.path, Some(&p), None).unwrap_err().to_string();
+        assert!(e.contains("over.json") && e.contains("score_threshold") && e.contains("string"), "{e}");
+        let flags = ConfigLayer::flags(vec![("score_threshold", "--score-threshold", serde_json::json!(7.0))]);
+        let e = resolve(&model.graph, &model.file.path, None, Some(flags)).unwrap_err().to_string();
+        assert!(e.contains("--score-threshold") && e.contains("[0, 1]"), "{e}");
+    }
 }

@@ -34,7 +34,9 @@ pub fn read_yaml(path: &Path) -> Result<Value> {
     let parsed: std::result::Result<Value, String> = if is_json {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
-        serde_saphyr::from_str(&text).map_err(|e| e.to_string())
+        // YAML 1.2 booleans only (true/True/TRUE, false/...): a feature named `y` stays a name.
+        serde_saphyr::from_str_with_options(&text, serde_saphyr::options! { strict_booleans: true })
+            .map_err(|e| e.to_string())
     };
     parsed
         .map_err(|e| Error::config(path, "(file)", format!("not valid {}: {e}", if is_json { "JSON" } else { "YAML" })))

@@ -391,6 +391,49 @@ mod tests {
     }
 
     #[test]
+    fn align_center_anchors_sit_at_cell_centres() {
+        // OpenPCDet's align_center = True: x = x0 + (ix + 0.5) (x1 - x0) / W, per class.
+        let mut c = cfg();
+        c.anchors[1].align_center = true;
+        let an = generate_anchors(&c).unwrap();
+        let ped = an.boxes[anchor_index(2, 3, 2)];
+        assert!(close(&ped[..2], &[3.5 * 1.0, -4.0 + 2.5 * 1.0], 1e-6), "{ped:?}");
+        let car = an.boxes[anchor_index(2, 3, 0)];
+        assert!(close(&car[..2], &[3.0 * 8.0 / 7.0, -4.0 + 2.0 * 8.0 / 7.0], 1e-6), "{car:?}");
+    }
+
+    #[test]
+    fn nchw_heads_decode_as_nhwc() {
+        let i = anchor_index(2, 3, 1);
+        let mut m = maps();
+        m.0[i * 3] = 2.0;
+        let nhwc = decode_detections(&outputs(m.clone()), &cfg()).unwrap();
+        let to_nchw = |v: &[f32], ch: usize| {
+            let mut o = vec![0f32; v.len()];
+            for p in 0..64 {
+                for c in 0..ch {
+                    o[c * 64 + p] = v[p * ch + c];
+                }
+            }
+            o
+        };
+        let outs = vec![
+            ("c".to_string(), Tensor::f32(vec![1, A * 3, 8, 8], to_nchw(&m.0, A * 3))),
+            ("b".to_string(), Tensor::f32(vec![1, A * 7, 8, 8], to_nchw(&m.1, A * 7))),
+            ("d".to_string(), Tensor::f32(vec![1, A * 2, 8, 8], to_nchw(&m.2, A * 2))),
+        ];
+        let port = |n: &str| HeadPort { name: n.into(), nchw: true, channels: 0 };
+        let nchw = decode_heads(&outs, &cfg(), [&port("c"), &port("b"), &port("d")]).unwrap();
+        assert_eq!(nhwc.len(), 1);
+        assert_eq!(nhwc, nchw);
+        // An NCHW port given NHWC maps is a shape error naming the layout.
+        let e = decode_heads(&outputs(m), &cfg(), [&port("cls_preds"), &port("box_preds"), &port("dir_cls_preds")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NCHW") && e.contains("cls_preds"), "{e}");
+    }
+
+    #[test]
     fn one_anchor_decodes_to_its_box() {
         let i = anchor_index(2, 3, 1); // Car, yaw pi/2
         let mut m = maps();

@@ -1,0 +1,415 @@
+//! Bring your own model: the bundled small model exported the way NVIDIA's CUDA-PointPillars tool
+//! exports it (scripts/thirdparty_fixture.py: opset 11, PPScatterPlugin, PyTorch-style names,
+//! Reshape/BatchNorm PFN, no metadata) with an OpenPCDet model YAML
+//! (tests/fixtures/openpcdet/tools/cfgs/kitti_models/pointpillar_small.yaml, whose
+//! _BASE_CONFIG_ sits two folders up), and an mmdetection3d-style 9-feature variant with a
+//! pillarq-schema YAML. Every command that needs pre/post-processing runs on them with --config
+//! or after `pillarq annotate`; bad configs are errors naming file and key.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::pillarq_bin;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    nvidia: PathBuf,
+    mmdet9: PathBuf,
+    data: PathBuf,
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn yaml() -> PathBuf {
+    common::repo().join("tests/fixtures/openpcdet/tools/cfgs/kitti_models/pointpillar_small.yaml")
+}
+
+fn yaml9() -> PathBuf {
+    common::repo().join("tests/fixtures/openpcdet/tools/cfgs/kitti_models/pointpillar_mmdet9.yaml")
+}
+
+/// The exported models and a small synthetic KITTI set, made once for all tests.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(common::python())
+            .arg(common::repo().join("scripts/thirdparty_fixture.py"))
+            .args(["--out", s(dir.path())])
+            .output()
+            .expect("python");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let data = dir.path().join("data");
+        let (code, _, err) = pillarq_bin(&["synth", "--out", s(&data), "--train", "3", "--val", "5", "--seed", "3"]);
+        assert_eq!(code, 0, "{err}");
+        Fixture {
+            nvidia: dir.path().join("pointpillar_nvidia.onnx"),
+            mmdet9: dir.path().join("pointpillar_mmdet9.onnx"),
+            data,
+            _dir: dir,
+        }
+    })
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let (code, out, err) = pillarq_bin(args);
+    assert_eq!(code, 0, "pillarq {}: {err}", args.join(" "));
+    (out, err)
+}
+
+fn fails(args: &[&str]) -> String {
+    let (code, out, err) = pillarq_bin(args);
+    assert_ne!(code, 0, "pillarq {} should fail: {out}", args.join(" "));
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// `{"class", "score", "box"}` of every detection of a detect output folder, frame by frame.
+fn detections(dir: &Path) -> Vec<(String, Vec<(String, f64, Vec<f64>)>)> {
+    let mut frames: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    frames.sort();
+    frames
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+            let dets = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    (
+                        d["class"].to_string(),
+                        d["score"].as_f64().unwrap(),
+                        d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+                    )
+                })
+                .collect();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), dets)
+        })
+        .collect()
+}
+
+fn assert_same_detections(a: &Path, b: &Path) -> usize {
+    let (da, db) = (detections(a), detections(b));
+    assert_eq!(da.len(), db.len());
+    let mut n = 0;
+    for ((fa, xa), (fb, xb)) in da.iter().zip(&db) {
+        assert_eq!(fa, fb);
+        assert_eq!(xa.len(), xb.len(), "{fa}: detection counts differ");
+        for (p, q) in xa.iter().zip(xb) {
+            assert_eq!(p.0, q.0, "{fa}: class");
+            assert!((p.1 - q.1).abs() <= 1e-4, "{fa}: score {} vs {}", p.1, q.1);
+            for (u, v) in p.2.iter().zip(&q.2) {
+                assert!((u - v).abs() <= 1e-3, "{fa}: box {:?} vs {:?}", p.2, q.2);
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn without_a_config_the_error_says_how_to_fix_it() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let e = fails(&["detect", "--model", s(&f.nvidia), "--data", s(&f.data), "--out", s(&tmp.path().join("p"))]);
+    assert!(
+        e.contains("no 'pointpillars' metadata") && e.contains("--config") && e.contains("pillarq annotate"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nvidia_export_detects_as_the_bundled_model() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (tmp.path().join("bundled"), tmp.path().join("nvidia"));
+    let bundled = common::bundled("pointpillars_small.onnx");
+    ok(&["detect", "--model", s(&bundled), "--data", s(&f.data), "--out", s(&ours), "-q"]);
+    let (_, err) = ok(&[
+        "detect",
+        "--model",
+        s(&f.nvidia),
+        "--config",
+        s(&yaml()),
+        "--data",
+        s(&f.data),
+        "--out",
+        s(&theirs),
+        "-q",
+    ]);
+    // MAX_NUMBER_OF_VOXELS test 40000 vs the model's 8000: the model wins, said once.
+    assert_eq!(err.matches("40000 pillars").count(), 1, "{err}");
+    assert!(err.contains("takes 8000"), "{err}");
+    let n = assert_same_detections(&ours, &theirs);
+    assert!(n > 20, "{n} detections");
+
+    // eval --model and --preds agree with the bundled model's table.
+    let map = |args: &[&str]| -> f64 {
+        let (out, _) = ok(args);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["map"].as_f64().unwrap()
+    };
+    let a = map(&["eval", "--model", s(&bundled), "--data", s(&f.data), "--json", "-q"]);
+    let b = map(&["eval", "--model", s(&f.nvidia), "--config", s(&yaml()), "--data", s(&f.data), "--json", "-q"]);
+    assert!((a - b).abs() < 1e-9 && a > 0.0, "{a} vs {b}");
+}
+
+#[test]
+fn annotate_round_trips() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let annotated = tmp.path().join("annotated.onnx");
+    let (out, _) = ok(&["annotate", s(&f.nvidia), "--config", s(&yaml()), "--out", s(&annotated)]);
+    assert!(out.contains("voxels") && out.contains("cls_preds"), "{out}");
+    // The original bytes are a prefix: one metadata entry appended, nothing else re-encoded.
+    let (orig, new) = (std::fs::read(&f.nvidia).unwrap(), std::fs::read(&annotated).unwrap());
+    assert_eq!(&new[..orig.len()], &orig[..]);
+    assert!(new.len() > orig.len());
+    // Annotating again replaces the entry: same bytes.
+    let again = tmp.path().join("again.onnx");
+    ok(&["annotate", s(&annotated), "--config", s(&yaml()), "--out", s(&again)]);
+    assert_eq!(std::fs::read(&again).unwrap(), new);
+    // Later commands need no --config, and detect the same.
+    let (p1, p2) = (tmp.path().join("p1"), tmp.path().join("p2"));
+    ok(&["detect", "--model", s(&annotated), "--data", s(&f.data), "--out", s(&p1), "-q"]);
+    ok(&["detect", "--model", s(&f.nvidia), "--config", s(&yaml()), "--data", s(&f.data), "--out", s(&p2), "-q"]);
+    assert!(assert_same_detections(&p1, &p2) > 0);
+    // The metadata holds the reconciled configuration (the model's 8000 pillars).
+    let (json, _) = ok(&["inspect", s(&annotated), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(v["metadata"]["pointpillars"].as_str().unwrap()).unwrap();
+    assert_eq!(meta["max_pillars"], 8000);
+    assert_eq!(meta["grid_size"], serde_json::json!([216, 248, 1]));
+    // Precedence: metadata < --config < flags.
+    let p3 = tmp.path().join("p3");
+    ok(&["detect", "--model", s(&annotated), "--score-threshold", "0.5", "--data", s(&f.data), "--out", s(&p3), "-q"]);
+    let (all, high) = (detections(&p1), detections(&p3));
+    let count = |d: &[(String, Vec<(String, f64, Vec<f64>)>)]| d.iter().map(|f| f.1.len()).sum::<usize>();
+    assert!(count(&high) < count(&all) && high.iter().all(|f| f.1.iter().all(|d| d.1 >= 0.5)));
+}
+
+#[test]
+fn quantization_commands_run_with_the_config() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, y, d) = (s(&f.nvidia), yaml(), s(&f.data));
+    let cal = tmp.path().join("calib");
+    ok(&[
+        "calibrate",
+        "--model",
+        m,
+        "--config",
+        s(&y),
+        "--data",
+        d,
+        "--frames",
+        "2",
+        "--method",
+        "max",
+        "--out",
+        s(&cal),
+        "-q",
+    ]);
+    let calib = cal.join("pointpillar_nvidia-max-2.json");
+    assert!(calib.exists());
+    let cache = tmp.path().join("cache");
+    let common = ["--config", s(&y), "--data", d, "--frames", "2", "--calib", s(&calib), "--cache", s(&cache), "-q"];
+    let (out, _) = ok(&[&["sensitivity", "--model", m][..], &common].concat());
+    assert!(out.contains("MatMul_1") && out.contains("Conv_8"), "{out}");
+    let cands = tmp.path().join("candidates.json");
+    let (out, _) = ok(&[&["search", "--model", m, "--top-k", "2", "--out", s(&cands)][..], &common].concat());
+    assert!(cands.exists(), "{out}");
+    ok(&[
+        "calib-sweep",
+        "--model",
+        m,
+        "--config",
+        s(&y),
+        "--data",
+        d,
+        "--frames",
+        "2",
+        "--max-n",
+        "1",
+        "--draws",
+        "1",
+        "--methods",
+        "max",
+        "--cache",
+        s(&cache),
+        "--out",
+        s(&tmp.path().join("sweep.json")),
+        "-q",
+    ]);
+}
+
+#[test]
+fn voxelize_takes_the_config() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let vox = tmp.path().join("vox");
+    let scan = f.data.join("training/velodyne/000003.bin");
+    let calib = f.data.join("training/calib/000003.txt");
+    let (out, _) = ok(&[
+        "voxelize",
+        "--model",
+        s(&f.nvidia),
+        "--config",
+        s(&yaml()),
+        "--points",
+        s(&scan),
+        "--calib",
+        s(&calib),
+        "--out",
+        s(&vox),
+    ]);
+    assert!(out.contains("[8000, 32, 10]"), "{out}");
+}
+
+#[test]
+fn nine_feature_model_detects_through_its_config() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    // The voxels it gets: the ten-feature pillars without the z offset to the pillar centre.
+    let (v9, v10) = (tmp.path().join("v9"), tmp.path().join("v10"));
+    let scan = f.data.join("training/velodyne/000004.bin");
+    ok(&["voxelize", "--model", s(&f.mmdet9), "--config", s(&yaml9()), "--points", s(&scan), "--out", s(&v9)]);
+    ok(&["voxelize", "--model", s(&f.nvidia), "--config", s(&yaml()), "--points", s(&scan), "--out", s(&v10)]);
+    let load = |p: &Path| pillarq::npy::read_npy(p).unwrap();
+    let (a, b) = (load(&v9.join("voxels.npy")), load(&v10.join("voxels.npy")));
+    assert_eq!(a.shape, [1, 8000, 32, 9]);
+    let (a, b) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+    for (row9, row10) in a.chunks_exact(9).zip(b.chunks_exact(10)) {
+        assert_eq!(row9, &row10[..9]);
+    }
+    assert_eq!(load(&v9.join("coors.npy")).dtype(), pillarq::tensor::DType::I64);
+    let preds = tmp.path().join("p9");
+    let (out, _) = ok(&[
+        "detect",
+        "--model",
+        s(&f.mmdet9),
+        "--config",
+        s(&yaml9()),
+        "--data",
+        s(&f.data),
+        "--out",
+        s(&preds),
+        "-q",
+    ]);
+    assert!(detections(&preds).iter().any(|f| !f.1.is_empty()), "{out}");
+}
+
+/// Writes `text` as a config file in `dir` and returns its path.
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_configs_name_file_and_key() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(yaml()).unwrap();
+    let run = |cfg: &Path| {
+        fails(&[
+            "detect",
+            "--model",
+            s(&f.nvidia),
+            "--config",
+            s(cfg),
+            "--data",
+            s(&f.data),
+            "--out",
+            s(&tmp.path().join("p")),
+        ])
+    };
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        // The base file cannot be found and the range it would give is needed.
+        (
+            "nobase.yaml",
+            good.replace("    POINT_CLOUD_RANGE: [0, -39.68, -3, 69.12, 39.68, 1]\n", ""),
+            vec!["point_cloud_range", "DATA_CONFIG.POINT_CLOUD_RANGE", "_BASE_CONFIG_", "not found"],
+        ),
+        (
+            "type.yaml",
+            good.replace("VOXEL_SIZE: [0.32, 0.32, 4]", "VOXEL_SIZE: [0.32, 'wide', 4]"),
+            vec!["type.yaml", "DATA_CONFIG.DATA_PROCESSOR[transform_points_to_voxels].VOXEL_SIZE", "number"],
+        ),
+        (
+            "multi.yaml",
+            good.replace("MULTI_CLASSES_NMS: False", "MULTI_CLASSES_NMS: True"),
+            vec!["multi.yaml", "MODEL.POST_PROCESSING.NMS_CONFIG.MULTI_CLASSES_NMS", "not supported"],
+        ),
+        (
+            "anchors.yaml",
+            good.replacen(
+                "'anchor_sizes': [[3.9, 1.6, 1.56]]",
+                "'anchor_sizes': [[3.9, 1.6, 1.56], [4.5, 1.8, 1.6]]",
+                1,
+            ),
+            vec!["anchors.yaml", "MODEL.DENSE_HEAD.ANCHOR_GENERATOR_CONFIG", "8 anchors per location", "24", "has 18"],
+        ),
+        (
+            "heights.yaml",
+            good.replacen("'anchor_bottom_heights': [-1.78]", "'anchor_bottom_heights': [-1.78, -1.0]", 1),
+            vec!["ANCHOR_GENERATOR_CONFIG[0].anchor_bottom_heights", "one bottom height"],
+        ),
+        (
+            "stride.yaml",
+            good.replace("'feature_map_stride': 1", "'feature_map_stride': 2"),
+            vec!["108", "feature_map_stride", "stride.yaml"],
+        ),
+        (
+            "vfe.yaml",
+            good.replace("WITH_DISTANCE: False", "WITH_DISTANCE: True"),
+            vec!["11", "takes 10 features", "MODEL.VFE", "vfe.yaml"],
+        ),
+        ("syntax.yaml", "CLASS_NAMES: ['Car'\nMODEL: {".into(), vec!["syntax.yaml", "YAML"]),
+        (
+            "keys.yaml",
+            "point_cloud_rang: [0, 0, 0, 1, 1, 1]\n".into(),
+            vec!["keys.yaml", "point_cloud_rang", "unknown key"],
+        ),
+        (
+            "missing.yaml",
+            good.replace("    VFE:\n", "    VFE_OLD:\n").replace("CLASS_NAMES: ['Car', 'Pedestrian', 'Cyclist']\n", ""),
+            vec!["class_names", "CLASS_NAMES", "missing.yaml"],
+        ),
+    ];
+    // A folder without the base file: the include cannot be resolved there.
+    let lone = tmp.path().join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    for (name, text, want) in cases {
+        let dir = if name == "nobase.yaml" { &lone } else { tmp.path() };
+        let e = run(&write(dir, name, &text));
+        for w in want {
+            assert!(e.contains(w), "{name}: expected '{w}' in: {e}");
+        }
+    }
+    // A missing base file is fine when the keys it would give are present.
+    let p = write(&lone, "complete.yaml", &good);
+    ok(&[
+        "detect",
+        "--model",
+        s(&f.nvidia),
+        "--config",
+        s(&p),
+        "--data",
+        s(&f.data),
+        "--out",
+        s(&tmp.path().join("q")),
+        "-q",
+        "--frames",
+        "1",
+    ]);
+}
