@@ -69,8 +69,11 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
+/// Per frame file: (class, score, box) of each detection.
+type Frames = Vec<(String, Vec<(String, f64, Vec<f64>)>)>;
+
 /// `{"class", "score", "box"}` of every detection of a detect output folder, frame by frame.
-fn detections(dir: &Path) -> Vec<(String, Vec<(String, f64, Vec<f64>)>)> {
+fn detections(dir: &Path) -> Frames {
     let mut frames: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -193,7 +196,7 @@ fn annotate_round_trips() {
     let p3 = tmp.path().join("p3");
     ok(&["detect", "--model", s(&annotated), "--score-threshold", "0.5", "--data", s(&f.data), "--out", s(&p3), "-q"]);
     let (all, high) = (detections(&p1), detections(&p3));
-    let count = |d: &[(String, Vec<(String, f64, Vec<f64>)>)]| d.iter().map(|f| f.1.len()).sum::<usize>();
+    let count = |d: &Frames| d.iter().map(|f| f.1.len()).sum::<usize>();
     assert!(count(&high) < count(&all) && high.iter().all(|f| f.1.iter().all(|d| d.1 >= 0.5)));
 }
 
