@@ -50,7 +50,7 @@ fn perm(node: &Node) -> Option<Vec<i64>> {
 }
 
 /// Finds the BN / Transpose-BN-Transpose / Relu chain after layer `idx`.
-pub fn fusion_of(graph: &Graph, idx: usize, consumers: &HashMap<&str, Vec<usize>>) -> Fusion {
+pub fn fusion_of(graph: &Graph, idx: usize, consumers: &Consumers) -> Fusion {
     let node = &graph.nodes[idx];
     let mut out = node.outputs[0].clone();
     let mut fusion = Fusion::default();
@@ -117,21 +117,84 @@ pub(crate) fn f32s<'a>(t: &'a Tensor, layer: &str) -> Result<&'a [f32]> {
     t.as_f32().ok_or_else(|| Error::graph(layer, format!("expected float32 parameters, got {}", t.dtype())))
 }
 
-/// Returns a copy of `graph` with BatchNormalization folded into the preceding layer and Relu
-/// fused into its kernel, following `fusion_of`. Other nodes are unchanged.
-pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
+/// One local graph edit, computed by a rewrite rule against the graph as it was before the pass:
+/// nodes replaced in place, nodes removed, initializers added.
+#[derive(Debug, Default)]
+pub struct Patch {
+    pub replace: Vec<(usize, Node)>,
+    pub remove: Vec<usize>,
+    pub initializers: Vec<(String, Arc<Tensor>)>,
+}
+
+impl Patch {
+    fn touches(&self) -> impl Iterator<Item = usize> + '_ {
+        self.replace.iter().map(|(i, _)| *i).chain(self.remove.iter().copied())
+    }
+}
+
+/// Node index -> the nodes reading each edge (`Graph::consumers`).
+pub type Consumers<'a> = HashMap<&'a str, Vec<usize>>;
+
+/// A rewrite rule: looks at node `i` and returns the patch it wants, if any.
+pub type Rule = fn(&Graph, usize, &Consumers) -> Result<Option<Patch>>;
+
+/// The one way passes edit a graph: `rule` is asked at every node of `graph` in order, each patch
+/// is computed on the unchanged graph, a patch touching a node an earlier patch touched is
+/// dropped, then all patches are applied at once (replacements, initializers, removals).
+pub fn rewrite(graph: &Graph, rule: Rule) -> Result<Graph> {
     let consumers = graph.consumers();
+    let mut patches: Vec<Patch> = Vec::new();
+    let mut touched: HashSet<usize> = HashSet::new();
+    for i in 0..graph.nodes.len() {
+        if touched.contains(&i) {
+            continue;
+        }
+        if let Some(p) = rule(graph, i, &consumers)? {
+            if p.touches().any(|t| touched.contains(&t)) {
+                continue;
+            }
+            touched.extend(p.touches());
+            patches.push(p);
+        }
+    }
     let mut g = graph.clone();
     let mut removed: HashSet<usize> = HashSet::new();
-    for idx in 0..graph.nodes.len() {
-        let node = &graph.nodes[idx];
-        if !is_layer(graph, node) {
-            continue;
+    for p in patches {
+        for (i, n) in p.replace {
+            g.nodes[i] = n;
         }
-        let f = fusion_of(graph, idx, &consumers);
-        if f.bn.is_none() && f.relu.is_none() {
-            continue;
-        }
+        g.initializers.extend(p.initializers);
+        removed.extend(p.remove);
+    }
+    if !removed.is_empty() {
+        let nodes = std::mem::take(&mut g.nodes);
+        g.nodes = nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
+    }
+    Ok(g)
+}
+
+/// Returns a copy of `graph` with BatchNormalization folded into the preceding layer and Relu
+/// fused into its kernel (following `fusion_of`), zero Pads folded into Convs, and pillar-net
+/// MatMul + ReduceMax pairs fused. Other nodes are unchanged.
+pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
+    let g = rewrite(graph, fold_layer)?;
+    let g = rewrite(&g, fuse_zero_pad)?;
+    rewrite(&g, fuse_pillar_max)
+}
+
+/// Rule: a layer absorbs its BatchNormalization (folded into weight and bias) and Relu
+/// (its kernel's epilogue).
+fn fold_layer(graph: &Graph, idx: usize, consumers: &Consumers) -> Result<Option<Patch>> {
+    let node = &graph.nodes[idx];
+    if !is_layer(graph, node) {
+        return Ok(None);
+    }
+    let f = fusion_of(graph, idx, consumers);
+    if f.bn.is_none() && f.relu.is_none() {
+        return Ok(None);
+    }
+    let mut patch = Patch::default();
+    {
         let mut new = node.clone();
         if let Some(b) = f.bn {
             let bn = &graph.nodes[b];
@@ -171,7 +234,7 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
                     // Gemm: output column n; B is [K, N] or [N, K] with transB.
                     let a = node.attr();
                     if a.f32("alpha", 1.0)? != 1.0 || a.f32("beta", 1.0)? != 1.0 {
-                        continue;
+                        return Ok(None);
                     }
                     let tb = a.i64("transB", 0)? != 0;
                     let (r, cc) = (w.shape[0], w.shape[1]);
@@ -201,8 +264,8 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
             let bf: Vec<f32> = (0..c).map(|k| old_bias.as_ref().map_or(0.0, |b| b[k]) * scale[k] + shift[k]).collect();
             let wname = format!("{}::folded_weight", node.name);
             let bname = format!("{}::folded_bias", node.name);
-            g.initializers.insert(wname.clone(), Arc::new(Tensor::f32(w.shape.clone(), wf)));
-            g.initializers.insert(bname.clone(), Arc::new(Tensor::f32(vec![c], bf)));
+            patch.initializers.push((wname.clone(), Arc::new(Tensor::f32(w.shape.clone(), wf))));
+            patch.initializers.push((bname.clone(), Arc::new(Tensor::f32(vec![c], bf))));
             new.inputs = vec![node.inputs[0].clone(), wname, bname];
         }
         if f.relu.is_some() {
@@ -210,104 +273,86 @@ pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
         }
         for i in f.fused_nodes() {
             new.fused.push(graph.nodes[i].name.clone());
-            removed.insert(i);
+            patch.remove.push(i);
         }
         new.outputs = vec![f.output.clone()];
-        g.nodes[idx] = new;
+        patch.replace.push((idx, new));
     }
-    g.nodes = g.nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
-    fuse_zero_pads(&mut g);
-    fuse_pillar_max(&mut g);
-    Ok(g)
+    Ok(Some(patch))
 }
 
 /// Internal op: a pillar feature net layer `max over points of act(x @ W + b)` in one pass, so
 /// the [pillars, points, channels] intermediate is never written (TensorRT fuses the same).
 pub const PILLAR_MAX_MATMUL: &str = "PillarMaxMatMul";
 
-/// Fuses a (BN-folded) MatMul over [P, M, K] whose only reader is a ReduceMax over axis 1 into
-/// one `PillarMaxMatMul` node that keeps the MatMul's name (its layer name).
-fn fuse_pillar_max(g: &mut Graph) {
-    let consumers: HashMap<String, Vec<usize>> = g.consumers().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let mut removed = HashSet::new();
-    for i in 0..g.nodes.len() {
-        let mm = &g.nodes[i];
-        if mm.op_type != "MatMul" || !is_layer(g, mm) || g.is_output(&mm.outputs[0]) {
-            continue;
-        }
-        if g.static_shape_of(&mm.inputs[0]).is_none_or(|s| s.len() != 3) {
-            continue;
-        }
-        let Some(&[r]) = consumers.get(&mm.outputs[0]).map(Vec::as_slice) else { continue };
-        let red = &g.nodes[r];
-        if red.op_type != "ReduceMax" || red.input(0) != Some(mm.outputs[0].as_str()) {
-            continue;
-        }
-        let axes = match red.input(1) {
-            Some(a) => g.initializers.get(a).and_then(|t| t.to_i64_vec()),
-            None => red.attr().ints_opt("axes").ok().flatten(),
-        };
-        if !matches!(axes.as_deref(), Some([1]) | Some([-2])) {
-            continue;
-        }
-        let keep = red.attr().i64("keepdims", 1).unwrap_or(1);
-        let (red_name, red_out) = (red.name.clone(), red.outputs[0].clone());
-        let node = &mut g.nodes[i];
-        node.op_type = PILLAR_MAX_MATMUL.to_string();
-        node.domain = "pillarq".to_string();
-        node.attrs.set("keepdims", super::AttrValue::Int(keep));
-        node.outputs = vec![red_out];
-        node.fused.push(red_name);
-        removed.insert(r);
+/// Rule: a (BN-folded) MatMul over [P, M, K] whose only reader is a ReduceMax over axis 1
+/// becomes one `PillarMaxMatMul` node that keeps the MatMul's name (its layer name).
+fn fuse_pillar_max(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<Patch>> {
+    let mm = &g.nodes[i];
+    if mm.op_type != "MatMul" || !is_layer(g, mm) || g.is_output(&mm.outputs[0]) {
+        return Ok(None);
     }
-    let nodes = std::mem::take(&mut g.nodes);
-    g.nodes = nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
+    if g.static_shape_of(&mm.inputs[0]).is_none_or(|s| s.len() != 3) {
+        return Ok(None);
+    }
+    let Some(&[r]) = consumers.get(mm.outputs[0].as_str()).map(Vec::as_slice) else { return Ok(None) };
+    let red = &g.nodes[r];
+    if red.op_type != "ReduceMax" || red.input(0) != Some(mm.outputs[0].as_str()) {
+        return Ok(None);
+    }
+    let axes = match red.input(1) {
+        Some(a) => g.initializers.get(a).and_then(|t| t.to_i64_vec()),
+        None => red.attr().ints_opt("axes").ok().flatten(),
+    };
+    if !matches!(axes.as_deref(), Some([1]) | Some([-2])) {
+        return Ok(None);
+    }
+    let keep = red.attr().i64("keepdims", 1).unwrap_or(1);
+    let mut node = mm.clone();
+    node.op_type = PILLAR_MAX_MATMUL.to_string();
+    node.domain = "pillarq".to_string();
+    node.attrs.set("keepdims", super::AttrValue::Int(keep));
+    node.outputs = vec![red.outputs[0].clone()];
+    node.fused.push(red.name.clone());
+    Ok(Some(Patch { replace: vec![(i, node)], remove: vec![r], initializers: vec![] }))
 }
 
-/// Folds a constant zero `Pad` on the spatial axes of a 4-D tensor into the `Conv` that reads
-/// it (exporters write `nn.ZeroPad2d` + `Conv` this way). Same function, one copy fewer.
-fn fuse_zero_pads(g: &mut Graph) {
-    let consumers: HashMap<String, Vec<usize>> = g.consumers().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    let mut removed = HashSet::new();
-    for i in 0..g.nodes.len() {
-        let pad = &g.nodes[i];
-        if pad.op_type != "Pad" || pad.attr().string_opt("mode").ok().flatten().is_some_and(|m| m != "constant") {
-            continue;
-        }
-        let konst = |k: usize| pad.input(k).and_then(|n| g.initializers.get(n)).cloned();
-        let Some(pads) = konst(1).and_then(|t| t.to_i64_vec()) else { continue };
-        let zero_value = match pad.input(2) {
-            None => true,
-            Some(_) => konst(2).and_then(|t| t.as_f32().map(|v| v.iter().all(|&x| x == 0.0))).unwrap_or(false),
-        };
-        if !zero_value || pad.input(3).is_some() || pads.len() != 8 || pads.iter().any(|&p| p < 0) {
-            continue;
-        }
-        if pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || g.is_output(&pad.outputs[0]) {
-            continue;
-        }
-        let Some(&[c]) = consumers.get(&pad.outputs[0]).map(Vec::as_slice) else { continue };
-        let conv = &g.nodes[c];
-        if conv.op_type != "Conv" || conv.input(0) != Some(pad.outputs[0].as_str()) {
-            continue;
-        }
-        if conv.attr().string_opt("auto_pad").ok().flatten().is_some_and(|p| p != "NOTSET") {
-            continue;
-        }
-        let old = conv.attr().ints_opt("pads").ok().flatten().unwrap_or(vec![0; 4]);
-        if old.len() != 4 {
-            continue;
-        }
-        // ONNX Pad order: [x1_begin, x2_begin, x3_begin, x4_begin, x1_end, ...]; Conv: [h_b, w_b, h_e, w_e].
-        let new = vec![old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]];
-        let src = pad.inputs[0].clone();
-        let pad_name = pad.name.clone();
-        let conv = &mut g.nodes[c];
-        conv.attrs.set("pads", super::AttrValue::Ints(new));
-        conv.inputs[0] = src;
-        conv.fused.insert(0, pad_name);
-        removed.insert(i);
+/// Rule: a constant zero `Pad` on the spatial axes of a 4-D tensor folds into the `Conv` that
+/// reads it (exporters write `nn.ZeroPad2d` + `Conv` this way). Same function, one copy fewer.
+fn fuse_zero_pad(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<Patch>> {
+    let pad = &g.nodes[i];
+    if pad.op_type != "Pad" || pad.attr().string_opt("mode").ok().flatten().is_some_and(|m| m != "constant") {
+        return Ok(None);
     }
-    let nodes = std::mem::take(&mut g.nodes);
-    g.nodes = nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
+    let konst = |k: usize| pad.input(k).and_then(|n| g.initializers.get(n)).cloned();
+    let Some(pads) = konst(1).and_then(|t| t.to_i64_vec()) else { return Ok(None) };
+    let zero_value = match pad.input(2) {
+        None => true,
+        Some(_) => konst(2).and_then(|t| t.as_f32().map(|v| v.iter().all(|&x| x == 0.0))).unwrap_or(false),
+    };
+    if !zero_value || pad.input(3).is_some() || pads.len() != 8 || pads.iter().any(|&p| p < 0) {
+        return Ok(None);
+    }
+    if pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || g.is_output(&pad.outputs[0]) {
+        return Ok(None);
+    }
+    let Some(&[c]) = consumers.get(pad.outputs[0].as_str()).map(Vec::as_slice) else { return Ok(None) };
+    let conv = &g.nodes[c];
+    if conv.op_type != "Conv" || conv.input(0) != Some(pad.outputs[0].as_str()) {
+        return Ok(None);
+    }
+    if conv.attr().string_opt("auto_pad").ok().flatten().is_some_and(|p| p != "NOTSET") {
+        return Ok(None);
+    }
+    let old = conv.attr().ints_opt("pads").ok().flatten().unwrap_or(vec![0; 4]);
+    if old.len() != 4 {
+        return Ok(None);
+    }
+    // ONNX Pad order: [x1_begin, x2_begin, x3_begin, x4_begin, x1_end, ...]; Conv: [h_b, w_b, h_e, w_e].
+    let new = vec![old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]];
+    let mut conv = conv.clone();
+    conv.attrs.set("pads", super::AttrValue::Ints(new));
+    conv.inputs[0] = pad.inputs[0].clone();
+    conv.fused.insert(0, pad.name.clone());
+    Ok(Some(Patch { replace: vec![(c, conv)], remove: vec![i], initializers: vec![] }))
 }
