@@ -11,11 +11,11 @@ fn object(class: &str, i: usize) -> Object {
     let x = -8.0 + (i % 9) as f32 * 2.0;
     let z = 12.0 + (i % 7) as f32 * 3.0;
     let (dims, top) = match class {
-        "Car" => ([1.5, 1.6, 3.9], 150.0),
+        "Car" => ([1.5, 1.6, 3.9], 150.0f64),
         "Pedestrian" => ([1.75, 0.6, 0.8], 140.0),
         _ => ([1.7, 0.6, 1.76], 145.0),
     };
-    let left = 100.0 + (i % 11) as f32 * 90.0;
+    let left = 100.0 + (i % 11) as f64 * 90.0;
     Object {
         class: class.into(),
         truncated: 0.0,

@@ -59,9 +59,9 @@ impl From<&Object> for EvalObject {
         let f = |v: [f32; 3]| v.map(f64::from);
         EvalObject {
             class: o.class.clone(),
-            truncated: o.truncated as f64,
+            truncated: o.truncated,
             occluded: o.occluded,
-            bbox: o.bbox.map(f64::from),
+            bbox: o.bbox,
             cam: CamBox { location: f(o.location), dims: f(o.dimensions), ry: o.rotation_y as f64 },
             score: o.score.unwrap_or(1.0) as f64,
         }
@@ -551,5 +551,77 @@ mod tests {
         let frames = many(45, |_| frame(vec![car(0.0, 20.0, 1.0)], vec![car(0.0, 20.0, 0.7), car(0.1, 20.0, 0.7)]));
         let t = evaluate(&frames);
         assert!((t.r40[0][0][1] - 50.0).abs() < 1e-9, "{}", t.r40[0][0][1]);
+    }
+    /// Label text of a Car `k` m-slots along x (well apart in 3D and in the image) with the given
+    /// truncation, occlusion and 2D box top / bottom, as they appear in a label file.
+    fn limit_car(k: usize, truncated: &str, occluded: i32, top: &str, bottom: &str, score: &str) -> String {
+        let (left, right, x) = (50 + 130 * k, 150 + 130 * k, -20.0 + 5.0 * k as f64);
+        let (bbox, dims_loc) =
+            (format!("{left}.00 {top} {right}.00 {bottom}"), format!("1.50 1.60 3.90 {x:.2} 1.60 25.00"));
+        format!("Car {truncated} {occluded} 0.00 {bbox} {dims_loc} 0.00{score}")
+    }
+
+    #[test]
+    fn difficulty_limits_are_compared_in_f64_as_the_devkit_does() {
+        // Ground truth exactly at each limit. Heights: 140.07 - 100.07 and 128.07 - 103.07 are
+        // exactly 40 and 25 in f64 (the devkit's numpy) but 40.0000076 and 25.0000076 from f32;
+        // truncation 0.15 and 0.30 are 0.1500000060 and 0.3000000119 in f32.
+        let gt_cases: [(&str, &str, i32, &str, &str); 8] = [
+            ("truncated 0.15", "0.15", 0, "150.00", "200.00"),
+            ("truncated 0.30", "0.30", 0, "150.00", "200.00"),
+            ("truncated 0.50", "0.50", 0, "150.00", "200.00"),
+            ("occluded 0", "0.00", 0, "150.00", "200.00"),
+            ("occluded 1", "0.00", 1, "150.00", "200.00"),
+            ("occluded 2", "0.00", 2, "150.00", "200.00"),
+            ("height 40 px", "0.00", 0, "100.07", "140.07"),
+            ("height 25 px", "0.00", 0, "103.07", "128.07"),
+        ];
+        let parse = |lines: Vec<String>| -> Vec<EvalObject> {
+            let objs = super::super::label::parse_labels(&lines.join("\n"), Path::new("limits.txt")).unwrap();
+            objs.iter().map(EvalObject::from).collect()
+        };
+        let gt = parse(gt_cases.iter().enumerate().map(|(k, c)| limit_car(k, c.1, c.2, c.3, c.4, "")).collect());
+        // Each object's role per difficulty (V counted, I ignored), as the devkit assigns them:
+        // truncation <= limit, occlusion <= limit and height > limit are counted.
+        let roles: Vec<String> = (0..3)
+            .map(|d| gt_roles(&gt, "Car", d).0.iter().map(|r| if *r == Role::Valid { 'V' } else { 'I' }).collect())
+            .collect();
+        for (k, c) in gt_cases.iter().enumerate() {
+            let r: String = roles.iter().map(|s| s.as_bytes()[k] as char).collect();
+            eprintln!("{:<16} easy/moderate/hard: {r}", c.0);
+        }
+
+        // 45 frames: each object detected exactly, plus one false positive whose 2D box is
+        // exactly 25 px high (128.12 - 103.12; 24.9999924 from f32): not ignored for moderate
+        // and hard (`height < 25` is false), ignored for easy. All scores equal, so precision is
+        // the same at every recall point: AP = counted / (counted + false positives).
+        let mut dt_lines: Vec<String> =
+            gt_cases.iter().enumerate().map(|(k, c)| limit_car(k, c.1, c.2, c.3, c.4, " 0.90")).collect();
+        dt_lines.push(limit_car(8, "-1", -1, "103.12", "128.12", " 0.90"));
+        let dt = parse(dt_lines);
+        let t = evaluate(&many(45, |_| frame(gt.clone(), dt.clone())));
+        for (m, metric) in METRICS.iter().enumerate() {
+            let [r40, r11] = [t.r40[m][0], t.r11[m][0]];
+            eprintln!(
+                "{:<3} Car R40 easy/moderate/hard {:.4} {:.4} {:.4}, R11 {:.4} {:.4} {:.4}, counted gt {:?}",
+                metric.key(),
+                r40[0],
+                r40[1],
+                r40[2],
+                r11[0],
+                r11[1],
+                r11[2],
+                t.num_gt[0]
+            );
+        }
+        assert_eq!(roles, ["VIIVIIII", "VVIVVIVI", "VVVVVVVI"]);
+        assert_eq!(t.num_gt[0], [90, 225, 315]);
+        let want = [100.0, 100.0 * 225.0 / 270.0, 100.0 * 315.0 / 360.0];
+        for m in 0..3 {
+            for (d, want) in want.iter().enumerate() {
+                assert!((t.r40[m][0][d] - want).abs() < 1e-9, "metric {m} difficulty {d}: {}", t.r40[m][0][d]);
+                assert!((t.r11[m][0][d] - want).abs() < 1e-9, "metric {m} difficulty {d}: {}", t.r11[m][0][d]);
+            }
+        }
     }
 }

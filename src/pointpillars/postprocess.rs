@@ -275,7 +275,7 @@ pub fn to_kitti_object(det: &Detection, calib: &Calib, class_names: &[String]) -
         truncated: -1.0,
         occluded: -1,
         alpha,
-        bbox,
+        bbox: bbox.map(f64::from),
         dimensions: dims,
         location,
         rotation_y: ry,
@@ -484,7 +484,7 @@ mod tests {
                 hi[k] = hi[k].max(uv[k]);
             }
         }
-        assert!(close(&o.bbox, &[lo[0], lo[1], hi[0], hi[1]], 3.0), "{:?} vs {lo:?} {hi:?}", o.bbox);
+        assert!(close(&o.bbox.map(|v| v as f32), &[lo[0], lo[1], hi[0], hi[1]], 3.0), "{:?} vs {lo:?} {hi:?}", o.bbox);
         assert!(o.bbox[0] < 604.0 && o.bbox[2] > 604.0 && o.bbox[1] > 180.0 && o.bbox[3] < 375.0, "{:?}", o.bbox);
     }
 
