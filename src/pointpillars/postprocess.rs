@@ -14,7 +14,6 @@ use std::f32::consts::PI;
 use crate::error::{Error, Result};
 use crate::kitti::iou::convex_intersection_area;
 use crate::kitti::{Calib, Object};
-use crate::pointpillars::voxelize::KITTI_IMAGE_SIZE;
 use crate::pointpillars::PointPillarsConfig;
 use crate::tensor::Tensor;
 
@@ -259,7 +258,7 @@ pub fn to_kitti_object(det: &Detection, calib: &Calib, class_names: &[String]) -
             hi[k] = hi[k].max(uv[k]);
         }
     }
-    let [iw, ih] = KITTI_IMAGE_SIZE;
+    let [iw, ih] = calib.image_size;
     let bbox = [
         lo[0].clamp(0.0, iw - 1.0),
         lo[1].clamp(0.0, ih - 1.0),

@@ -123,7 +123,7 @@ pub fn voxelize(points: &[[f32; 4]], cfg: &PointPillarsConfig, calib: Option<&Ca
     let (m, f, pmax) = (cfg.max_points_per_pillar, NUM_FEATURES, cfg.max_pillars);
     let r = cfg.point_cloud_range;
     let vs = cfg.voxel_size;
-    let fov = calib.map(|c| Fov::new(c, KITTI_IMAGE_SIZE));
+    let fov = calib.map(|c| Fov::new(c, c.image_size));
 
     let mut grid = vec![EMPTY; nx * ny];
     let mut voxels = vec![0f32; pmax * m * f];
