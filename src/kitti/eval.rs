@@ -310,6 +310,24 @@ fn average_precision(
     (r40, r11, total_valid)
 }
 
+/// The most R40 AP (percent) can reach with `num_gt` counted ground-truth objects: the devkit
+/// samples precision once per true positive, up to 41 recall points, so with fewer than 41
+/// objects even perfect predictions fill only `num_gt` of them (point 0 not summed):
+/// `100 (num_gt - 1) / 40`, 0 without ground truth.
+pub fn max_r40(num_gt: usize) -> f64 {
+    100.0 * (num_gt.clamp(1, SAMPLE_POINTS) - 1) as f64 / (SAMPLE_POINTS - 1) as f64
+}
+
+/// A class and difficulty with too few counted ground-truth objects for R40 to reach 100.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FewGt {
+    pub class: &'static str,
+    pub difficulty: &'static str,
+    pub num_gt: usize,
+    /// [`max_r40`] of `num_gt`.
+    pub max_r40: f64,
+}
+
 /// AP in percent: `ap[metric][class][difficulty]` for R40 and R11 (metric order `METRICS`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ApTable {
@@ -326,7 +344,24 @@ impl ApTable {
         (0..3).map(|c| self.r40[0][c][1]).sum::<f64>() / 3.0
     }
 
-    /// `{"map": .., "ap": {metric: {"R40"|"R11": {class: {easy, moderate, hard}}}}, "num_gt": ..}`.
+    /// The classes and difficulties with fewer than 41 counted ground-truth objects (see
+    /// [`max_r40`]), in report order.
+    pub fn few_gt(&self) -> Vec<FewGt> {
+        let mut out = Vec::new();
+        for (ci, class) in CLASSES.iter().enumerate() {
+            for (di, difficulty) in DIFFICULTIES.iter().enumerate() {
+                let n = self.num_gt[ci][di];
+                if n < SAMPLE_POINTS {
+                    out.push(FewGt { class, difficulty, num_gt: n, max_r40: max_r40(n) });
+                }
+            }
+        }
+        out
+    }
+
+    /// `{"map": .., "ap": {metric: {"R40"|"R11": {class: {easy, moderate, hard}}}}, "num_gt": ..,
+    /// "frames": .., "few_gt": [{"class", "difficulty", "num_gt", "max_r40"}]}`; `few_gt` lists
+    /// [`ApTable::few_gt`] (empty when every class and difficulty has 41 or more).
     pub fn to_json(&self) -> serde_json::Value {
         let mut ap = serde_json::Map::new();
         for (mi, m) in METRICS.iter().enumerate() {
@@ -348,10 +383,12 @@ impl ApTable {
         for (ci, c) in CLASSES.iter().enumerate() {
             num_gt.insert((*c).into(), serde_json::json!({"easy": self.num_gt[ci][0], "moderate": self.num_gt[ci][1], "hard": self.num_gt[ci][2]}));
         }
-        serde_json::json!({"map": self.map(), "ap": ap, "num_gt": num_gt, "frames": self.frames})
+        serde_json::json!({"map": self.map(), "ap": ap, "num_gt": num_gt, "frames": self.frames, "few_gt": self.few_gt()})
     }
 
-    /// The table as text: one row per (metric, class), R40 and R11 easy/moderate/hard.
+    /// The table as text: one row per (metric, class), R40 and R11 easy/moderate/hard, then the
+    /// mAP and, when some class and difficulty counts fewer than 41 ground-truth objects, a note
+    /// with their counts and R40 ceilings.
     pub fn render(&self) -> String {
         let mut s = format!(
             "{:<5} {:<11} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}   {:>6}\n",
@@ -376,6 +413,20 @@ impl ApTable {
             }
         }
         s += &format!("mAP (3D R40 moderate, mean of 3 classes): {:.2}  over {} frames\n", self.map(), self.frames);
+        let few = self.few_gt();
+        if !few.is_empty() {
+            s += "note: fewer than 41 counted ground-truth objects; R40 is then at most 100 (n - 1) / 40:\n";
+            for class in CLASSES {
+                let parts: Vec<String> = few
+                    .iter()
+                    .filter(|f| f.class == class)
+                    .map(|f| format!("{} n = {} (R40 <= {:.2})", f.difficulty, f.num_gt, f.max_r40))
+                    .collect();
+                if !parts.is_empty() {
+                    s += &format!("  {class:<11} {}\n", parts.join(", "));
+                }
+            }
+        }
         s
     }
 }
@@ -623,5 +674,47 @@ mod tests {
                 assert!((t.r11[m][0][d] - want).abs() < 1e-9, "metric {m} difficulty {d}: {}", t.r11[m][0][d]);
             }
         }
+    }
+
+    #[test]
+    fn fewer_than_41_ground_truth_objects_are_noted() {
+        assert_eq!([0, 1, 2, 6, 40, 41, 500].map(max_r40), [0.0, 0.0, 2.5, 12.5, 97.5, 100.0, 100.0]);
+        // Two frames, one car each, found exactly: R40 2.5 (the ceiling), R11 1/11 (point 0 only).
+        let t = evaluate(&many(2, |i| frame(vec![car(i as f64, 20.0, 1.0)], vec![car(i as f64, 20.0, 0.9)])));
+        assert!(
+            (t.r40[0][0][1] - 2.5).abs() < 1e-9 && (t.r11[0][0][1] - 100.0 / 11.0).abs() < 1e-9,
+            "{:?}",
+            t.r40[0][0]
+        );
+        let few = t.few_gt();
+        assert_eq!(few.len(), 9);
+        assert_eq!(few[1], FewGt { class: "Car", difficulty: "moderate", num_gt: 2, max_r40: 2.5 });
+        assert_eq!((few[3].class, few[3].num_gt, few[3].max_r40), ("Pedestrian", 0, 0.0));
+        let text = t.render();
+        eprintln!("{text}");
+        assert!(
+            text.contains("note: fewer than 41 counted ground-truth objects; R40 is then at most 100 (n - 1) / 40:\n")
+        );
+        assert!(
+            text.contains(
+                "\n  Car         easy n = 2 (R40 <= 2.50), moderate n = 2 (R40 <= 2.50), hard n = 2 (R40 <= 2.50)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\n  Cyclist     easy n = 0 (R40 <= 0.00),"), "{text}");
+        let j = t.to_json();
+        assert_eq!(
+            j["few_gt"][1],
+            serde_json::json!({"class": "Car", "difficulty": "moderate", "num_gt": 2, "max_r40": 2.5})
+        );
+        assert_eq!(j["num_gt"]["Car"]["moderate"], 2);
+
+        // 41 cars: Car is no longer listed; 40 cars: still listed, at 97.5 for perfect predictions.
+        let t = evaluate(&many(41, |i| frame(vec![car(i as f64, 20.0, 1.0)], vec![car(i as f64, 20.0, 0.9)])));
+        assert!(t.few_gt().iter().all(|f| f.class != "Car") && t.few_gt().len() == 6);
+        assert!(!t.render().contains("\n  Car ") && t.render().contains("\n  Pedestrian  easy n = 0"));
+        let t = evaluate(&many(40, |i| frame(vec![car(i as f64, 20.0, 1.0)], vec![car(i as f64, 20.0, 0.9)])));
+        assert!((t.r40[0][0][2] - 97.5).abs() < 1e-9, "{}", t.r40[0][0][2]);
+        assert_eq!(t.few_gt()[2], FewGt { class: "Car", difficulty: "hard", num_gt: 40, max_r40: 97.5 });
     }
 }
