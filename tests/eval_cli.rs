@@ -156,3 +156,16 @@ fn malformed_result_files_are_clear_errors() {
     assert_ne!(code, 0);
     assert!(err.contains("000001.txt") && err.contains("no result file"), "{err}");
 }
+
+#[test]
+fn missing_calib_file_is_one_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dataset(&tmp.path().join("data"));
+    pillarq::kitti::velodyne::write_points(d.velodyne_path("000000"), &[[10.0, 0.0, -1.0, 0.3]]).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/pointpillars_small.onnx");
+    let (code, _, err) = run(&["eval", "--model", model.to_str().unwrap(), "--data", d.root().to_str().unwrap(), "-q"]);
+    assert_ne!(code, 0);
+    let calib = d.calib_path("000000");
+    let os = std::io::Error::from_raw_os_error(2).to_string(); // ENOENT, as the OS words it
+    assert_eq!(err, format!("error: frame 000000: {}: {os}\n", calib.display()));
+}
