@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing `path` failed. The message is the path only: the OS error is the
+    /// source, which error chains (`{:#}` of anyhow, `Error::source`) print after it once.
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -53,5 +55,23 @@ impl Error {
     /// A KITTI format error at `file` (and `line`, 1-based, when known).
     pub fn kitti(file: impl Into<PathBuf>, line: Option<usize>, msg: impl Into<String>) -> Self {
         Error::Kitti { file: file.into(), line, msg: msg.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_chain_names_the_os_error_once() {
+        let path = std::path::Path::new("/nonexistent/training/calib/000000.txt");
+        let source = std::fs::read_to_string(path).unwrap_err();
+        let os = source.to_string();
+        let e = Error::Io { path: path.to_path_buf(), source };
+        assert_eq!(e.to_string(), "/nonexistent/training/calib/000000.txt");
+        assert_eq!(std::error::Error::source(&e).map(|s| s.to_string()), Some(os.clone()));
+        // As the CLI prints it: context, path, OS error, each once.
+        let chain = format!("{:#}", anyhow::Error::from(e).context("frame 000000"));
+        assert_eq!(chain, format!("frame 000000: /nonexistent/training/calib/000000.txt: {os}"));
     }
 }

@@ -2,6 +2,8 @@
 //! P0-P3 (3x4, rectified camera frame to image i), R0_rect (3x3 rectifying rotation),
 //! Tr_velo_to_cam (3x4, lidar to reference camera) and Tr_imu_to_velo (3x4, optional).
 //! Unknown keys are ignored; aliases `R_rect`, `Tr_velo_cam`, `Tr_imu_velo` are accepted.
+//! The file does not give the size of image 2; [`Calib::image_size`] starts at
+//! [`super::IMAGE_SIZE`] and [`super::KittiDir::frame_calib`] sets it from the frame's PNG.
 
 use std::path::Path;
 
@@ -19,6 +21,10 @@ pub struct Calib {
     pub r0_rect: [[f32; 3]; 3],
     pub tr_velo_to_cam: [[f32; 4]; 3],
     pub tr_imu_to_velo: Option<[[f32; 4]; 3]>,
+    /// Width and height (pixels) of image 2, which bound the field of view and clip 2D boxes.
+    /// Not part of the calibration file: [`super::IMAGE_SIZE`] unless set from the frame's image
+    /// (KITTI's range from 1224 x 370 to 1242 x 376).
+    pub image_size: [f32; 2],
 }
 
 type M3 = [[f64; 3]; 3];
@@ -114,6 +120,7 @@ impl Calib {
                 [0.9999753, 0.006931141, -0.001143899, -0.3321029],
             ],
             tr_imu_to_velo: None,
+            image_size: super::IMAGE_SIZE,
         }
     }
 }
@@ -210,6 +217,7 @@ pub fn parse_calib(text: &str, file: &Path) -> Result<Calib> {
         r0_rect: [0, 1, 2].map(|i| [0, 1, 2].map(|j| r0[3 * i + j])),
         tr_velo_to_cam: to3x4(&velo),
         tr_imu_to_velo: imu.as_deref().map(to3x4),
+        image_size: super::IMAGE_SIZE,
     })
 }
 

@@ -59,9 +59,9 @@ impl From<&Object> for EvalObject {
         let f = |v: [f32; 3]| v.map(f64::from);
         EvalObject {
             class: o.class.clone(),
-            truncated: o.truncated as f64,
+            truncated: o.truncated,
             occluded: o.occluded,
-            bbox: o.bbox.map(f64::from),
+            bbox: o.bbox,
             cam: CamBox { location: f(o.location), dims: f(o.dimensions), ry: o.rotation_y as f64 },
             score: o.score.unwrap_or(1.0) as f64,
         }
@@ -310,6 +310,24 @@ fn average_precision(
     (r40, r11, total_valid)
 }
 
+/// The most R40 AP (percent) can reach with `num_gt` counted ground-truth objects: the devkit
+/// samples precision once per true positive, up to 41 recall points, so with fewer than 41
+/// objects even perfect predictions fill only `num_gt` of them (point 0 not summed):
+/// `100 (num_gt - 1) / 40`, 0 without ground truth.
+pub fn max_r40(num_gt: usize) -> f64 {
+    100.0 * (num_gt.clamp(1, SAMPLE_POINTS) - 1) as f64 / (SAMPLE_POINTS - 1) as f64
+}
+
+/// A class and difficulty with too few counted ground-truth objects for R40 to reach 100.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FewGt {
+    pub class: &'static str,
+    pub difficulty: &'static str,
+    pub num_gt: usize,
+    /// [`max_r40`] of `num_gt`.
+    pub max_r40: f64,
+}
+
 /// AP in percent: `ap[metric][class][difficulty]` for R40 and R11 (metric order `METRICS`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ApTable {
@@ -326,7 +344,24 @@ impl ApTable {
         (0..3).map(|c| self.r40[0][c][1]).sum::<f64>() / 3.0
     }
 
-    /// `{"map": .., "ap": {metric: {"R40"|"R11": {class: {easy, moderate, hard}}}}, "num_gt": ..}`.
+    /// The classes and difficulties with fewer than 41 counted ground-truth objects (see
+    /// [`max_r40`]), in report order.
+    pub fn few_gt(&self) -> Vec<FewGt> {
+        let mut out = Vec::new();
+        for (ci, class) in CLASSES.iter().enumerate() {
+            for (di, difficulty) in DIFFICULTIES.iter().enumerate() {
+                let n = self.num_gt[ci][di];
+                if n < SAMPLE_POINTS {
+                    out.push(FewGt { class, difficulty, num_gt: n, max_r40: max_r40(n) });
+                }
+            }
+        }
+        out
+    }
+
+    /// `{"map": .., "ap": {metric: {"R40"|"R11": {class: {easy, moderate, hard}}}}, "num_gt": ..,
+    /// "frames": .., "few_gt": [{"class", "difficulty", "num_gt", "max_r40"}]}`; `few_gt` lists
+    /// [`ApTable::few_gt`] (empty when every class and difficulty has 41 or more).
     pub fn to_json(&self) -> serde_json::Value {
         let mut ap = serde_json::Map::new();
         for (mi, m) in METRICS.iter().enumerate() {
@@ -348,10 +383,12 @@ impl ApTable {
         for (ci, c) in CLASSES.iter().enumerate() {
             num_gt.insert((*c).into(), serde_json::json!({"easy": self.num_gt[ci][0], "moderate": self.num_gt[ci][1], "hard": self.num_gt[ci][2]}));
         }
-        serde_json::json!({"map": self.map(), "ap": ap, "num_gt": num_gt, "frames": self.frames})
+        serde_json::json!({"map": self.map(), "ap": ap, "num_gt": num_gt, "frames": self.frames, "few_gt": self.few_gt()})
     }
 
-    /// The table as text: one row per (metric, class), R40 and R11 easy/moderate/hard.
+    /// The table as text: one row per (metric, class), R40 and R11 easy/moderate/hard, then the
+    /// mAP and, when some class and difficulty counts fewer than 41 ground-truth objects, a note
+    /// with their counts and R40 ceilings.
     pub fn render(&self) -> String {
         let mut s = format!(
             "{:<5} {:<11} {:>8} {:>8} {:>8}   {:>8} {:>8} {:>8}   {:>6}\n",
@@ -376,6 +413,20 @@ impl ApTable {
             }
         }
         s += &format!("mAP (3D R40 moderate, mean of 3 classes): {:.2}  over {} frames\n", self.map(), self.frames);
+        let few = self.few_gt();
+        if !few.is_empty() {
+            s += "note: fewer than 41 counted ground-truth objects; R40 is then at most 100 (n - 1) / 40:\n";
+            for class in CLASSES {
+                let parts: Vec<String> = few
+                    .iter()
+                    .filter(|f| f.class == class)
+                    .map(|f| format!("{} n = {} (R40 <= {:.2})", f.difficulty, f.num_gt, f.max_r40))
+                    .collect();
+                if !parts.is_empty() {
+                    s += &format!("  {class:<11} {}\n", parts.join(", "));
+                }
+            }
+        }
         s
     }
 }
@@ -551,5 +602,119 @@ mod tests {
         let frames = many(45, |_| frame(vec![car(0.0, 20.0, 1.0)], vec![car(0.0, 20.0, 0.7), car(0.1, 20.0, 0.7)]));
         let t = evaluate(&frames);
         assert!((t.r40[0][0][1] - 50.0).abs() < 1e-9, "{}", t.r40[0][0][1]);
+    }
+    /// Label text of a Car `k` m-slots along x (well apart in 3D and in the image) with the given
+    /// truncation, occlusion and 2D box top / bottom, as they appear in a label file.
+    fn limit_car(k: usize, truncated: &str, occluded: i32, top: &str, bottom: &str, score: &str) -> String {
+        let (left, right, x) = (50 + 130 * k, 150 + 130 * k, -20.0 + 5.0 * k as f64);
+        let (bbox, dims_loc) =
+            (format!("{left}.00 {top} {right}.00 {bottom}"), format!("1.50 1.60 3.90 {x:.2} 1.60 25.00"));
+        format!("Car {truncated} {occluded} 0.00 {bbox} {dims_loc} 0.00{score}")
+    }
+
+    #[test]
+    fn difficulty_limits_are_compared_in_f64_as_the_devkit_does() {
+        // Ground truth exactly at each limit. Heights: 140.07 - 100.07 and 128.07 - 103.07 are
+        // exactly 40 and 25 in f64 (the devkit's numpy) but 40.0000076 and 25.0000076 from f32;
+        // truncation 0.15 and 0.30 are 0.1500000060 and 0.3000000119 in f32.
+        let gt_cases: [(&str, &str, i32, &str, &str); 8] = [
+            ("truncated 0.15", "0.15", 0, "150.00", "200.00"),
+            ("truncated 0.30", "0.30", 0, "150.00", "200.00"),
+            ("truncated 0.50", "0.50", 0, "150.00", "200.00"),
+            ("occluded 0", "0.00", 0, "150.00", "200.00"),
+            ("occluded 1", "0.00", 1, "150.00", "200.00"),
+            ("occluded 2", "0.00", 2, "150.00", "200.00"),
+            ("height 40 px", "0.00", 0, "100.07", "140.07"),
+            ("height 25 px", "0.00", 0, "103.07", "128.07"),
+        ];
+        let parse = |lines: Vec<String>| -> Vec<EvalObject> {
+            let objs = super::super::label::parse_labels(&lines.join("\n"), Path::new("limits.txt")).unwrap();
+            objs.iter().map(EvalObject::from).collect()
+        };
+        let gt = parse(gt_cases.iter().enumerate().map(|(k, c)| limit_car(k, c.1, c.2, c.3, c.4, "")).collect());
+        // Each object's role per difficulty (V counted, I ignored), as the devkit assigns them:
+        // truncation <= limit, occlusion <= limit and height > limit are counted.
+        let roles: Vec<String> = (0..3)
+            .map(|d| gt_roles(&gt, "Car", d).0.iter().map(|r| if *r == Role::Valid { 'V' } else { 'I' }).collect())
+            .collect();
+        for (k, c) in gt_cases.iter().enumerate() {
+            let r: String = roles.iter().map(|s| s.as_bytes()[k] as char).collect();
+            eprintln!("{:<16} easy/moderate/hard: {r}", c.0);
+        }
+
+        // 45 frames: each object detected exactly, plus one false positive whose 2D box is
+        // exactly 25 px high (128.12 - 103.12; 24.9999924 from f32): not ignored for moderate
+        // and hard (`height < 25` is false), ignored for easy. All scores equal, so precision is
+        // the same at every recall point: AP = counted / (counted + false positives).
+        let mut dt_lines: Vec<String> =
+            gt_cases.iter().enumerate().map(|(k, c)| limit_car(k, c.1, c.2, c.3, c.4, " 0.90")).collect();
+        dt_lines.push(limit_car(8, "-1", -1, "103.12", "128.12", " 0.90"));
+        let dt = parse(dt_lines);
+        let t = evaluate(&many(45, |_| frame(gt.clone(), dt.clone())));
+        for (m, metric) in METRICS.iter().enumerate() {
+            let [r40, r11] = [t.r40[m][0], t.r11[m][0]];
+            eprintln!(
+                "{:<3} Car R40 easy/moderate/hard {:.4} {:.4} {:.4}, R11 {:.4} {:.4} {:.4}, counted gt {:?}",
+                metric.key(),
+                r40[0],
+                r40[1],
+                r40[2],
+                r11[0],
+                r11[1],
+                r11[2],
+                t.num_gt[0]
+            );
+        }
+        assert_eq!(roles, ["VIIVIIII", "VVIVVIVI", "VVVVVVVI"]);
+        assert_eq!(t.num_gt[0], [90, 225, 315]);
+        let want = [100.0, 100.0 * 225.0 / 270.0, 100.0 * 315.0 / 360.0];
+        for m in 0..3 {
+            for (d, want) in want.iter().enumerate() {
+                assert!((t.r40[m][0][d] - want).abs() < 1e-9, "metric {m} difficulty {d}: {}", t.r40[m][0][d]);
+                assert!((t.r11[m][0][d] - want).abs() < 1e-9, "metric {m} difficulty {d}: {}", t.r11[m][0][d]);
+            }
+        }
+    }
+
+    #[test]
+    fn fewer_than_41_ground_truth_objects_are_noted() {
+        assert_eq!([0, 1, 2, 6, 40, 41, 500].map(max_r40), [0.0, 0.0, 2.5, 12.5, 97.5, 100.0, 100.0]);
+        // Two frames, one car each, found exactly: R40 2.5 (the ceiling), R11 1/11 (point 0 only).
+        let t = evaluate(&many(2, |i| frame(vec![car(i as f64, 20.0, 1.0)], vec![car(i as f64, 20.0, 0.9)])));
+        assert!(
+            (t.r40[0][0][1] - 2.5).abs() < 1e-9 && (t.r11[0][0][1] - 100.0 / 11.0).abs() < 1e-9,
+            "{:?}",
+            t.r40[0][0]
+        );
+        let few = t.few_gt();
+        assert_eq!(few.len(), 9);
+        assert_eq!(few[1], FewGt { class: "Car", difficulty: "moderate", num_gt: 2, max_r40: 2.5 });
+        assert_eq!((few[3].class, few[3].num_gt, few[3].max_r40), ("Pedestrian", 0, 0.0));
+        let text = t.render();
+        eprintln!("{text}");
+        assert!(
+            text.contains("note: fewer than 41 counted ground-truth objects; R40 is then at most 100 (n - 1) / 40:\n")
+        );
+        assert!(
+            text.contains(
+                "\n  Car         easy n = 2 (R40 <= 2.50), moderate n = 2 (R40 <= 2.50), hard n = 2 (R40 <= 2.50)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\n  Cyclist     easy n = 0 (R40 <= 0.00),"), "{text}");
+        let j = t.to_json();
+        assert_eq!(
+            j["few_gt"][1],
+            serde_json::json!({"class": "Car", "difficulty": "moderate", "num_gt": 2, "max_r40": 2.5})
+        );
+        assert_eq!(j["num_gt"]["Car"]["moderate"], 2);
+
+        // 41 cars: Car is no longer listed; 40 cars: still listed, at 97.5 for perfect predictions.
+        let t = evaluate(&many(41, |i| frame(vec![car(i as f64, 20.0, 1.0)], vec![car(i as f64, 20.0, 0.9)])));
+        assert!(t.few_gt().iter().all(|f| f.class != "Car") && t.few_gt().len() == 6);
+        assert!(!t.render().contains("\n  Car ") && t.render().contains("\n  Pedestrian  easy n = 0"));
+        let t = evaluate(&many(40, |i| frame(vec![car(i as f64, 20.0, 1.0)], vec![car(i as f64, 20.0, 0.9)])));
+        assert!((t.r40[0][0][2] - 97.5).abs() < 1e-9, "{}", t.r40[0][0][2]);
+        assert_eq!(t.few_gt()[2], FewGt { class: "Car", difficulty: "hard", num_gt: 40, max_r40: 97.5 });
     }
 }

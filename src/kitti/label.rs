@@ -2,6 +2,8 @@
 //! `type truncated occluded alpha left top right bottom h w l x y z rotation_y [score]`
 //! (15 fields for ground truth, 16 with a score for results). Location is the bottom centre of
 //! the box in the rectified camera frame (x right, y down, z forward), dimensions in metres.
+//! Truncation and the 2D box are read as f64, as the devkit reads them (its difficulty limits are
+//! compared in f64); the 3D box, angles and score as f32.
 
 use std::path::Path;
 
@@ -13,14 +15,17 @@ use crate::error::{Error, Result};
 pub struct Object {
     /// `Car`, `Pedestrian`, `Cyclist`, `Van`, `DontCare`, ...
     pub class: String,
-    /// 0 (not truncated) to 1 (fully truncated); -1 for results and `DontCare`.
-    pub truncated: f32,
+    /// 0 (not truncated) to 1 (fully truncated); -1 for results and `DontCare`. f64, as the
+    /// devkit reads it: the difficulty limits 0.15 / 0.30 / 0.50 are compared in f64, and 0.15 read
+    /// as f32 is 0.1500000060 > 0.15.
+    pub truncated: f64,
     /// 0 visible, 1 partly occluded, 2 largely occluded, 3 unknown; -1 for results.
     pub occluded: i32,
     /// Observation angle in [-pi, pi].
     pub alpha: f32,
-    /// 2D box in the image (pixels): left, top, right, bottom.
-    pub bbox: [f32; 4],
+    /// 2D box in the image (pixels): left, top, right, bottom. f64, as the devkit reads it: the
+    /// box height is compared with the 40 / 25 px difficulty limits.
+    pub bbox: [f64; 4],
     /// Height, width, length (metres).
     pub dimensions: [f32; 3],
     /// Bottom centre x, y, z in the rectified camera frame (metres).
@@ -70,18 +75,19 @@ pub fn parse_labels(text: &str, file: &Path) -> Result<Vec<Object>> {
                 format!("field {} ({}): cannot parse '{}'", i + 1, FIELD_NAMES[i], fields[i]),
             )
         };
-        let f = |i: usize| fields[i].parse::<f32>().map_err(|_| bad(i));
+        let single = |i: usize| fields[i].parse::<f32>().map_err(|_| bad(i));
+        let double = |i: usize| fields[i].parse::<f64>().map_err(|_| bad(i));
         let occluded = fields[2].parse::<i32>().map_err(|_| bad(2))?;
         objects.push(Object {
             class: fields[0].to_string(),
-            truncated: f(1)?,
+            truncated: double(1)?,
             occluded,
-            alpha: f(3)?,
-            bbox: [f(4)?, f(5)?, f(6)?, f(7)?],
-            dimensions: [f(8)?, f(9)?, f(10)?],
-            location: [f(11)?, f(12)?, f(13)?],
-            rotation_y: f(14)?,
-            score: if fields.len() == 16 { Some(f(15)?) } else { None },
+            alpha: single(3)?,
+            bbox: [double(4)?, double(5)?, double(6)?, double(7)?],
+            dimensions: [single(8)?, single(9)?, single(10)?],
+            location: [single(11)?, single(12)?, single(13)?],
+            rotation_y: single(14)?,
+            score: if fields.len() == 16 { Some(single(15)?) } else { None },
         });
     }
     Ok(objects)

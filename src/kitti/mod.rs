@@ -2,10 +2,12 @@
 //!
 //! Layout under a root directory:
 //! `training/velodyne/<id>.bin`, `training/label_2/<id>.txt`, `training/calib/<id>.txt`,
-//! `ImageSets/{train,val}.txt` (one 6-digit frame id per line).
+//! `ImageSets/{train,val}.txt` (one 6-digit frame id per line), and optionally
+//! `training/image_2/<id>.png`, of which only the size is read (from the PNG header).
 
 pub mod calib;
 pub mod eval;
+pub mod image;
 pub mod iou;
 pub mod label;
 pub mod velodyne;
@@ -15,10 +17,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 pub(crate) use crate::files::write_atomic;
 
-/// Size of KITTI's image 2 (camera of P2) in pixels: width, height.
+/// Size of KITTI's image 2 (camera of P2) in pixels, width and height, for frames without an
+/// image: the most common size (the images range from 1224 x 370 to 1242 x 376).
 pub const IMAGE_SIZE: [f32; 2] = [1242.0, 375.0];
 
 pub use calib::Calib;
+pub use image::parse_image_size;
 pub use label::Object;
 
 /// A KITTI object dataset root.
@@ -84,6 +88,34 @@ impl KittiDir {
         self.root.join("training/calib").join(format!("{id}.txt"))
     }
 
+    /// `training/image_2/<id>.png`, the left colour camera (P2); optional.
+    pub fn image_path(&self, id: &str) -> PathBuf {
+        self.root.join("training/image_2").join(format!("{id}.png"))
+    }
+
+    /// Width and height of frame `id`'s image 2, from its PNG header; [`IMAGE_SIZE`] when the
+    /// frame has no image. A PNG that exists but cannot be read is an error naming it.
+    pub fn image_size(&self, id: &str) -> Result<[f32; 2]> {
+        let path = self.image_path(id);
+        match image::png_size(&path) {
+            Ok([w, h]) => Ok([w as f32, h as f32]),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(IMAGE_SIZE),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Frame `id`'s calibration with the size of its image 2: `image_size` when given (the CLI's
+    /// `--image-size`), else the size from `training/image_2/<id>.png` (see
+    /// [`KittiDir::image_size`]).
+    pub fn frame_calib(&self, id: &str, image_size: Option<[f32; 2]>) -> Result<Calib> {
+        let mut calib = calib::read_calib(self.calib_path(id))?;
+        calib.image_size = match image_size {
+            Some(size) => size,
+            None => self.image_size(id)?,
+        };
+        Ok(calib)
+    }
+
     /// `ImageSets/<split>.txt`.
     pub fn split_path(&self, split: &str) -> PathBuf {
         self.root.join("ImageSets").join(format!("{split}.txt"))
@@ -108,13 +140,14 @@ impl KittiDir {
         write_atomic(&path, text.as_bytes())
     }
 
-    /// Reads a frame's scan (non-finite points are an error), labels and calibration.
+    /// Reads a frame's scan (non-finite points are an error), labels and calibration (with the
+    /// size of its image, see [`KittiDir::frame_calib`]).
     pub fn load_frame(&self, id: &str) -> Result<Frame> {
         Ok(Frame {
             id: id.to_string(),
             points: velodyne::read_points(self.velodyne_path(id))?,
             labels: label::read_labels(self.label_path(id))?,
-            calib: calib::read_calib(self.calib_path(id))?,
+            calib: self.frame_calib(id, None)?,
         })
     }
 
@@ -199,5 +232,29 @@ mod tests {
         let names: Vec<_> =
             std::fs::read_dir(k.root().join("training/label_2")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["000042.txt"]);
+    }
+
+    #[test]
+    fn kitti_frame_calib_takes_the_png_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = KittiDir::create(dir.path()).unwrap();
+        for id in ["000000", "000001", "000002"] {
+            calib::write_calib(k.calib_path(id), &Calib::typical()).unwrap();
+        }
+        assert_eq!(k.image_path("000001"), dir.path().join("training/image_2/000001.png"));
+        // No image_2 directory at all: the default size.
+        assert_eq!(k.frame_calib("000000", None).unwrap().image_size, [1242.0, 375.0]);
+        std::fs::create_dir_all(dir.path().join("training/image_2")).unwrap();
+        std::fs::write(k.image_path("000001"), image::png_header_only(1224, 370)).unwrap();
+        std::fs::write(k.image_path("000002"), &image::png_header_only(1242, 376)[..30]).unwrap();
+        let c = k.frame_calib("000001", None).unwrap();
+        assert_eq!(c.image_size, [1224.0, 370.0]);
+        assert_eq!(Calib { image_size: IMAGE_SIZE, ..c }, Calib::typical());
+        assert_eq!(k.frame_calib("000000", None).unwrap().image_size, IMAGE_SIZE);
+        // The override wins, and a given size does not read the PNG at all.
+        assert_eq!(k.frame_calib("000001", Some([1241.0, 374.0])).unwrap().image_size, [1241.0, 374.0]);
+        assert_eq!(k.frame_calib("000002", Some([1242.0, 376.0])).unwrap().image_size, [1242.0, 376.0]);
+        let e = k.frame_calib("000002", None).unwrap_err().to_string();
+        assert!(e.ends_with("training/image_2/000002.png: truncated PNG: 30 bytes, the header needs 33"), "{e}");
     }
 }

@@ -106,7 +106,7 @@ fn load_points_and_calib(data: &KittiDir, id: &str) -> Result<(Vec<[f32; 4]>, Ca
     if dropped > 0 {
         tracing::warn!("{}: dropped {dropped} non-finite points", path.display());
     }
-    let calib = crate::kitti::calib::read_calib(data.calib_path(id))?;
+    let calib = data.frame_calib(id, None)?;
     Ok((points, calib))
 }
 

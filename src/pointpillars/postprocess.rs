@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::kitti::iou::convex_intersection_area;
 use crate::kitti::{Calib, Object};
 use crate::pointpillars::interface::HeadPort;
-use crate::pointpillars::voxelize::KITTI_IMAGE_SIZE;
 use crate::pointpillars::PointPillarsConfig;
 use crate::tensor::Tensor;
 
@@ -280,7 +279,8 @@ pub fn camera_box_corners(loc: [f32; 3], dims: [f32; 3], ry: f32) -> [[f32; 3]; 
 /// A lidar detection as a KITTI result object (camera frame): location = bottom centre,
 /// dimensions (h, w, l) = (dz, dy, dx), `rotation_y = -yaw - pi/2` and
 /// `alpha = -atan2(-y, x) + rotation_y`, both wrapped to [-pi, pi); bbox from the 8 corners
-/// projected with P2, clipped to the 1242 x 375 image (`[0, 1241] x [0, 374]`); truncated and
+/// projected with P2, clipped to the frame's image (`calib.image_size`, W x H: `[0, W - 1] x
+/// [0, H - 1]`; 1242 x 375 when the frame has no image); truncated and
 /// occluded -1. `None` when the box centre is not in front of the camera or the clipped 2D box
 /// is empty (or not finite). Unknown class indices are named `class<N>`.
 pub fn to_kitti_object(det: &Detection, calib: &Calib, class_names: &[String]) -> Option<Object> {
@@ -301,7 +301,7 @@ pub fn to_kitti_object(det: &Detection, calib: &Calib, class_names: &[String]) -
             hi[k] = hi[k].max(uv[k]);
         }
     }
-    let [iw, ih] = KITTI_IMAGE_SIZE;
+    let [iw, ih] = calib.image_size;
     let bbox = [
         lo[0].clamp(0.0, iw - 1.0),
         lo[1].clamp(0.0, ih - 1.0),
@@ -317,7 +317,7 @@ pub fn to_kitti_object(det: &Detection, calib: &Calib, class_names: &[String]) -
         truncated: -1.0,
         occluded: -1,
         alpha,
-        bbox,
+        bbox: bbox.map(f64::from),
         dimensions: dims,
         location,
         rotation_y: ry,
@@ -569,7 +569,7 @@ mod tests {
                 hi[k] = hi[k].max(uv[k]);
             }
         }
-        assert!(close(&o.bbox, &[lo[0], lo[1], hi[0], hi[1]], 3.0), "{:?} vs {lo:?} {hi:?}", o.bbox);
+        assert!(close(&o.bbox.map(|v| v as f32), &[lo[0], lo[1], hi[0], hi[1]], 3.0), "{:?} vs {lo:?} {hi:?}", o.bbox);
         assert!(o.bbox[0] < 604.0 && o.bbox[2] > 604.0 && o.bbox[1] > 180.0 && o.bbox[3] < 375.0, "{:?}", o.bbox);
     }
 

@@ -3,7 +3,8 @@
 //!
 //! - Points outside the range (`x in [x0, x1)`, same for y and z) or not finite are dropped;
 //!   with a calibration, so are points outside the camera's field of view (OpenPCDet's
-//!   `FOV_POINTS_ONLY`: rectified z > 0 and the P2 projection inside the 1242 x 375 image).
+//!   `FOV_POINTS_ONLY`: rectified z > 0 and the P2 projection inside the frame's image, whose
+//!   size comes from its `image_2` PNG; 1242 x 375 without one).
 //!   A point in range whose cell index rounds up to the grid size in f32 (within ~1e-7 of an
 //!   upper bound) is dropped too, as the spconv / CUDA-PointPillars grid check does.
 //! - Pillars are numbered in order of first occurrence in the point order; a pillar keeps its
@@ -22,9 +23,6 @@ use crate::kitti::Calib;
 use crate::pointpillars::interface::ModelIo;
 use crate::pointpillars::PointPillarsConfig;
 use crate::tensor::{DType, Data, Tensor};
-
-/// KITTI's image size (width, height) used for the field-of-view filter and the 2D boxes.
-pub const KITTI_IMAGE_SIZE: [f32; 2] = crate::kitti::IMAGE_SIZE;
 
 /// The point features of OpenPCDet's and CUDA-PointPillars' PointPillars, in their order.
 pub const POINT_FEATURES_10: [&str; 10] = ["x", "y", "z", "intensity", "xc", "yc", "zc", "xp", "yp", "zp"];
@@ -171,7 +169,7 @@ pub fn voxelize(points: &[[f32; 4]], cfg: &PointPillarsConfig, calib: Option<&Ca
     let (m, f, pmax) = (cfg.max_points_per_pillar, feats.len(), cfg.max_pillars);
     let r = cfg.point_cloud_range;
     let vs = cfg.voxel_size;
-    let fov = calib.filter(|_| cfg.fov_points_only).map(|c| Fov::new(c, KITTI_IMAGE_SIZE));
+    let fov = calib.filter(|_| cfg.fov_points_only).map(|c| Fov::new(c, c.image_size));
 
     let mut grid = vec![EMPTY; nx * ny];
     // The kept raw points of each pillar, `m` slots per pillar.

@@ -71,7 +71,7 @@ pub fn label_actor(scene: &Scene, scan: &Scan, calib: &Calib, i: usize) -> Optio
             truncated: -1.0,
             occluded: -1,
             alpha: -10.0,
-            bbox: clipped,
+            bbox: clipped.map(f64::from),
             dimensions: [-1.0; 3],
             location: [-1000.0; 3],
             rotation_y: -10.0,
@@ -84,10 +84,10 @@ pub fn label_actor(scene: &Scene, scan: &Scan, calib: &Calib, i: usize) -> Optio
     let alpha = wrap_angle(-(-a.y).atan2(a.x) + rotation_y);
     Some(Object {
         class: a.class.name().into(),
-        truncated,
+        truncated: truncated.into(),
         occluded: occlusion_level(scan.actor_seen[i], scan.actor_rays[i]),
         alpha,
-        bbox: clipped,
+        bbox: clipped.map(f64::from),
         dimensions: [a.h, a.w, a.l],
         location,
         rotation_y,
