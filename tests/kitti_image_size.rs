@@ -2,6 +2,8 @@
 //! (and one frame without an image) gives each frame's calibration its own size, and the
 //! field-of-view crop and the 2D box clipping follow it.
 
+mod common;
+
 use std::path::Path;
 
 use pillarq::kitti::{Calib, KittiDir};
@@ -120,4 +122,69 @@ fn image_size_per_frame_sets_fov_crop_and_2d_clipping() {
     // --image-size overrides the PNG.
     let forced = data.frame_calib("000000", Some([1242.0, 376.0])).unwrap();
     assert_eq!(voxelize(&points, &cfg, Some(&forced)).unwrap().points_in_range, 7);
+}
+
+/// `pillarq detect` over synthetic frames given PNGs of KITTI's sizes: each frame's 2D boxes stay
+/// inside its own image, and `--image-size` overrides them all.
+#[test]
+fn detect_clips_each_frame_to_its_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, _, err) = common::pillarq_bin(&["synth", "--out", d, "--train", "1", "--val", "4", "--seed", "5"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::create_dir_all(data.join("training/image_2")).unwrap();
+    let sizes: [(&str, Option<[u32; 2]>); 4] =
+        [("000001", Some([1224, 370])), ("000002", Some([1242, 375])), ("000003", Some([1242, 376])), ("000004", None)];
+    for (id, size) in sizes {
+        if let Some([w, h]) = size {
+            std::fs::write(data.join(format!("training/image_2/{id}.png")), black_png(w, h)).unwrap();
+        }
+    }
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/pointpillars_small.onnx");
+    let run = |out: &Path, extra: &[&str]| {
+        let args = [
+            &["detect", "--model", model.to_str().unwrap(), "--data", d, "--out", out.to_str().unwrap(), "-q"][..],
+            extra,
+        ]
+        .concat();
+        let (code, _, err) = common::pillarq_bin(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    // Largest right and bottom edge of each frame's 2D boxes.
+    let edges = |out: &Path, id: &str| -> (f64, f64, usize) {
+        let objs = pillarq::kitti::label::read_labels(out.join(format!("{id}.txt"))).unwrap();
+        let r = objs.iter().map(|o| o.bbox[2]).fold(0.0, f64::max);
+        let b = objs.iter().map(|o| o.bbox[3]).fold(0.0, f64::max);
+        (r, b, objs.len())
+    };
+    let own = tmp.path().join("own");
+    run(&own, &[]);
+    for (id, size) in sizes {
+        let [w, h] = size.unwrap_or([1242, 375]);
+        let (r, b, n) = edges(&own, id);
+        eprintln!(
+            "frame {id} ({w} x {h}{}): {n} boxes, right edge <= {r:.2}, bottom <= {b:.2}",
+            if size.is_none() { ", no PNG" } else { "" }
+        );
+        assert!(n > 0 && r <= f64::from(w) - 1.0 && b <= f64::from(h) - 1.0, "{id}: {r} {b} in {w} x {h}");
+    }
+    let forced = tmp.path().join("forced");
+    run(&forced, &["--image-size", "1224x370"]);
+    for (id, _) in sizes {
+        let (r, b, _) = edges(&forced, id);
+        assert!(r <= 1223.0 && b <= 369.0, "{id}: {r} {b}");
+    }
+    let (code, _, err) = common::pillarq_bin(&[
+        "detect",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        forced.to_str().unwrap(),
+        "--image-size",
+        "1224",
+    ]);
+    assert!(code != 0 && err.contains("WIDTHxHEIGHT"), "{err}");
 }

@@ -24,6 +24,10 @@ pub struct ConfigArgs {
     /// NMS IoU threshold (overrides the config and the metadata).
     #[arg(long, value_name = "IOU")]
     pub nms_iou: Option<f32>,
+    /// Camera image size WxH for every frame (field-of-view crop, 2D boxes), instead of each
+    /// frame's training/image_2/<id>.png (1242x375 where a frame has none).
+    #[arg(long, value_name = "WxH", value_parser = crate::kitti::parse_image_size)]
+    pub image_size: Option<[f32; 2]>,
 }
 
 impl ConfigArgs {
@@ -45,7 +49,9 @@ impl ConfigArgs {
 
     /// A detector for the model with this configuration.
     pub fn detector(&self, model: &Model, threads: usize) -> Result<Detector> {
-        Ok(Detector::with_config(model, self.resolve(model)?, threads)?)
+        let mut d = Detector::with_config(model, self.resolve(model)?, threads)?;
+        d.image_size = self.image_size;
+        Ok(d)
     }
 
     /// Only the configuration when the model has one (metadata or --config), else `None`.

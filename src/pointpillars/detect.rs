@@ -17,6 +17,8 @@ use crate::model::Model;
 pub struct Detector {
     pub cfg: PointPillarsConfig,
     pub io: ModelIo,
+    /// Image size for every frame (`--image-size`) instead of each frame's `image_2` PNG.
+    pub image_size: Option<[f32; 2]>,
     exec: CpuExecutor,
     plan: Option<CompiledPlan>,
 }
@@ -39,7 +41,7 @@ impl Detector {
     /// Builds the detector from a resolved configuration (see [`super::config::resolve`]).
     pub fn with_config(model: &Model, resolved: ResolvedModel, threads: usize) -> Result<Detector> {
         let ResolvedModel { cfg, io } = resolved;
-        Ok(Detector { cfg, io, exec: CpuExecutor::new(&model.graph, threads)?, plan: None })
+        Ok(Detector { cfg, io, image_size: None, exec: CpuExecutor::new(&model.graph, threads)?, plan: None })
     }
 
     pub fn executor(&self) -> &CpuExecutor {
@@ -67,7 +69,7 @@ impl Detector {
 
     /// The network inputs of frame `id` (FOV-filtered and voxelized) and its calibration.
     pub fn frame_inputs(&self, data: &KittiDir, id: &str) -> Result<(NamedTensors, Calib)> {
-        let (points, calib) = load_points_and_calib(data, id)?;
+        let (points, calib) = load_points_and_calib(data, id, self.image_size)?;
         Ok((self.inputs(&points, Some(&calib))?, calib))
     }
 
@@ -100,13 +102,13 @@ impl Detector {
     }
 }
 
-fn load_points_and_calib(data: &KittiDir, id: &str) -> Result<(Vec<[f32; 4]>, Calib)> {
+fn load_points_and_calib(data: &KittiDir, id: &str, image_size: Option<[f32; 2]>) -> Result<(Vec<[f32; 4]>, Calib)> {
     let path = data.velodyne_path(id);
     let (points, dropped) = crate::kitti::velodyne::read_points_lossy(&path)?;
     if dropped > 0 {
         tracing::warn!("{}: dropped {dropped} non-finite points", path.display());
     }
-    let calib = data.frame_calib(id, None)?;
+    let calib = data.frame_calib(id, image_size)?;
     Ok((points, calib))
 }
 

@@ -69,7 +69,10 @@ impl<'a> Evaluator<'a> {
     /// frames and the chunking.
     fn eval_key(&self) -> String {
         let cfg = crate::pointpillars::config::to_metadata_json(&self.detector.cfg);
-        sha256_hex(format!("pillarq-eval-v2|{}|{cfg}|{}|{}", self.model_hash, self.set.key(), self.chunk).as_bytes())
+        let image = self.detector.image_size.map(|[w, h]| format!("|image {w}x{h}")).unwrap_or_default();
+        sha256_hex(
+            format!("pillarq-eval-v2|{}|{cfg}{image}|{}|{}", self.model_hash, self.set.key(), self.chunk).as_bytes(),
+        )
     }
 
     pub fn plan_key(&self, plan: &PrecisionPlan) -> String {
