@@ -1,8 +1,9 @@
 //! The mixed-precision ONNX of a PrecisionPlan: what TensorRT (and onnxruntime) consume.
 //!
-//! Built from the original ModelProto, node by node in file order, so every other node, the
-//! graph inputs and outputs, the opset and the metadata stay as they were. For each quantizable
-//! layer:
+//! Built from the model's graph IR (`Model::graph`), node by node: the IR's node names (the
+//! names every plan uses), its opset and its fusion facts (`graph::fold`) are the one source of
+//! truth; other nodes are written back from the IR as they were, and the graph inputs, outputs,
+//! initializers and metadata come from the file. For each quantizable layer:
 //!
 //! - BatchNormalization (and OpenPCDet's Transpose pair around it) is folded into the layer's
 //!   weights and bias, with the same float32 arithmetic the CPU executor uses
@@ -135,20 +136,10 @@ fn folded_layers(model: &Model) -> Result<HashMap<String, Folded>> {
     Ok(out)
 }
 
-/// The default-domain opset of a model.
-pub fn opset_of(model: &ModelProto) -> i64 {
-    model
-        .opset_import
-        .iter()
-        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
-        .and_then(|o| o.version)
-        .unwrap_or(0)
-}
-
 /// Builds the model of a resolved plan (`PrecisionPlan::resolve`).
 pub fn emit_model(model: &Model, plan: &[LayerPrecision], form: Fp16Form) -> Result<Emitted> {
     let mut m = model.file.model.clone();
-    let opset = opset_of(&m);
+    let opset = model.graph.opset;
     if opset < 13 {
         return Err(Error::Model {
             file: model.file.path.clone(),
@@ -163,36 +154,28 @@ pub fn emit_model(model: &Model, plan: &[LayerPrecision], form: Fp16Form) -> Res
     let removed: HashSet<&str> = folded.values().flat_map(|f| f.removed.iter().map(String::as_str)).collect();
     let g = m.graph.as_mut().expect("decode_model checks the graph");
 
+    let ir = &model.graph;
     // Every name in use, so inserted names never clash.
     let mut taken: HashSet<String> = HashSet::new();
-    for n in &g.node {
-        taken.extend(n.name.clone());
-        taken.extend(n.input.iter().cloned());
-        taken.extend(n.output.iter().cloned());
+    for n in &ir.nodes {
+        taken.insert(n.name.clone());
+        taken.extend(n.inputs.iter().cloned());
+        taken.extend(n.outputs.iter().cloned());
     }
     taken.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
     let mut em = Emitter { taken, inits: vec![] };
 
-    let mut nodes = Vec::with_capacity(g.node.len() + 4 * plan.len());
+    let mut nodes = Vec::with_capacity(ir.nodes.len() + 4 * plan.len());
     let mut layers = Vec::with_capacity(plan.len());
-    let mut names_used = HashSet::new();
-    for (i, n) in g.node.iter().enumerate() {
-        // The same names the graph import gives (empty or repeated names become `<op>_<index>`).
-        let mut n = n.clone();
-        let name = n.name.clone().unwrap_or_default();
-        if name.is_empty() || names_used.contains(&name) {
-            n.name = Some(format!("{}_{i}", n.op_type.clone().unwrap_or_default()));
-        }
-        let name = n.name.clone().unwrap_or_default();
-        names_used.insert(name.clone());
-        if removed.contains(name.as_str()) {
+    for n in &ir.nodes {
+        if removed.contains(n.name.as_str()) {
             continue;
         }
-        let (Some(f), Some(lp)) = (folded.get(&name), precision.get(name.as_str())) else {
-            nodes.push(n);
+        let (Some(f), Some(lp)) = (folded.get(&n.name), precision.get(n.name.as_str())) else {
+            nodes.push(n.to_proto());
             continue;
         };
-        let (seq, layer) = em.layer(&n, f, lp, form)?;
+        let (seq, layer) = em.layer(n, f, lp, form)?;
         nodes.extend(seq);
         layers.push(layer);
     }
@@ -260,7 +243,7 @@ impl Emitter {
     /// The replacement nodes of one layer, in order.
     fn layer(
         &mut self,
-        orig: &NodeProto,
+        orig: &Node,
         f: &Folded,
         lp: &LayerPrecision,
         form: Fp16Form,
@@ -272,7 +255,7 @@ impl Emitter {
         let wv = f32s(w, l)?;
         let bias: Option<Vec<f32>> = f.bias.as_ref().map(|b| f32s(b, l).map(<[f32]>::to_vec)).transpose()?;
         let bias_len = bias.as_ref().map_or(0, Vec::len);
-        let x = orig.input.first().cloned().unwrap_or_default();
+        let x = orig.inputs.first().cloned().unwrap_or_default();
         let mut seq = vec![];
         let mut act_scale = None;
         let mut weight_scales = vec![];
@@ -350,7 +333,7 @@ impl Emitter {
         if let (false, Some(b)) = (is_mm, &bias_name) {
             ins.push(b.clone());
         }
-        let mut core = orig.clone();
+        let mut core = orig.to_proto();
         core.input = ins;
         core.output = vec![core_out.clone()];
         seq.push(core);

@@ -13,9 +13,11 @@ pub enum AttrValue {
     Floats(Vec<f32>),
     Str(String),
     Strs(Vec<String>),
-    Tensor(Tensor),
-    /// Graphs, sparse tensors, type protos: kept by name only (no supported op needs them).
-    Unsupported(i32),
+    /// The value, and the attribute as the file had it (so it is written back unchanged: f16
+    /// and other element types the `Tensor` holds widened).
+    Tensor(Tensor, Box<AttributeProto>),
+    /// Graphs, sparse tensors, type protos: no supported op reads them; kept as they were.
+    Opaque(Box<AttributeProto>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,14 +44,42 @@ impl Attrs {
                     Some(t) => AttrValue::Tensor(
                         Tensor::from_proto(t, None)
                             .map_err(|e| Error::graph(node, format!("attribute '{name}': {e}")))?,
+                        Box::new(a.clone()),
                     ),
                     None => return Err(Error::graph(node, format!("attribute '{name}' is a tensor but holds none"))),
                 },
-                _ => AttrValue::Unsupported(a.r#type.unwrap_or(0)),
+                _ => AttrValue::Opaque(Box::new(a.clone())),
             };
             out.push((name, v));
         }
         Ok(Attrs(out))
+    }
+
+    /// The attributes as ONNX protobuf, in order (what `from_proto` read, with any edits).
+    pub fn to_proto(&self) -> Vec<AttributeProto> {
+        use crate::onnx::build::{attr_f, attr_i, attr_ints, attr_s};
+        self.0
+            .iter()
+            .map(|(name, v)| match v {
+                AttrValue::Int(i) => attr_i(name, *i),
+                AttrValue::Float(f) => attr_f(name, *f),
+                AttrValue::Ints(v) => attr_ints(name, v),
+                AttrValue::Floats(v) => AttributeProto {
+                    name: Some(name.clone()),
+                    r#type: Some(AttributeType::Floats as i32),
+                    floats: v.clone(),
+                    ..Default::default()
+                },
+                AttrValue::Str(s) => attr_s(name, s),
+                AttrValue::Strs(v) => AttributeProto {
+                    name: Some(name.clone()),
+                    r#type: Some(AttributeType::Strings as i32),
+                    strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+                    ..Default::default()
+                },
+                AttrValue::Tensor(_, proto) | AttrValue::Opaque(proto) => (**proto).clone(),
+            })
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&AttrValue> {
@@ -109,8 +139,44 @@ impl<'a> AttrReader<'a> {
     }
     pub fn tensor_opt(&self, name: &str) -> Option<&'a Tensor> {
         match self.attrs.get(name) {
-            Some(AttrValue::Tensor(t)) => Some(t),
+            Some(AttrValue::Tensor(t, _)) => Some(t),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Model;
+
+    /// Every node of the bundled models written back from the IR reads in as the same node, and a
+    /// tensor attribute keeps its file form (element type, raw bytes).
+    #[test]
+    fn nodes_round_trip_through_protobuf() {
+        for name in ["pointpillars_small.onnx", "pointpillars_kitti_cudapp.onnx"] {
+            let m = Model::load(&crate::cli::bundled_model(name)).unwrap();
+            let by_name: std::collections::HashMap<&str, &crate::onnx::proto::NodeProto> = m
+                .file
+                .model
+                .graph
+                .as_ref()
+                .unwrap()
+                .node
+                .iter()
+                .map(|n| (n.name.as_deref().unwrap_or(""), n))
+                .collect();
+            for n in &m.graph.nodes {
+                let p = n.to_proto();
+                let back = super::Attrs::from_proto(&n.name, &p.attribute).unwrap();
+                assert_eq!(back, n.attrs, "{}", n.name);
+                let orig = by_name[n.name.as_str()];
+                assert_eq!((&p.input, &p.output, &p.op_type), (&orig.input, &orig.output, &orig.op_type));
+                for (a, b) in p.attribute.iter().zip(&orig.attribute) {
+                    if a.t.is_some() {
+                        assert_eq!(a, b, "{}: tensor attribute", n.name);
+                    }
+                }
+            }
         }
     }
 }

@@ -91,6 +91,19 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node as ONNX protobuf (name, op, domain, edges, attributes).
+    pub fn to_proto(&self) -> crate::onnx::proto::NodeProto {
+        crate::onnx::proto::NodeProto {
+            name: Some(self.name.clone()),
+            op_type: Some(self.op_type.clone()),
+            domain: Some(self.domain.clone()),
+            input: self.inputs.clone(),
+            output: self.outputs.clone(),
+            attribute: self.attrs.to_proto(),
+            ..Default::default()
+        }
+    }
+
     pub fn attr(&self) -> AttrReader<'_> {
         AttrReader { node: &self.name, attrs: &self.attrs }
     }
