@@ -416,3 +416,113 @@ fn bad_configs_name_file_and_key() {
         "1",
     ]);
 }
+
+/// `emit` works below opset 13 (the opset-11 export is upgraded) and onnxruntime on the emitted
+/// full-INT8 model (the plugin scatter done in numpy) gives the simulation's numbers: to the bit
+/// with power-of-two scales, as for the bundled model (tests/deploy.rs).
+#[test]
+fn emit_upgrades_the_opset_and_onnxruntime_agrees() {
+    use pillarq::pointpillars::config::resolve;
+    use pillarq::pointpillars::detect::Detector;
+    use pillarq::quant::plan::PrecisionPlan;
+
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let cal = tmp.path().join("calib");
+    let (m, y, d) = (s(&f.nvidia), yaml(), s(&f.data));
+    ok(&[
+        "calibrate",
+        "--model",
+        m,
+        "--config",
+        s(&y),
+        "--data",
+        d,
+        "--frames",
+        "2",
+        "--method",
+        "max",
+        "--pow2-scales",
+        "--out",
+        s(&cal),
+        "-q",
+    ]);
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, r#"{"default": "int8"}"#).unwrap();
+    let dir = tmp.path().join("engine");
+    ok(&[
+        "emit",
+        "--model",
+        m,
+        "--plan",
+        s(&plan),
+        "--calib",
+        s(&cal.join("pointpillar_nvidia-max-pow2-2.json")),
+        "--out",
+        s(&dir),
+    ]);
+    let emitted = pillarq::onnx::load_model(&dir.join("model.onnx")).unwrap().model;
+    let opset = emitted.opset_import.iter().find(|o| o.domain.as_deref().unwrap_or("").is_empty()).unwrap();
+    assert_eq!(opset.version, Some(13));
+    let ops: Vec<&str> = emitted.graph.as_ref().unwrap().node.iter().filter_map(|n| n.op_type.as_deref()).collect();
+    assert!(ops.contains(&"PPScatterPlugin") && ops.iter().filter(|o| **o == "QuantizeLinear").count() == 23);
+
+    let model = pillarq::model::Model::load(&f.nvidia).unwrap();
+    let det = Detector::with_config(&model, resolve(&model.graph, &f.nvidia, Some(&y), None).unwrap(), 2).unwrap();
+    let data = pillarq::kitti::KittiDir::open(&f.data).unwrap();
+    let (inputs, _) = det.frame_inputs(&data, "000004").unwrap();
+    let resolved = PrecisionPlan::read(&dir.join("plan.json")).unwrap().resolve(&model.layers).unwrap();
+    let exec = det.executor();
+    let sim = exec.run_plan(&inputs, &exec.compile_plan(&resolved).unwrap()).unwrap();
+    let ort = common::ort_run_with(&dir.join("model.onnx"), &inputs, 2, &["--no-optimize"]);
+    for (name, t) in &sim {
+        let r = common::rel_diff(t.as_f32().unwrap(), ort[name].as_f32().unwrap());
+        println!("{name}: relative L2 {:.2e}, max |a-b|/max|b| {:.2e}", r.rel_l2, r.max_rel);
+        assert!(r.rel_l2 <= 1e-5, "{name}: {}", r.rel_l2);
+    }
+}
+
+/// The operators whose signature changed between opsets 11 and 13, in an opset-11 model: the
+/// emitted opset-13 model computes the same function in onnxruntime.
+#[test]
+fn opset_11_operators_keep_their_function_at_13() {
+    use common::{attr_f, attr_i, attr_ints, build_model, init_f32, node, vi};
+    let mut rng = pillarq::pointpillars::SplitMix64::new(3);
+    let w = common::rand_f32(&mut rng, 6 * 3 * 3 * 3, -0.5, 0.5);
+    let nodes = vec![
+        node("Conv", "conv", &["x", "w"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+        node("Unsqueeze", "unsq", &["c"], &["u"], vec![attr_ints("axes", &[0])]),
+        node("Squeeze", "sq", &["u"], &["s"], vec![attr_ints("axes", &[0])]),
+        node("Split", "split", &["s"], &["a", "b"], vec![attr_i("axis", 1), attr_ints("split", &[3, 3])]),
+        // Softmax over axis 1 of a rank-4 tensor: before 13, over the flattened C*H*W.
+        node("Softmax", "soft_c", &["b"], &["sb"], vec![attr_i("axis", 1)]),
+        node("LogSoftmax", "logsoft_w", &["a"], &["la"], vec![attr_i("axis", 3)]),
+        node("Dropout", "drop", &["la"], &["da"], vec![attr_f("ratio", 0.3)]),
+        node("ReduceSum", "rsum", &["sb"], &["r"], vec![attr_ints("axes", &[2, 3]), attr_i("keepdims", 1)]),
+        node("Mul", "mul", &["r", "da"], &["y"], vec![]),
+    ];
+    let mut model = build_model(
+        nodes,
+        vec![init_f32("w", &[6, 3, 3, 3], &w)],
+        vec![vi("x", 1, Some(&[1, 3, 5, 7]))],
+        vec![vi("y", 1, Some(&[1, 3, 5, 7]))],
+    );
+    model.opset_import[0].version = Some(11);
+    model.ir_version = Some(6);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::write_model(tmp.path(), "op11.onnx", &model);
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, r#"{"default": "fp32"}"#).unwrap();
+    let dir = tmp.path().join("engine");
+    ok(&["emit", "--model", s(&src), "--plan", s(&plan), "--out", s(&dir)]);
+    let x = common::rand_tensor(&mut rng, &[1, 3, 5, 7], -2.0, 2.0);
+    let inputs = vec![("x".to_string(), x)];
+    let before = common::ort_run_with(&src, &inputs, 1, &["--no-optimize"]);
+    // --check: the emitted model passes onnx's full checker at opset 13.
+    let after = common::ort_run_with(&dir.join("model.onnx"), &inputs, 1, &["--check", "--no-optimize"]);
+    let r = common::rel_diff(before["y"].as_f32().unwrap(), after["y"].as_f32().unwrap());
+    assert!(r.max_rel <= 1e-6, "max |a-b|/max|b| {}", r.max_rel);
+    let emitted = pillarq::onnx::load_model(&dir.join("model.onnx")).unwrap().model;
+    let ops: Vec<&str> = emitted.graph.as_ref().unwrap().node.iter().filter_map(|n| n.op_type.as_deref()).collect();
+    assert!(ops.contains(&"Flatten") && ops.contains(&"Reshape"), "{ops:?}");
+}

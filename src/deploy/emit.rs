@@ -30,9 +30,10 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::exec::cpu::precision::{quantize_weight, weight_channel_axis};
 use crate::graph::fold::{f32s, fusion_of, prepare_for_execution};
+use crate::graph::opset::upgrade_to_13;
 use crate::graph::Node;
 use crate::model::Model;
-use crate::onnx::build::{attr_i, init_f16, init_f32, init_i8, node};
+use crate::onnx::build::{attr_i, init_f16, init_f32, init_i8, init_tensor, node};
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{ModelProto, NodeProto, StringStringEntryProto, TensorProto};
 use crate::quant::plan::{LayerPrecision, Precision};
@@ -139,22 +140,16 @@ fn folded_layers(model: &Model) -> Result<HashMap<String, Folded>> {
 /// Builds the model of a resolved plan (`PrecisionPlan::resolve`).
 pub fn emit_model(model: &Model, plan: &[LayerPrecision], form: Fp16Form) -> Result<Emitted> {
     let mut m = model.file.model.clone();
-    let opset = model.graph.opset;
-    if opset < 13 {
-        return Err(Error::Model {
-            file: model.file.path.clone(),
-            msg: format!(
-                "default opset is {opset}; per-channel DequantizeLinear needs opset 13 or later \
-                 (re-export the model with opset >= 13)"
-            ),
-        });
-    }
+    // Per-channel DequantizeLinear needs opset 13: older graphs are upgraded (graph::opset).
+    let ir =
+        upgrade_to_13(&model.graph).map_err(|e| Error::Model { file: model.file.path.clone(), msg: e.to_string() })?;
+    let upgraded = ir.opset != model.graph.opset;
     let folded = folded_layers(model)?;
     let precision: HashMap<&str, &LayerPrecision> = plan.iter().map(|p| (p.name.as_str(), p)).collect();
     let removed: HashSet<&str> = folded.values().flat_map(|f| f.removed.iter().map(String::as_str)).collect();
     let g = m.graph.as_mut().expect("decode_model checks the graph");
 
-    let ir = &model.graph;
+    let ir = &ir;
     // Every name in use, so inserted names never clash.
     let mut taken: HashSet<String> = HashSet::new();
     for n in &ir.nodes {
@@ -186,15 +181,33 @@ pub fn emit_model(model: &Model, plan: &[LayerPrecision], form: Fp16Form) -> Res
     }
     g.node = nodes;
     g.initializer.extend(em.inits);
+    if upgraded {
+        // The upgrade's new constants (axes, split sizes) and the opset import.
+        let have: HashSet<String> = g.initializer.iter().filter_map(|t| t.name.clone()).collect();
+        for (name, t) in &ir.initializers {
+            if !have.contains(name) && !model.graph.initializers.contains_key(name) {
+                g.initializer.push(init_tensor(name, t).map_err(|msg| Error::graph(name, msg))?);
+            }
+        }
+        for o in m.opset_import.iter_mut().filter(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+        {
+            o.version = Some(ir.opset);
+        }
+        // IR version 7 is the first to know opset 13.
+        if m.ir_version.is_some_and(|v| v < 7) {
+            m.ir_version = Some(7);
+        }
+    }
     // Drop what no node reads any more (the original weights, BN parameters) and facts about
     // edges that no longer exist.
     let read: HashSet<&str> = g.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
     let outputs: HashSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
     let before: HashSet<String> = g.initializer.iter().filter_map(|t| t.name.clone()).collect();
     g.initializer.retain(|t| t.name.as_deref().is_some_and(|n| read.contains(n) || outputs.contains(n)));
-    let kept: HashSet<String> = g.initializer.iter().filter_map(|t| t.name.clone()).collect();
-    // Old-IR models also list initializers as graph inputs.
-    g.input.retain(|v| v.name.as_ref().is_none_or(|n| !before.contains(n) || kept.contains(n)));
+    // Old-IR models (and exports with keep_initializers_as_inputs) also list initializers as graph
+    // inputs: the emitted model's inputs are the real ones only (TensorRT and onnxruntime would
+    // otherwise take the weights as overridable inputs).
+    g.input.retain(|v| v.name.as_ref().is_none_or(|n| !before.contains(n)));
     let produced: HashSet<String> = g.node.iter().flat_map(|n| n.output.iter().cloned()).collect();
     g.value_info.retain(|v| v.name.as_ref().is_some_and(|n| produced.contains(n)));
 

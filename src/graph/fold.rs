@@ -118,10 +118,10 @@ pub(crate) fn f32s<'a>(t: &'a Tensor, layer: &str) -> Result<&'a [f32]> {
 }
 
 /// One local graph edit, computed by a rewrite rule against the graph as it was before the pass:
-/// nodes replaced in place, nodes removed, initializers added.
+/// nodes replaced in place (by one node or a sequence), nodes removed, initializers added.
 #[derive(Debug, Default)]
 pub struct Patch {
-    pub replace: Vec<(usize, Node)>,
+    pub replace: Vec<(usize, Vec<Node>)>,
     pub remove: Vec<usize>,
     pub initializers: Vec<(String, Arc<Tensor>)>,
 }
@@ -159,16 +159,23 @@ pub fn rewrite(graph: &Graph, rule: Rule) -> Result<Graph> {
     }
     let mut g = graph.clone();
     let mut removed: HashSet<usize> = HashSet::new();
+    let mut replaced: HashMap<usize, Vec<Node>> = HashMap::new();
     for p in patches {
-        for (i, n) in p.replace {
-            g.nodes[i] = n;
-        }
+        replaced.extend(p.replace);
         g.initializers.extend(p.initializers);
         removed.extend(p.remove);
     }
-    if !removed.is_empty() {
+    if !removed.is_empty() || !replaced.is_empty() {
         let nodes = std::mem::take(&mut g.nodes);
-        g.nodes = nodes.into_iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, n)| n).collect();
+        for (i, n) in nodes.into_iter().enumerate() {
+            if removed.contains(&i) {
+                continue;
+            }
+            match replaced.remove(&i) {
+                Some(seq) => g.nodes.extend(seq),
+                None => g.nodes.push(n),
+            }
+        }
     }
     Ok(g)
 }
@@ -276,7 +283,7 @@ fn fold_layer(graph: &Graph, idx: usize, consumers: &Consumers) -> Result<Option
             patch.remove.push(i);
         }
         new.outputs = vec![f.output.clone()];
-        patch.replace.push((idx, new));
+        patch.replace.push((idx, vec![new]));
     }
     Ok(Some(patch))
 }
@@ -314,7 +321,7 @@ fn fuse_pillar_max(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<
     node.attrs.set("keepdims", super::AttrValue::Int(keep));
     node.outputs = vec![red.outputs[0].clone()];
     node.fused.push(red.name.clone());
-    Ok(Some(Patch { replace: vec![(i, node)], remove: vec![r], initializers: vec![] }))
+    Ok(Some(Patch { replace: vec![(i, vec![node])], remove: vec![r], initializers: vec![] }))
 }
 
 /// Rule: a constant zero `Pad` on the spatial axes of a 4-D tensor folds into the `Conv` that
@@ -354,5 +361,5 @@ fn fuse_zero_pad(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<Pa
     conv.attrs.set("pads", super::AttrValue::Ints(new));
     conv.inputs[0] = pad.inputs[0].clone();
     conv.fused.insert(0, pad.name.clone());
-    Ok(Some(Patch { replace: vec![(c, conv)], remove: vec![i], initializers: vec![] }))
+    Ok(Some(Patch { replace: vec![(c, vec![conv])], remove: vec![i], initializers: vec![] }))
 }

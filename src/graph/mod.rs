@@ -6,6 +6,7 @@
 pub mod attrs;
 pub mod fold;
 pub mod layers;
+pub mod opset;
 pub mod shapes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

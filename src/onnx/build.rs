@@ -90,3 +90,14 @@ pub fn init_i32(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
     debug_assert_eq!(dims.iter().product::<usize>(), v.len(), "{name}");
     init_raw(name, dims, DataType::Int32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
+
+/// An initializer holding `t` (float32, int64 or int32 values).
+pub fn init_tensor(name: &str, t: &crate::tensor::Tensor) -> Result<TensorProto, String> {
+    use crate::tensor::Data;
+    match &t.data {
+        Data::F32(v) => Ok(init_f32(name, &t.shape, v)),
+        Data::I64(v) => Ok(init_i64(name, &t.shape, v)),
+        Data::I32(v) => Ok(init_i32(name, &t.shape, v)),
+        _ => Err(format!("cannot write a {} constant", t.dtype())),
+    }
+}
