@@ -4,7 +4,8 @@
     ort_run.py MODEL --input NAME=FILE.npy [--input ...] --out DIR
                [--threads N] [--repeat R --warmup W]
 
-Writes DIR/<output name>.npy for every model output. With --repeat R, also times R runs
+Writes DIR/<output name>.npy for every model output. A float32 array given for a float16 input
+is converted (rounded to nearest) to float16. With --repeat R, also times R runs
 after W warm-ups and prints one JSON line {"median_ms", "p90_ms", "runs", "threads"}.
 Session: CPU provider, intra_op_num_threads=N, inter_op_num_threads=1, sequential execution,
 all graph optimizations.
@@ -42,7 +43,7 @@ class _Info:
         import onnx
         t = vi.type.tensor_type
         self.name = vi.name
-        self.type = "tensor(%s)" % {1: "float", 6: "int32", 7: "int64"}.get(t.elem_type, "?")
+        self.type = "tensor(%s)" % {1: "float", 6: "int32", 7: "int64", 10: "float16"}.get(t.elem_type, "?")
         self.shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
 
 
@@ -152,6 +153,8 @@ def main(argv=None):
             sys.exit(f"error: input file not found: {path}")
         arr = np.load(path)
         want = ORT_TYPES.get(model_inputs[name].type)
+        if want == np.float16 and arr.dtype == np.float32:
+            arr = arr.astype(np.float16)  # pillarq writes no float16 .npy; its values are f16-rounded
         if want is not None and arr.dtype != want:
             sys.exit(f"error: input {name!r} from {path} has dtype {arr.dtype}, "
                      f"model wants {model_inputs[name].type}")

@@ -526,3 +526,78 @@ fn opset_11_operators_keep_their_function_at_13() {
     let ops: Vec<&str> = emitted.graph.as_ref().unwrap().node.iter().filter_map(|n| n.op_type.as_deref()).collect();
     assert!(ops.contains(&"Flatten") && ops.contains(&"Reshape"), "{ops:?}");
 }
+
+/// `emit --io cudapp`: the engine takes CUDA-PointPillars' runtime interface (FP16 voxels, int32
+/// indices, the runtime's names and order) and its build scripts its I/O formats; onnxruntime on
+/// it equals pillarq on FP16-rounded voxels. A 9-feature model is refused with the reason.
+#[test]
+fn emit_for_the_cuda_pointpillars_runtime() {
+    use pillarq::pointpillars::config::resolve;
+    use pillarq::pointpillars::detect::Detector;
+    use pillarq::tensor::Tensor;
+
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, r#"{"default": "fp32"}"#).unwrap();
+    let dir = tmp.path().join("engine");
+    ok(&[
+        "emit",
+        "--model",
+        s(&f.nvidia),
+        "--config",
+        s(&yaml()),
+        "--io",
+        "cudapp",
+        "--plan",
+        s(&plan),
+        "--out",
+        s(&dir),
+    ]);
+    for script in ["build-trt10.sh", "build-trt11.sh"] {
+        let text = std::fs::read_to_string(dir.join(script)).unwrap();
+        assert!(
+            text.contains("--inputIOFormats=fp16:chw,int32:chw,int32:chw") && text.contains("--staticPlugins"),
+            "{text}"
+        );
+    }
+    let emitted = pillarq::model::Model::load(&dir.join("model.onnx")).unwrap();
+    let io: Vec<(String, String, Vec<pillarq::graph::Dim>)> =
+        emitted.graph.inputs.iter().map(|v| (v.name.clone(), v.dtype.to_string(), v.shape.clone().unwrap())).collect();
+    let names: Vec<&str> = io.iter().map(|v| v.0.as_str()).collect();
+    assert_eq!(names, ["voxels", "voxel_idxs", "voxel_num"]);
+    assert_eq!(io.iter().map(|v| v.1.as_str()).collect::<Vec<_>>(), ["float16", "int32", "int32"]);
+    let outs: Vec<&str> = emitted.graph.outputs.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(outs, ["cls_preds", "box_preds", "dir_cls_preds"]);
+
+    let model = pillarq::model::Model::load(&f.nvidia).unwrap();
+    let det = Detector::with_config(&model, resolve(&model.graph, &f.nvidia, Some(&yaml()), None).unwrap(), 2).unwrap();
+    let data = pillarq::kitti::KittiDir::open(&f.data).unwrap();
+    let (mut inputs, _) = det.frame_inputs(&data, "000003").unwrap();
+    let v = &mut inputs[0].1;
+    *v = Tensor::f32(
+        v.shape.clone(),
+        v.as_f32().unwrap().iter().map(|&x| pillarq::exec::cpu::precision::round_f16(x)).collect(),
+    );
+    let sim = det.executor().run(&inputs).unwrap();
+    let ort = common::ort_run_with(&dir.join("model.onnx"), &inputs, 2, &["--no-optimize"]);
+    for (name, t) in &sim {
+        let r = common::rel_diff(t.as_f32().unwrap(), ort[name].as_f32().unwrap());
+        assert!(r.max_rel <= 1e-4, "{name}: {}", r.max_rel);
+    }
+
+    let e = fails(&[
+        "emit",
+        "--model",
+        s(&f.mmdet9),
+        "--config",
+        s(&yaml9()),
+        "--io",
+        "cudapp",
+        "--plan",
+        s(&plan),
+        "--out",
+        s(&tmp.path().join("e9")),
+    ]);
+    assert!(e.contains("not a CUDA-PointPillars drop-in") && e.contains("9 features"), "{e}");
+}

@@ -133,6 +133,8 @@ pub fn run(a: Args) -> Result<()> {
         engines.display()
     );
     super::emit::run(super::emit::Args {
+        io: super::emit::Io::Model,
+        config: a.config.clone(),
         model: model_path.clone(),
         plan: None,
         calib: None,

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::quant_common::{read_plan, write_json};
-use crate::deploy::package::{default_name, write_engine_dir, Manifest};
+use crate::deploy::package::{default_name, write_engine_dir_with, EmitOptions, Manifest};
 use crate::model::Model;
 use crate::quant::plan::{Calibration, Precision, PrecisionPlan};
 
@@ -26,11 +26,26 @@ pub struct Args {
     /// receives one directory per candidate (--candidates; default engines).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Engine interface: `model` (the model's own inputs and outputs) or `cudapp` (NVIDIA
+    /// CUDA-PointPillars' runtime: FP16 `voxels`, int32 `voxel_idxs` / `voxel_num`, NHWC
+    /// `cls_preds` / `box_preds` / `dir_cls_preds`, built with its --inputIOFormats).
+    #[arg(long, value_enum, default_value = "model")]
+    pub io: Io,
+    /// With --io cudapp: the model's configuration (to find its inputs and heads), for a model
+    /// without metadata.
+    #[command(flatten)]
+    pub config: super::model_config::ConfigArgs,
     #[arg(long, short)]
     pub quiet: bool,
     /// Print what was written as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    Model,
+    Cudapp,
 }
 
 /// One emitted directory, as listed in `engines/index.json`.
@@ -64,16 +79,26 @@ fn entry(m: &Manifest, dir: &Path, map: Option<f64>, mac: Option<f64>, best: boo
 
 pub fn run(a: Args) -> Result<()> {
     let model = Model::load(&a.model).with_context(|| format!("cannot load {}", a.model.display()))?;
+    let opts = EmitOptions {
+        cudapp_io: match a.io {
+            Io::Model => None,
+            Io::Cudapp => {
+                let io = a.config.resolve(&model)?.io;
+                crate::deploy::cudapp::check(&io).with_context(|| format!("--io cudapp for {}", a.model.display()))?;
+                Some(io)
+            }
+        },
+    };
     let entries = match (&a.plan, &a.candidates) {
         (Some(p), _) => {
             let plan = read_plan(p, a.calib.as_deref())?;
             let name = default_name(p);
             let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("engines").join(&name));
-            let m = write_engine_dir(&model, &plan, p, &name, &dir)?;
+            let m = write_engine_dir_with(&model, &plan, p, &name, &dir, &opts)?;
             vec![entry(&m, &dir, None, None, false)]
         }
         (None, Some(c)) => {
-            emit_candidates(&model, c, &a.out.clone().unwrap_or_else(|| PathBuf::from("engines")), a.quiet)?
+            emit_candidates(&model, c, &a.out.clone().unwrap_or_else(|| PathBuf::from("engines")), a.quiet, &opts)?
         }
         (None, None) => bail!("give --plan PLAN or --candidates candidates.json"),
     };
@@ -132,7 +157,7 @@ struct Job {
     best: bool,
 }
 
-fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool) -> Result<Vec<Entry>> {
+fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool, opts: &EmitOptions) -> Result<Vec<Entry>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let c: CandidatesIn = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a candidates.json written by `pillarq search`", path.display()))?;
@@ -162,7 +187,8 @@ fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool) -> Resu
     let mut out = vec![];
     for Job { name, plan, map, mac, best } in jobs {
         let dir = root.join(&name);
-        let m = write_engine_dir(model, &plan, path, &name, &dir).with_context(|| format!("candidate {name}"))?;
+        let m = write_engine_dir_with(model, &plan, path, &name, &dir, opts)
+            .with_context(|| format!("candidate {name}"))?;
         out.push(entry(&m, &dir, map, mac, best));
         bar.inc(1);
     }

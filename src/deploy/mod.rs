@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod cudapp;
 pub mod emit;
 /// Native TensorRT (cargo feature `tensorrt`): opens libnvinfer at run time; see the module doc
 /// for what it can and cannot do without C++ bindings.

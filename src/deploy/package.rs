@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::Model;
 use crate::onnx::encode_model;
+use crate::pointpillars::interface::ModelIo;
 use crate::quant::calib::{trt_cache_header, trt_cache_text};
 use crate::quant::plan::{Precision, PrecisionPlan};
 use crate::search::sha256_hex;
@@ -62,6 +63,9 @@ pub struct Manifest {
     /// The trtexec precision specs the TensorRT 10 scripts use.
     pub trt10_layer_precisions: String,
     pub trt10_calib_layer_precisions: String,
+    /// The engine's I/O follows CUDA-PointPillars' runtime (`emit --io cudapp`).
+    #[serde(default)]
+    pub cudapp_io: bool,
     pub pillarq_version: String,
 }
 
@@ -83,6 +87,14 @@ fn make_executable(_: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Options of an engine directory beyond the plan.
+#[derive(Debug, Clone, Default)]
+pub struct EmitOptions {
+    /// Give the engine CUDA-PointPillars' runtime interface (see `deploy::cudapp`); the model's
+    /// interface as discovered with its configuration.
+    pub cudapp_io: Option<ModelIo>,
+}
+
 /// Writes the engine directory of `plan` (named `name`) under `dir`. `plan_file` names the plan
 /// in errors. Returns the manifest (also written as `emit.json`).
 pub fn write_engine_dir(
@@ -92,17 +104,36 @@ pub fn write_engine_dir(
     name: &str,
     dir: &Path,
 ) -> Result<Manifest> {
+    write_engine_dir_with(model, plan, plan_file, name, dir, &EmitOptions::default())
+}
+
+/// [`write_engine_dir`] with options.
+pub fn write_engine_dir_with(
+    model: &Model,
+    plan: &PrecisionPlan,
+    plan_file: &Path,
+    name: &str,
+    dir: &Path,
+    opts: &EmitOptions,
+) -> Result<Manifest> {
     let resolved = plan.resolve(&model.layers).map_err(|msg| Error::Plan { file: plan_file.to_path_buf(), msg })?;
     std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
     let source_bytes =
         std::fs::read(&model.file.path).map_err(|e| Error::Io { path: model.file.path.clone(), source: e })?;
     let mut files = BTreeMap::new();
 
-    let typed = emit_model(model, &resolved, Fp16Form::Typed)?;
+    let emit = |form| -> Result<_> {
+        let mut e = emit_model(model, &resolved, form)?;
+        if let Some(io) = &opts.cudapp_io {
+            crate::deploy::cudapp::adapt(&mut e.model, io)?;
+        }
+        Ok(e)
+    };
+    let typed = emit(Fp16Form::Typed)?;
     write(dir, "model.onnx", &encode_model(&typed.model), &mut files)?;
     let has = |p: Precision| resolved.iter().any(|l| l.precision == p);
     let trt10_model = if has(Precision::Fp16) {
-        let weak = emit_model(model, &resolved, Fp16Form::Float32)?;
+        let weak = emit(Fp16Form::Float32)?;
         write(dir, "model_trt10.onnx", &encode_model(&weak.model), &mut files)?;
         "model_trt10.onnx"
     } else {
@@ -116,7 +147,7 @@ pub fn write_engine_dir(
         calib_cache = true;
     }
     let ScriptSet { trt11, trt10, trt10_calib, trt10_spec, calib_spec } =
-        build_scripts(&typed.layers, trt10_model, calib_cache.then_some("model_fp32.onnx"));
+        build_scripts(&typed.layers, trt10_model, calib_cache.then_some("model_fp32.onnx"), opts.cudapp_io.is_some());
     for (file, text) in
         [("build-trt11.sh", Some(trt11)), ("build-trt10.sh", Some(trt10)), ("build-trt10-calib.sh", trt10_calib)]
     {
@@ -163,6 +194,7 @@ pub fn write_engine_dir(
         layers: typed.layers,
         trt10_layer_precisions: trt10_spec,
         trt10_calib_layer_precisions: calib_spec,
+        cudapp_io: opts.cudapp_io.is_some(),
         pillarq_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Other(e.to_string()))?;

@@ -9,6 +9,11 @@
 //!   other data movement) are left to TensorRT.
 //! - The implicit-calibration variant builds the original FP32 model with `calib.cache`
 //!   (deprecated since TensorRT 10.1, still the usual path on older Jetson software).
+//! - With CUDA-PointPillars' runtime interface (`emit --io cudapp`), the Q/DQ builds take its
+//!   I/O formats (`--inputIOFormats=fp16:chw,int32:chw,int32:chw`, as NVIDIA builds its engine);
+//!   the scatter plugin library is passed as an extra argument (`--plugins=` on 8.6,
+//!   `--staticPlugins=` on 10 and 11). The implicit-calibration variant keeps the original
+//!   model's interface.
 
 use super::emit::EmittedLayer;
 use crate::quant::plan::Precision;
@@ -60,9 +65,27 @@ pub fn float_layer_constraints(layers: &[EmittedLayer]) -> Vec<(String, Precisio
         .collect()
 }
 
-pub fn build_scripts(layers: &[EmittedLayer], trt10_model: &str, fp32_model: Option<&str>) -> ScriptSet {
+pub fn build_scripts(
+    layers: &[EmittedLayer],
+    trt10_model: &str,
+    fp32_model: Option<&str>,
+    cudapp_io: bool,
+) -> ScriptSet {
     let has = |p: Precision| layers.iter().any(|l| l.precision == p);
-    let common_tail = ["--exportLayerInfo=layers.json".to_string(), "--profilingVerbosity=detailed".to_string()];
+    let mut common_tail = vec![];
+    if cudapp_io {
+        common_tail.push(format!("--inputIOFormats={}", super::cudapp::IO_FORMATS));
+    }
+    common_tail.extend(["--exportLayerInfo=layers.json".to_string(), "--profilingVerbosity=detailed".to_string()]);
+    let cudapp_note = if cudapp_io {
+        concat!(
+            "# CUDA-PointPillars runtime interface: FP16 voxels, int32 voxel_idxs / voxel_num, NHWC heads.\n",
+            "# Pass the scatter plugin library: --plugins=libpointpillar_core.so (8.6) or --staticPlugins=...\n",
+            "# (10, 11).\n",
+        )
+    } else {
+        ""
+    };
 
     let mut trt11 = String::from(HEADER);
     trt11.push_str(
@@ -70,6 +93,7 @@ pub fn build_scripts(layers: &[EmittedLayer], trt10_model: &str, fp32_model: Opt
          # float16 tensors for FP16 layers); there are no precision flags. TensorRT 10 on a desktop GPU\n\
          # can build the same model with --stronglyTyped added.\n",
     );
+    trt11.push_str(cudapp_note);
     trt11.push_str(PRELUDE);
     let mut l11 = vec!["\"$TRTEXEC\" --onnx=model.onnx --saveEngine=engine.plan".to_string()];
     l11.extend(common_tail.iter().cloned());
@@ -82,6 +106,7 @@ pub fn build_scripts(layers: &[EmittedLayer], trt10_model: &str, fp32_model: Opt
         "# TensorRT 8.6 / 10.x (Jetson JetPack 5/6): explicit quantization ({trt10_model}: Q/DQ on INT8\n\
          # layers) with weak typing; floating-point layers are pinned with --precisionConstraints=obey.\n"
     ));
+    trt10.push_str(cudapp_note);
     trt10.push_str(PRELUDE);
     let mut l10 = vec![format!("\"$TRTEXEC\" --onnx={trt10_model} --saveEngine=engine.plan")];
     let mut flags = vec![];
