@@ -1,15 +1,20 @@
 //! Shape and type inference for the supported ops, with constant folding of the small
 //! shape-computing subgraphs exporters emit. Separate from evaluation: it only looks at facts,
 //! except that nodes whose inputs are all constant are evaluated once (by the CPU kernels).
+//!
+//! Each op's rule is a `shape_*` function here; the op table (`exec::cpu::op_table`) says which
+//! op uses which.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{fixed, shape_str, static_dims, Dim, Graph, Node, Shape, ValueInfo};
 use crate::error::{Error, Result};
+use crate::exec::cpu::op_table::op_def;
 use crate::tensor::{DType, Tensor};
 
-type Fact = (DType, Option<Shape>);
+/// Element type and shape (`None`: unknown rank) of one edge.
+pub type Fact = (DType, Option<Shape>);
 
 fn bad(node: &Node, msg: impl Into<String>) -> Error {
     Error::graph(&node.name, format!("{} : {}", node.op_type, msg.into()))
@@ -49,261 +54,291 @@ fn conv_out(inp: usize, k: usize, s: usize, d: usize, pads: usize) -> Option<usi
     (inp + pads).checked_sub(eff).map(|v| v / s + 1)
 }
 
-struct Ctx<'a> {
+/// What a shape rule sees of a node's inputs: their facts, and the values of constant ones.
+pub struct InputFacts<'a> {
+    facts: &'a [Option<Fact>],
     consts: &'a HashMap<String, Arc<Tensor>>,
 }
 
-impl Ctx<'_> {
+impl InputFacts<'_> {
+    fn fact(&self, i: usize) -> Option<Fact> {
+        self.facts.get(i).cloned().flatten()
+    }
+    fn shape(&self, i: usize) -> Option<Shape> {
+        self.fact(i).and_then(|f| f.1)
+    }
+    /// The element type of input 0 (float32 when unknown): the output type of most ops.
+    fn dtype0(&self) -> DType {
+        self.fact(0).map(|f| f.0).unwrap_or(DType::F32)
+    }
+    /// Input `i` as integers, when it is a constant.
     fn ints(&self, node: &Node, i: usize) -> Option<Vec<i64>> {
         node.input(i).and_then(|n| self.consts.get(n)).and_then(|t| t.to_i64_vec())
     }
 }
 
-fn infer_node(node: &Node, facts: &[Option<Fact>], ctx: &Ctx) -> Result<Vec<Fact>> {
-    let fact = |i: usize| facts.get(i).cloned().flatten();
-    let shape = |i: usize| fact(i).and_then(|f| f.1);
-    let dtype0 = fact(0).map(|f| f.0).unwrap_or(DType::F32);
-    let same = || -> Result<Vec<Fact>> { Ok(vec![(dtype0, shape(0))]) };
-    let a = node.attr();
-    match node.op_type.as_str() {
-        "Relu" | "Sigmoid" | "Identity" | "Softmax" | "Neg" | "Abs" | "Exp" | "Sqrt" | "LeakyRelu" | "Clip"
-        | "Tanh" | "Floor" | "Ceil" | "Round" | "Not" | "ScatterND" | "ScatterElements" | "BatchNormalization" => {
-            same()
-        }
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "Greater" | "Equal" | "LessOrEqual"
-        | "GreaterOrEqual" | "And" | "Or" => {
-            let mut out: Option<Shape> = shape(0);
-            for i in 1..node.inputs.len() {
-                out = match (out, shape(i)) {
-                    (Some(x), Some(y)) => Some(broadcast(&x, &y).ok_or_else(|| {
-                        bad(
-                            node,
-                            format!(
-                                "input shapes {} and {} cannot be broadcast together",
-                                shape_str(&x),
-                                shape_str(&y)
-                            ),
-                        )
-                    })?),
-                    _ => None,
-                };
-            }
-            let dt = if matches!(
-                node.op_type.as_str(),
-                "Less" | "Greater" | "Equal" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
-            ) {
-                DType::Bool
-            } else {
-                dtype0
-            };
-            Ok(vec![(dt, out)])
-        }
-        "Where" => {
-            let out = match (shape(0), shape(1), shape(2)) {
-                (Some(c), Some(x), Some(y)) => broadcast(&c, &x)
-                    .and_then(|s| broadcast(&s, &y))
-                    .map(Some)
-                    .ok_or_else(|| bad(node, "condition, X and Y cannot be broadcast together"))?,
-                _ => None,
-            };
-            Ok(vec![(fact(1).map(|f| f.0).unwrap_or(DType::F32), out)])
-        }
-        "Cast" => {
-            let to = a.i64("to", 1)? as i32;
-            Ok(vec![(DType::from_onnx(to), shape(0))])
-        }
-        "Conv" | "ConvTranspose" => {
-            if let Some(w) = shape(1).filter(|w| w.len() < 3) {
-                return Err(bad(node, format!("weight {} must have rank >= 3", shape_str(&w))));
-            }
-            let (Some(x), Some(w)) = (shape(0), shape(1)) else {
-                return Ok(vec![(dtype0, None)]);
-            };
-            if x.len() < 3 || w.len() != x.len() {
-                return Err(bad(
-                    node,
-                    format!("input {} and weight {} ranks do not fit", shape_str(&x), shape_str(&w)),
-                ));
-            }
-            let sp = x.len() - 2;
-            let group = a.i64("group", 1)?.max(1) as usize;
-            let k: Vec<usize> = match a.ints_opt("kernel_shape")? {
-                Some(k) => k.iter().map(|&v| v as usize).collect(),
-                None => static_dims(&w.to_vec()).map(|w| w[2..].to_vec()).unwrap_or_default(),
-            };
-            let strides = a.ints_opt("strides")?.unwrap_or(vec![1; sp]);
-            let dil = a.ints_opt("dilations")?.unwrap_or(vec![1; sp]);
-            let pads = a.ints_opt("pads")?.unwrap_or(vec![0; 2 * sp]);
-            if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
-                return Err(bad(node, "auto_pad is not supported; export with explicit pads"));
-            }
-            let conv = node.op_type == "Conv";
-            let (cin_w, cout) = match (&w[0], &w[1]) {
-                (Dim::Fixed(a0), Dim::Fixed(a1)) => {
-                    if conv {
-                        (Some(*a1 * group), Dim::Fixed(*a0))
-                    } else {
-                        (Some(*a0), Dim::Fixed(*a1 * group))
-                    }
-                }
-                _ => (None, Dim::Sym("C".into())),
-            };
-            if let (Some(cw), Dim::Fixed(cx)) = (cin_w, &x[1]) {
-                if cw != *cx {
-                    return Err(bad(
-                        node,
-                        format!("input has {cx} channels but the weight {} expects {cw}", shape_str(&w)),
-                    ));
-                }
-            }
-            let mut out = vec![x[0].clone(), cout];
-            for i in 0..sp {
-                let Dim::Fixed(inp) = x[2 + i] else {
-                    out.push(Dim::Sym(format!("s{i}")));
-                    continue;
-                };
-                let (kk, s, d) = (*k.get(i).unwrap_or(&1), strides[i].max(1) as usize, dil[i].max(1) as usize);
-                let ptot = (pads[i] + pads[i + sp]).max(0) as usize;
-                let o = if conv {
-                    conv_out(inp, kk, s, d, ptot)
-                        .ok_or_else(|| bad(node, format!("kernel {kk} does not fit the input size {inp}")))?
-                } else {
-                    let op = a.ints_opt("output_padding")?.map(|v| v[i] as usize).unwrap_or(0);
-                    (s * (inp - 1) + op + d * (kk - 1) + 1)
-                        .checked_sub(ptot)
-                        .ok_or_else(|| bad(node, "pads exceed the output size"))?
-                };
-                out.push(Dim::Fixed(o));
-            }
-            Ok(vec![(dtype0, Some(out))])
-        }
-        "MatMul" => {
-            let (Some(x), Some(w)) = (shape(0), shape(1)) else {
-                return Ok(vec![(dtype0, None)]);
-            };
-            if x.is_empty() || w.is_empty() {
-                return Err(bad(node, "MatMul of a scalar"));
-            }
-            let (xk, wk) = (x[x.len() - 1].clone(), w[if w.len() == 1 { 0 } else { w.len() - 2 }].clone());
-            if let (Dim::Fixed(p), Dim::Fixed(q)) = (&xk, &wk) {
-                if p != q {
-                    return Err(bad(node, format!("inner dimensions differ: {} x {}", shape_str(&x), shape_str(&w))));
-                }
-            }
-            let bx: Shape = x[..x.len().saturating_sub(2)].to_vec();
-            let bw: Shape = if w.len() > 2 { w[..w.len() - 2].to_vec() } else { vec![] };
-            let mut out = broadcast(&bx, &bw).ok_or_else(|| bad(node, "batch dims do not broadcast"))?;
-            if x.len() >= 2 {
-                out.push(x[x.len() - 2].clone());
-            }
-            if w.len() >= 2 {
-                out.push(w[w.len() - 1].clone());
-            }
-            Ok(vec![(dtype0, Some(out))])
-        }
-        "Gemm" => {
-            if let Some(w) = shape(1).filter(|w| w.len() != 2) {
-                return Err(bad(node, format!("input B {} must be 2-D", shape_str(&w))));
-            }
-            let (Some(x), Some(w)) = (shape(0), shape(1)) else {
-                return Ok(vec![(dtype0, None)]);
-            };
-            if x.len() != 2 || w.len() != 2 {
-                return Err(bad(node, "Gemm needs 2-D inputs"));
-            }
-            let ta = a.i64("transA", 0)? != 0;
-            let tb = a.i64("transB", 0)? != 0;
-            let (m, k1) = if ta { (&x[1], &x[0]) } else { (&x[0], &x[1]) };
-            let (k2, n) = if tb { (&w[1], &w[0]) } else { (&w[0], &w[1]) };
-            if let (Dim::Fixed(p), Dim::Fixed(q)) = (k1, k2) {
-                if p != q {
-                    return Err(bad(node, format!("inner dimensions differ: {p} vs {q}")));
-                }
-            }
-            Ok(vec![(dtype0, Some(vec![m.clone(), n.clone()]))])
-        }
-        "Transpose" => {
-            let Some(x) = shape(0) else { return same() };
-            let perm: Vec<i64> = a.ints_opt("perm")?.unwrap_or_else(|| (0..x.len() as i64).rev().collect());
-            if perm.len() != x.len() {
-                return Err(bad(node, format!("perm {perm:?} does not fit rank {}", x.len())));
-            }
-            let out =
-                perm.iter().map(|&p| norm_axis(node, p, x.len()).map(|p| x[p].clone())).collect::<Result<Shape>>()?;
-            Ok(vec![(dtype0, Some(out))])
-        }
-        "ReduceMax" | "ReduceSum" | "ReduceMean" | "ReduceMin" => {
-            let Some(x) = shape(0) else { return same() };
-            let axes = if node.input(1).is_some() { ctx.ints(node, 1) } else { a.ints_opt("axes")? };
-            let keep = a.i64("keepdims", 1)? != 0;
-            let axes: Vec<usize> = match axes {
-                Some(ax) => ax.iter().map(|&v| norm_axis(node, v, x.len())).collect::<Result<_>>()?,
-                None => (0..x.len()).collect(),
-            };
-            let out = x
-                .iter()
-                .enumerate()
-                .filter_map(|(i, d)| if axes.contains(&i) { keep.then_some(Dim::Fixed(1)) } else { Some(d.clone()) })
-                .collect();
-            Ok(vec![(dtype0, Some(out))])
-        }
-        "Concat" => {
-            let shapes: Option<Vec<Shape>> = (0..node.inputs.len()).map(shape).collect();
-            let Some(shapes) = shapes else {
-                return Ok(vec![(dtype0, None)]);
-            };
-            let rank = shapes[0].len();
-            let axis = norm_axis(node, a.i64("axis", 0)?, rank)?;
-            let mut out = shapes[0].clone();
-            let mut total = Some(0usize);
-            for s in &shapes {
-                if s.len() != rank {
-                    return Err(bad(node, "inputs have different ranks"));
-                }
-                for (i, (d, e)) in s.iter().zip(&shapes[0]).enumerate() {
-                    if i != axis {
-                        if let (Dim::Fixed(p), Dim::Fixed(q)) = (d, e) {
-                            if p != q {
-                                return Err(bad(
-                                    node,
-                                    format!(
-                                        "inputs {} and {} differ outside axis {axis}",
-                                        shape_str(s),
-                                        shape_str(&shapes[0])
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                }
-                total = match (&s[axis], total) {
-                    (Dim::Fixed(v), Some(t)) => Some(t + v),
-                    _ => None,
-                };
-            }
-            out[axis] = total.map(Dim::Fixed).unwrap_or(Dim::Sym("concat".into()));
-            Ok(vec![(dtype0, Some(out))])
-        }
-        "PPScatterPlugin" | "PillarScatterPlugin" | "ScatterBEV" => {
-            let dense = a.ints_opt("dense_shape")?;
-            let c = shape(0).and_then(|s| s.last().cloned());
-            match (dense, c) {
-                (Some(d), Some(c)) if d.len() == 2 => Ok(vec![(
-                    DType::F32,
-                    Some(vec![Dim::Fixed(1), c, Dim::Fixed(d[0] as usize), Dim::Fixed(d[1] as usize)]),
-                )]),
-                _ => Ok(vec![(DType::F32, None)]),
-            }
-        }
-        "QuantizeLinear" => {
-            let zp = fact(2).map(|f| f.0).unwrap_or(DType::U8);
-            let out = a.i64_opt("output_dtype")?.map(|t| DType::from_onnx(t as i32)).unwrap_or(zp);
-            Ok(vec![(out, shape(0))])
-        }
-        "DequantizeLinear" => Ok(vec![(DType::F32, shape(0))]),
-        // The remaining supported ops compute shapes from constant inputs: fold them by running.
-        _ => Ok(vec![(dtype0, None); node.outputs.len().max(1)]),
+/// An op's shape rule: the facts of its outputs from those of its inputs (`exec::cpu::op_table`).
+pub type ShapeRule = fn(&Node, &InputFacts) -> Result<Vec<Fact>>;
+
+/// Ops whose output shape depends on input values: `infer` folds them when those are constant
+/// (by running them); otherwise the outputs have unknown shapes.
+pub fn shape_unknown(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    Ok(vec![(x.dtype0(), None); node.outputs.len().max(1)])
+}
+
+/// Output like input 0 (elementwise ops, in-place scatters).
+pub fn shape_same(_: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    Ok(vec![(x.dtype0(), x.shape(0))])
+}
+
+/// The numpy broadcast of all input shapes.
+fn broadcast_inputs(node: &Node, x: &InputFacts) -> Result<Option<Shape>> {
+    let mut out: Option<Shape> = x.shape(0);
+    for i in 1..node.inputs.len() {
+        out = match (out, x.shape(i)) {
+            (Some(p), Some(q)) => Some(broadcast(&p, &q).ok_or_else(|| {
+                bad(node, format!("input shapes {} and {} cannot be broadcast together", shape_str(&p), shape_str(&q)))
+            })?),
+            _ => None,
+        };
     }
+    Ok(out)
+}
+
+/// Broadcasting arithmetic: the element type of input 0.
+pub fn shape_broadcast(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    Ok(vec![(x.dtype0(), broadcast_inputs(node, x)?)])
+}
+
+/// Broadcasting comparison and logic: bool.
+pub fn shape_compare(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    Ok(vec![(DType::Bool, broadcast_inputs(node, x)?)])
+}
+
+pub fn shape_where(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let out = match (x.shape(0), x.shape(1), x.shape(2)) {
+        (Some(c), Some(p), Some(q)) => broadcast(&c, &p)
+            .and_then(|s| broadcast(&s, &q))
+            .map(Some)
+            .ok_or_else(|| bad(node, "condition, X and Y cannot be broadcast together"))?,
+        _ => None,
+    };
+    Ok(vec![(x.fact(1).map(|f| f.0).unwrap_or(DType::F32), out)])
+}
+
+pub fn shape_cast(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let to = node.attr().i64("to", 1)? as i32;
+    Ok(vec![(DType::from_onnx(to), x.shape(0))])
+}
+
+pub fn shape_conv(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    conv_like(node, x, false)
+}
+
+pub fn shape_conv_transpose(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    conv_like(node, x, true)
+}
+
+fn conv_like(node: &Node, facts: &InputFacts, transposed: bool) -> Result<Vec<Fact>> {
+    let a = node.attr();
+    let dtype0 = facts.dtype0();
+    if let Some(w) = facts.shape(1).filter(|w| w.len() < 3) {
+        return Err(bad(node, format!("weight {} must have rank >= 3", shape_str(&w))));
+    }
+    let (Some(x), Some(w)) = (facts.shape(0), facts.shape(1)) else {
+        return Ok(vec![(dtype0, None)]);
+    };
+    if x.len() < 3 || w.len() != x.len() {
+        return Err(bad(node, format!("input {} and weight {} ranks do not fit", shape_str(&x), shape_str(&w))));
+    }
+    let sp = x.len() - 2;
+    let group = a.i64("group", 1)?.max(1) as usize;
+    let k: Vec<usize> = match a.ints_opt("kernel_shape")? {
+        Some(k) => k.iter().map(|&v| v as usize).collect(),
+        None => static_dims(&w.to_vec()).map(|w| w[2..].to_vec()).unwrap_or_default(),
+    };
+    let strides = a.ints_opt("strides")?.unwrap_or(vec![1; sp]);
+    let dil = a.ints_opt("dilations")?.unwrap_or(vec![1; sp]);
+    let pads = a.ints_opt("pads")?.unwrap_or(vec![0; 2 * sp]);
+    if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
+        return Err(bad(node, "auto_pad is not supported; export with explicit pads"));
+    }
+    let (cin_w, cout) = match (&w[0], &w[1]) {
+        (Dim::Fixed(a0), Dim::Fixed(a1)) => {
+            if transposed {
+                (Some(*a0), Dim::Fixed(*a1 * group))
+            } else {
+                (Some(*a1 * group), Dim::Fixed(*a0))
+            }
+        }
+        _ => (None, Dim::Sym("C".into())),
+    };
+    if let (Some(cw), Dim::Fixed(cx)) = (cin_w, &x[1]) {
+        if cw != *cx {
+            return Err(bad(node, format!("input has {cx} channels but the weight {} expects {cw}", shape_str(&w))));
+        }
+    }
+    let mut out = vec![x[0].clone(), cout];
+    for i in 0..sp {
+        let Dim::Fixed(inp) = x[2 + i] else {
+            out.push(Dim::Sym(format!("s{i}")));
+            continue;
+        };
+        let (kk, s, d) = (*k.get(i).unwrap_or(&1), strides[i].max(1) as usize, dil[i].max(1) as usize);
+        let ptot = (pads[i] + pads[i + sp]).max(0) as usize;
+        let o = if !transposed {
+            conv_out(inp, kk, s, d, ptot)
+                .ok_or_else(|| bad(node, format!("kernel {kk} does not fit the input size {inp}")))?
+        } else {
+            let op = a.ints_opt("output_padding")?.map(|v| v[i] as usize).unwrap_or(0);
+            (s * (inp - 1) + op + d * (kk - 1) + 1)
+                .checked_sub(ptot)
+                .ok_or_else(|| bad(node, "pads exceed the output size"))?
+        };
+        out.push(Dim::Fixed(o));
+    }
+    Ok(vec![(dtype0, Some(out))])
+}
+
+pub fn shape_matmul(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let dtype0 = facts.dtype0();
+    let (Some(x), Some(w)) = (facts.shape(0), facts.shape(1)) else {
+        return Ok(vec![(dtype0, None)]);
+    };
+    if x.is_empty() || w.is_empty() {
+        return Err(bad(node, "MatMul of a scalar"));
+    }
+    let (xk, wk) = (x[x.len() - 1].clone(), w[if w.len() == 1 { 0 } else { w.len() - 2 }].clone());
+    if let (Dim::Fixed(p), Dim::Fixed(q)) = (&xk, &wk) {
+        if p != q {
+            return Err(bad(node, format!("inner dimensions differ: {} x {}", shape_str(&x), shape_str(&w))));
+        }
+    }
+    let bx: Shape = x[..x.len().saturating_sub(2)].to_vec();
+    let bw: Shape = if w.len() > 2 { w[..w.len() - 2].to_vec() } else { vec![] };
+    let mut out = broadcast(&bx, &bw).ok_or_else(|| bad(node, "batch dims do not broadcast"))?;
+    if x.len() >= 2 {
+        out.push(x[x.len() - 2].clone());
+    }
+    if w.len() >= 2 {
+        out.push(w[w.len() - 1].clone());
+    }
+    Ok(vec![(dtype0, Some(out))])
+}
+
+pub fn shape_gemm(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let a = node.attr();
+    let dtype0 = facts.dtype0();
+    if let Some(w) = facts.shape(1).filter(|w| w.len() != 2) {
+        return Err(bad(node, format!("input B {} must be 2-D", shape_str(&w))));
+    }
+    let (Some(x), Some(w)) = (facts.shape(0), facts.shape(1)) else {
+        return Ok(vec![(dtype0, None)]);
+    };
+    if x.len() != 2 || w.len() != 2 {
+        return Err(bad(node, "Gemm needs 2-D inputs"));
+    }
+    let ta = a.i64("transA", 0)? != 0;
+    let tb = a.i64("transB", 0)? != 0;
+    let (m, k1) = if ta { (&x[1], &x[0]) } else { (&x[0], &x[1]) };
+    let (k2, n) = if tb { (&w[1], &w[0]) } else { (&w[0], &w[1]) };
+    if let (Dim::Fixed(p), Dim::Fixed(q)) = (k1, k2) {
+        if p != q {
+            return Err(bad(node, format!("inner dimensions differ: {p} vs {q}")));
+        }
+    }
+    Ok(vec![(dtype0, Some(vec![m.clone(), n.clone()]))])
+}
+
+pub fn shape_transpose(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let Some(x) = facts.shape(0) else { return shape_same(node, facts) };
+    let perm: Vec<i64> = node.attr().ints_opt("perm")?.unwrap_or_else(|| (0..x.len() as i64).rev().collect());
+    if perm.len() != x.len() {
+        return Err(bad(node, format!("perm {perm:?} does not fit rank {}", x.len())));
+    }
+    let out = perm.iter().map(|&p| norm_axis(node, p, x.len()).map(|p| x[p].clone())).collect::<Result<Shape>>()?;
+    Ok(vec![(facts.dtype0(), Some(out))])
+}
+
+/// ReduceMax/Min/Sum/Mean: axes from input 1 when given (opset 13/18 on), else the attribute.
+pub fn shape_reduce(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let a = node.attr();
+    let Some(x) = facts.shape(0) else { return shape_same(node, facts) };
+    let axes = if node.input(1).is_some() { facts.ints(node, 1) } else { a.ints_opt("axes")? };
+    let keep = a.i64("keepdims", 1)? != 0;
+    let axes: Vec<usize> = match axes {
+        Some(ax) => ax.iter().map(|&v| norm_axis(node, v, x.len())).collect::<Result<_>>()?,
+        None => (0..x.len()).collect(),
+    };
+    let out = x
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| if axes.contains(&i) { keep.then_some(Dim::Fixed(1)) } else { Some(d.clone()) })
+        .collect();
+    Ok(vec![(facts.dtype0(), Some(out))])
+}
+
+pub fn shape_concat(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let dtype0 = facts.dtype0();
+    let shapes: Option<Vec<Shape>> = (0..node.inputs.len()).map(|i| facts.shape(i)).collect();
+    let Some(shapes) = shapes else {
+        return Ok(vec![(dtype0, None)]);
+    };
+    let rank = shapes[0].len();
+    let axis = norm_axis(node, node.attr().i64("axis", 0)?, rank)?;
+    let mut out = shapes[0].clone();
+    let mut total = Some(0usize);
+    for s in &shapes {
+        if s.len() != rank {
+            return Err(bad(node, "inputs have different ranks"));
+        }
+        for (i, (d, e)) in s.iter().zip(&shapes[0]).enumerate() {
+            if i != axis {
+                if let (Dim::Fixed(p), Dim::Fixed(q)) = (d, e) {
+                    if p != q {
+                        return Err(bad(
+                            node,
+                            format!("inputs {} and {} differ outside axis {axis}", shape_str(s), shape_str(&shapes[0])),
+                        ));
+                    }
+                }
+            }
+        }
+        total = match (&s[axis], total) {
+            (Dim::Fixed(v), Some(t)) => Some(t + v),
+            _ => None,
+        };
+    }
+    out[axis] = total.map(Dim::Fixed).unwrap_or(Dim::Sym("concat".into()));
+    Ok(vec![(dtype0, Some(out))])
+}
+
+/// The pillar scatter plugins: a [1, C, H, W] float canvas with `dense_shape` = [H, W].
+pub fn shape_pillar_scatter(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let dense = node.attr().ints_opt("dense_shape")?;
+    let c = facts.shape(0).and_then(|s| s.last().cloned());
+    match (dense, c) {
+        (Some(d), Some(c)) if d.len() == 2 => {
+            Ok(vec![(DType::F32, Some(vec![Dim::Fixed(1), c, Dim::Fixed(d[0] as usize), Dim::Fixed(d[1] as usize)]))])
+        }
+        _ => Ok(vec![(DType::F32, None)]),
+    }
+}
+
+pub fn shape_quantize(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    let zp = facts.fact(2).map(|f| f.0).unwrap_or(DType::U8);
+    let out = node.attr().i64_opt("output_dtype")?.map(|t| DType::from_onnx(t as i32)).unwrap_or(zp);
+    Ok(vec![(out, facts.shape(0))])
+}
+
+pub fn shape_dequantize(_: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
+    Ok(vec![(DType::F32, facts.shape(0))])
+}
+
+/// The table's shape rule for the node's op; ops the table does not know have unknown shapes.
+fn infer_node(node: &Node, facts: &[Option<Fact>], consts: &HashMap<String, Arc<Tensor>>) -> Result<Vec<Fact>> {
+    let rule = op_def(&node.op_type).map_or(shape_unknown as ShapeRule, |d| d.shape);
+    rule(node, &InputFacts { facts, consts })
 }
 
 fn shape_from_tensor(t: &Tensor) -> Shape {
@@ -353,7 +388,7 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
             folded = true;
         }
         if !folded {
-            out_facts = infer_node(node, &facts, &Ctx { consts: &consts })?;
+            out_facts = infer_node(node, &facts, &consts)?;
         }
         for (i, name) in node.outputs.iter().enumerate() {
             if name.is_empty() {
