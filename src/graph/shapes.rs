@@ -11,6 +11,10 @@ use std::sync::Arc;
 use super::{fixed, shape_str, static_dims, Dim, Graph, Node, Shape, ValueInfo};
 use crate::error::{Error, Result};
 use crate::exec::cpu::op_table::op_def;
+use crate::exec::cpu::{
+    expand_plan, flatten_shape, gather_shape, pad_plan, reshape_target, slice_plan, squeeze_shape, unsqueeze_shape,
+    OpError,
+};
 use crate::tensor::{DType, Tensor};
 
 /// Element type and shape (`None`: unknown rank) of one edge.
@@ -264,7 +268,9 @@ pub fn shape_transpose(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
 pub fn shape_reduce(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
     let a = node.attr();
     let Some(x) = facts.shape(0) else { return shape_same(node, facts) };
-    let axes = if node.input(1).is_some() { facts.ints(node, 1) } else { a.ints_opt("axes")? };
+    let Some(axes) = input_or_attr(node, facts, 1, "axes")? else {
+        return Ok(vec![(facts.dtype0(), None)]);
+    };
     let keep = a.i64("keepdims", 1)? != 0;
     let axes: Vec<usize> = match axes {
         Some(ax) => ax.iter().map(|&v| norm_axis(node, v, x.len())).collect::<Result<_>>()?,
@@ -333,6 +339,101 @@ pub fn shape_quantize(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
 
 pub fn shape_dequantize(_: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
     Ok(vec![(DType::F32, facts.shape(0))])
+}
+
+/// Input `i` when the node has it: `Some(Some(v))` when it is a constant, `None` (not known
+/// before running) when it is not; `Some(None)` when the node omits it.
+fn optional_const(node: &Node, x: &InputFacts, i: usize) -> Option<Option<Vec<i64>>> {
+    match node.input(i) {
+        Some(_) => x.ints(node, i).map(Some),
+        None => Some(None),
+    }
+}
+
+/// Integers an op reads from input `i` or, without that input, from attribute `name` (where
+/// older opsets keep them: Squeeze/Unsqueeze axes before 13, Pad's pads before 11, ReduceX axes
+/// before 13/18). Read in that order, as the executor does; `None` when the input is not a constant.
+fn input_or_attr(node: &Node, x: &InputFacts, i: usize, name: &str) -> Result<Option<Option<Vec<i64>>>> {
+    match node.input(i) {
+        Some(_) => Ok(x.ints(node, i).map(Some)),
+        None => Ok(Some(node.attr().ints_opt(name)?)),
+    }
+}
+
+/// The output of a data-movement op: `out` computes it from input 0's static shape with the
+/// executor's own shape function, or gives `None` when a shape-giving input is not a constant.
+/// Unknown when input 0's shape is not static.
+fn moved(
+    node: &Node,
+    x: &InputFacts,
+    out: impl FnOnce(&[usize]) -> Option<std::result::Result<Vec<usize>, OpError>>,
+) -> Result<Vec<Fact>> {
+    let shape = match x.shape(0).as_ref().and_then(static_dims) {
+        Some(s) => out(&s).transpose().map_err(|e| bad(node, e.0))?.map(|s| fixed(&s)),
+        None => None,
+    };
+    Ok(vec![(x.dtype0(), shape)])
+}
+
+/// Reshape to a constant shape (0 copies the input dim unless `allowzero`, -1 is inferred).
+pub fn shape_reshape(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let allowzero = node.attr().i64("allowzero", 0)? != 0;
+    let spec = x.ints(node, 1);
+    moved(node, x, |s| Some(reshape_target(s, &spec?, allowzero)))
+}
+
+pub fn shape_squeeze(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let axes = input_or_attr(node, x, 1, "axes")?;
+    moved(node, x, |s| Some(squeeze_shape(s, axes?.as_deref())))
+}
+
+pub fn shape_unsqueeze(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let axes = input_or_attr(node, x, 1, "axes")?;
+    moved(node, x, |s| {
+        Some(axes?.ok_or_else(|| OpError("Unsqueeze needs axes".into())).and_then(|a| unsqueeze_shape(s, &a)))
+    })
+}
+
+pub fn shape_flatten(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let axis = node.attr().i64("axis", 1)?;
+    moved(node, x, |s| Some(flatten_shape(s, axis)))
+}
+
+/// Slice with constant starts, ends and (optional) axes and steps.
+pub fn shape_slice(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let (starts, ends) = (x.ints(node, 1), x.ints(node, 2));
+    let (axes, steps) = (optional_const(node, x, 3), optional_const(node, x, 4));
+    moved(node, x, |s| {
+        let (axes, steps) = (axes?, steps?);
+        let plan = slice_plan(s, &starts?, &ends?, axes.as_deref(), steps.as_deref());
+        Some(plan.map(|p| p.iter().map(|d| d.2).collect()))
+    })
+}
+
+/// Gather: the indices' shape replaces the gathered axis (their values do not matter here).
+pub fn shape_gather(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let axis = node.attr().i64("axis", 0)?;
+    let indices = x.shape(1).as_ref().and_then(static_dims);
+    moved(node, x, |s| Some(gather_shape(s, &indices?, axis)))
+}
+
+/// Pad with constant pads (input 1, or the attribute before opset 11) and optional constant
+/// axes (input 3).
+pub fn shape_pad(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let pads = input_or_attr(node, x, 1, "pads")?;
+    let axes = optional_const(node, x, 3);
+    moved(node, x, |s| {
+        let pads = match pads? {
+            Some(p) => p,
+            None => return Some(Err(OpError("missing pads".into()))),
+        };
+        Some(pad_plan(s, &pads, axes?.as_deref()).map(|p| p.1))
+    })
+}
+
+pub fn shape_expand(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
+    let target = x.ints(node, 1);
+    moved(node, x, |s| Some(expand_plan(s, &target?).map(|p| p.0)))
 }
 
 /// The table's shape rule for the node's op; ops the table does not know have unknown shapes.
@@ -444,4 +545,156 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::graph::layers::quantizable_layers;
+    use crate::onnx::build::{attr_i, attr_ints, init_f32, init_i64, node};
+    use crate::onnx::proto::tensor_shape_proto::{dimension, Dimension};
+    use crate::onnx::proto::{
+        type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+        ValueInfoProto,
+    };
+
+    /// A float input with fixed dims, or a symbolic one where `dims` has 0.
+    fn input(name: &str, dims: &[usize]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&d| Dimension {
+                value: Some(if d == 0 {
+                    dimension::Value::DimParam("P".into())
+                } else {
+                    dimension::Value::DimValue(d as i64)
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Imports a model without any value_info (outputs declared by name only).
+    fn import(
+        opset: i64,
+        nodes: Vec<NodeProto>,
+        inits: Vec<TensorProto>,
+        inputs: Vec<ValueInfoProto>,
+    ) -> Result<Graph> {
+        let outputs = nodes.last().map(|n| n.output.clone()).unwrap_or_default();
+        let model = ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+            graph: Some(GraphProto {
+                name: Some("t".into()),
+                node: nodes,
+                initializer: inits,
+                input: inputs,
+                output: outputs.into_iter().map(|o| ValueInfoProto { name: Some(o), ..Default::default() }).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Graph::from_model(&model, Path::new("."))
+    }
+
+    /// PFN-style pillar features (Reshape -> MatMul -> Reshape -> ReduceMax), a Pad before a Conv,
+    /// then the other data ops, with axes as attributes (opset 11) or inputs (opset 13).
+    fn data_ops_model(opset: i64, pillars: &[usize]) -> Result<Graph> {
+        let axes = |name: &str, out: &str, inp: &str| {
+            if opset < 13 {
+                node(name, name, &[inp], &[out], vec![attr_ints("axes", &[0])])
+            } else {
+                node(name, name, &[inp, "axes0"], &[out], vec![])
+            }
+        };
+        let nodes = vec![
+            node("Reshape", "flatten_points", &["pillars", "to_rows"], &["rows"], vec![]),
+            node("MatMul", "pfn", &["rows", "w_pfn"], &["features"], vec![]),
+            node("Reshape", "group_points", &["features", "to_groups"], &["grouped"], vec![]),
+            node(
+                "ReduceMax",
+                "max_points",
+                &["grouped"],
+                &["pooled"],
+                vec![attr_ints("axes", &[1]), attr_i("keepdims", 0)],
+            ),
+            node("Pad", "pad", &["image", "pads"], &["padded"], vec![]),
+            node("Conv", "conv", &["padded", "w_conv"], &["conv_out"], vec![]),
+            axes("Unsqueeze", "unsqueezed", "pooled"),
+            axes("Squeeze", "squeezed", "unsqueezed"),
+            node("Slice", "slice", &["squeezed", "starts", "ends", "slice_axes"], &["sliced"], vec![]),
+            node("Gather", "gather", &["sliced", "indices"], &["gathered"], vec![attr_i("axis", 1)]),
+            node("Expand", "expand", &["gathered", "expand_to"], &["expanded"], vec![]),
+            node("Flatten", "flatten", &["expanded"], &["flat"], vec![attr_i("axis", 2)]),
+            node("Identity", "identity", &["flat"], &["out"], vec![]),
+        ];
+        let inits = vec![
+            init_i64("to_rows", &[2], &[-1, 10]),
+            init_f32("w_pfn", &[10, 16], &[0.5; 160]),
+            init_i64("to_groups", &[3], &[6, 32, -1]),
+            init_i64("pads", &[8], &[0, 0, 1, 1, 0, 0, 1, 1]),
+            init_f32("w_conv", &[5, 4, 3, 3], &[0.5; 180]),
+            init_i64("axes0", &[1], &[0]),
+            init_i64("starts", &[1], &[1]),
+            init_i64("ends", &[1], &[-1]),
+            init_i64("slice_axes", &[1], &[1]),
+            init_i64("indices", &[2], &[0, 2]),
+            init_i64("expand_to", &[3], &[2, 1, 1]),
+        ];
+        import(opset, nodes, inits, vec![input("pillars", pillars), input("image", &[1, 4, 8, 8])])
+    }
+
+    #[test]
+    fn data_ops_without_value_info_get_shapes_from_input_shapes_and_constants() {
+        for opset in [11, 13] {
+            let g = data_ops_model(opset, &[6, 32, 10]).unwrap();
+            let expect: &[(&str, &[usize])] = &[
+                ("rows", &[192, 10]),
+                ("features", &[192, 16]),
+                ("grouped", &[6, 32, 16]),
+                ("pooled", &[6, 16]),
+                ("padded", &[1, 4, 10, 10]),
+                ("conv_out", &[1, 5, 8, 8]),
+                ("unsqueezed", &[1, 6, 16]),
+                ("squeezed", &[6, 16]),
+                ("sliced", &[6, 14]),
+                ("gathered", &[6, 2]),
+                ("expanded", &[2, 6, 2]),
+                ("flat", &[12, 2]),
+                ("out", &[12, 2]),
+            ];
+            for (edge, shape) in expect {
+                assert_eq!(g.static_shape_of(edge).as_deref(), Some(*shape), "opset {opset}, {edge}");
+            }
+            // The layers' FLOPs follow from those shapes: 2 x 192 x 16 x 10 and 2 x (5 x 8 x 8) x (4 x 3 x 3).
+            let flops: Vec<(String, u64)> = quantizable_layers(&g).into_iter().map(|l| (l.name, l.flops)).collect();
+            assert_eq!(flops, vec![("pfn".to_string(), 61_440), ("conv".to_string(), 23_040)], "opset {opset}");
+        }
+    }
+
+    #[test]
+    fn data_ops_on_symbolic_shapes_stay_unknown_and_bad_reshapes_fail_on_import() {
+        let g = data_ops_model(13, &[0, 32, 10]).unwrap();
+        assert_eq!(g.shape_of("rows"), None);
+        assert_eq!(g.static_shape_of("conv_out"), Some(vec![1, 5, 8, 8]));
+
+        let nodes = vec![node("Reshape", "bad_reshape", &["pillars", "to"], &["y"], vec![])];
+        let err = import(13, nodes, vec![init_i64("to", &[2], &[7, -1])], vec![input("pillars", &[6, 32, 10])])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad_reshape") && err.contains("cannot reshape [6, 32, 10]"), "{err}");
+    }
 }

@@ -23,7 +23,10 @@ use crate::tensor::{DType, Data, Tensor};
 use op_table::F16Move;
 
 pub use crate::quant::calib::quantize_value;
-pub use ops_shape::{reshape_target, slice_plan, slice_shape_output};
+pub use ops_shape::{
+    expand_plan, flatten_shape, gather_shape, pad_plan, reshape_target, slice_plan, slice_shape_output, squeeze_shape,
+    unsqueeze_shape,
+};
 use precision::StepPrecision;
 pub use precision::{weight_channel_axis, CompiledPlan};
 

@@ -72,15 +72,13 @@ static OPS: &[OpDef] = &[
     op(&["ConvTranspose"], |n, x, quant| m::conv_transpose(n, x, quant), sh::shape_conv_transpose),
     op(&["ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean"], |n, x, _| m::reduce(n, x), sh::shape_reduce),
     // Ops that only change the shape reuse the input's storage when this node is its last reader.
-    op(&["Reshape"], |n, x, _| s::reshape(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_unknown)
+    op(&["Reshape"], |n, x, _| s::reshape(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_reshape)
         .moves_f16(F16Move::First),
-    op(
-        &["Squeeze", "Unsqueeze"],
-        |n, x, _| s::squeeze_unsqueeze(n, x).map(|shape| vec![s::retarget(x, shape)]),
-        sh::shape_unknown,
-    )
-    .moves_f16(F16Move::First),
-    op(&["Flatten"], |n, x, _| s::flatten(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_unknown)
+    op(&["Squeeze"], |n, x, _| s::squeeze(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_squeeze)
+        .moves_f16(F16Move::First),
+    op(&["Unsqueeze"], |n, x, _| s::unsqueeze(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_unsqueeze)
+        .moves_f16(F16Move::First),
+    op(&["Flatten"], |n, x, _| s::flatten(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_flatten)
         .moves_f16(F16Move::First),
     op(
         &["Identity"],
@@ -90,10 +88,10 @@ static OPS: &[OpDef] = &[
     .moves_f16(F16Move::First),
     op(&["Transpose"], |n, x, _| s::transpose(n, x), sh::shape_transpose).moves_f16(F16Move::First),
     op(&["Concat"], |n, x, _| s::concat(n, x), sh::shape_concat).moves_f16(F16Move::All),
-    op(&["Slice"], |_, x, _| s::slice(x), sh::shape_unknown).moves_f16(F16Move::First),
-    op(&["Gather"], |n, x, _| s::gather(n, x), sh::shape_unknown),
-    op(&["Pad"], |n, x, _| s::pad(n, x), sh::shape_unknown),
-    op(&["Expand"], |_, x, _| s::expand(x), sh::shape_unknown),
+    op(&["Slice"], |_, x, _| s::slice(x), sh::shape_slice).moves_f16(F16Move::First),
+    op(&["Gather"], |n, x, _| s::gather(n, x), sh::shape_gather),
+    op(&["Pad"], |n, x, _| s::pad(n, x), sh::shape_pad),
+    op(&["Expand"], |_, x, _| s::expand(x), sh::shape_expand),
     op(&["Range"], |_, x, _| s::range(x), sh::shape_unknown),
     op(&["ConstantOfShape"], |n, x, _| s::constant_of_shape(n, x), sh::shape_unknown),
     op(&["Shape"], |n, x, _| s::shape_op(n, x), sh::shape_unknown),
