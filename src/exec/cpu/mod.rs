@@ -1,11 +1,12 @@
 //! The reference CPU executor: f32, multithreaded (rayon), deterministic for any thread count.
 //!
-//! Dispatch is one readable `match` over op types (`eval_node`); speed lives in the kernels
-//! behind it (conv, gemm).
+//! Dispatch is one readable table of op families (`op_table`); speed lives in the kernels behind
+//! it (conv, gemm).
 
 mod conv;
 pub mod elementwise;
 mod gemm;
+pub mod op_table;
 mod ops_math;
 mod ops_quant;
 mod ops_scatter;
@@ -19,9 +20,13 @@ use super::{Backend, NamedTensors};
 use crate::error::{Error, Result};
 use crate::graph::{fold, Dim, Graph, Node};
 use crate::tensor::{DType, Data, Tensor};
+use op_table::F16Move;
 
 pub use crate::quant::calib::quantize_value;
-pub use ops_shape::{reshape_target, slice_plan, slice_shape_output};
+pub use ops_shape::{
+    expand_plan, flatten_shape, gather_shape, pad_plan, reshape_target, slice_plan, slice_shape_output, squeeze_shape,
+    unsqueeze_shape,
+};
 use precision::StepPrecision;
 pub use precision::{weight_channel_axis, CompiledPlan};
 
@@ -49,71 +54,10 @@ pub(crate) fn f32_in(ins: &[Option<Arc<Tensor>>], i: usize) -> std::result::Resu
     t.as_f32().ok_or_else(|| OpError(format!("input {i} must be float32, got {}", t.dtype())))
 }
 
-/// Op types the CPU executor implements (domain "" / ai.onnx, plus the pillar-scatter plugin).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs",
-    "Add",
-    "And",
-    "BatchNormalization",
-    "Cast",
-    "Ceil",
-    "Clip",
-    "Concat",
-    "Constant",
-    "ConstantOfShape",
-    "Conv",
-    "ConvTranspose",
-    "DequantizeLinear",
-    "Div",
-    "Equal",
-    "Exp",
-    "Expand",
-    "Flatten",
-    "Floor",
-    "Gather",
-    "Gemm",
-    "Greater",
-    "GreaterOrEqual",
-    "Identity",
-    "LeakyRelu",
-    "Less",
-    "LessOrEqual",
-    "MatMul",
-    "Max",
-    "Min",
-    "Mul",
-    "Neg",
-    "Not",
-    "Or",
-    "Pad",
-    "PillarScatterPlugin",
-    "Pow",
-    "PPScatterPlugin",
-    "QuantizeLinear",
-    "Range",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceSum",
-    "Relu",
-    "Reshape",
-    "Round",
-    "ScatterElements",
-    "ScatterND",
-    "Shape",
-    "Sigmoid",
-    "Slice",
-    "Sqrt",
-    "Squeeze",
-    "Sub",
-    "Tanh",
-    "Transpose",
-    "Unsqueeze",
-    "Where",
-];
-
+/// Whether the CPU executor can run `op_type` (an op table entry with an evaluation; domain ""
+/// / ai.onnx, the pillar-scatter plugins and `graph::fold`'s internal ops).
 pub fn is_supported(op_type: &str) -> bool {
-    SUPPORTED_OPS.contains(&op_type) || op_type == crate::graph::fold::PILLAR_MAX_MATMUL
+    op_table::op_def(op_type).is_some_and(|d| d.eval.is_some())
 }
 
 /// Evaluates one node on its inputs (`None` for omitted optional inputs).
@@ -124,45 +68,11 @@ pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tenso
 /// `eval_node`; with `out_quant`, a Conv or ConvTranspose fake-quantizes its output at that scale
 /// in its epilogue (for INT8 readers). Only those steps are given one (`CompiledPlan::out_quant`).
 fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
-    use ops_math as m;
-    use ops_shape as s;
-    let ins = &mut ins[..];
-    let r = match node.op_type.as_str() {
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Less" | "LessOrEqual" | "Greater"
-        | "GreaterOrEqual" | "Equal" | "And" | "Or" => m::binary(node, ins),
-        "Relu" | "Sigmoid" | "Exp" | "Sqrt" | "Tanh" | "Abs" | "Neg" | "Floor" | "Ceil" | "Round" | "LeakyRelu"
-        | "Clip" | "Not" => m::unary(node, ins),
-        "Cast" => m::cast_op(node, ins),
-        "Where" => m::where_op(ins),
-        "BatchNormalization" => m::batch_norm(node, ins),
-        "MatMul" => m::matmul(node, ins),
-        crate::graph::fold::PILLAR_MAX_MATMUL => m::pillar_max_matmul(node, ins),
-        "Gemm" => m::gemm_op(node, ins),
-        "Conv" => m::conv_quantized(node, ins, out_quant),
-        "ConvTranspose" => m::conv_transpose(node, ins, out_quant),
-        "ReduceMax" | "ReduceMin" | "ReduceSum" | "ReduceMean" => m::reduce(node, ins),
-        // Shape-only ops reuse the input's storage when this node is its last reader.
-        "Reshape" => s::reshape(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
-        "Squeeze" | "Unsqueeze" => s::squeeze_unsqueeze(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
-        "Flatten" => s::flatten(node, ins).map(|sh| vec![s::retarget(ins, sh)]),
-        "Transpose" => s::transpose(node, ins),
-        "Concat" => s::concat(node, ins),
-        "Slice" => s::slice(ins),
-        "Gather" => s::gather(node, ins),
-        "Pad" => s::pad(node, ins),
-        "Expand" => s::expand(ins),
-        "Range" => s::range(ins),
-        "ConstantOfShape" => s::constant_of_shape(node, ins),
-        "Shape" => s::shape_op(node, ins),
-        "Constant" => s::constant(node),
-        "Identity" => input(ins, 0).map(|t| t.shape.clone()).map(|sh| vec![s::retarget(ins, sh)]),
-        "ScatterND" => ops_scatter::scatter_nd(node, ins),
-        "ScatterElements" => ops_scatter::scatter_elements(node, ins),
-        "PPScatterPlugin" | "PillarScatterPlugin" => ops_scatter::pp_scatter(node, ins),
-        "QuantizeLinear" => ops_quant::quantize_linear(node, ins),
-        "DequantizeLinear" => ops_quant::dequantize_linear(node, ins),
-        other => Err(OpError(format!(
-            "op type '{other}'{} is not supported by the CPU executor",
+    let r = match op_table::op_def(&node.op_type).and_then(|d| d.eval) {
+        Some(eval) => eval(node, &mut ins, out_quant),
+        None => Err(OpError(format!(
+            "op type '{}'{} is not supported by the CPU executor",
+            node.op_type,
             if node.domain.is_empty() { String::new() } else { format!(" (domain '{}')", node.domain) }
         ))),
     };
@@ -488,10 +398,10 @@ impl CpuExecutor {
                     _ => eval_node_quantized(&st.node, ins, epilogue_q)?,
                 };
                 // Values on the f16 grid stay there through pure data movement.
-                let data_inputs = match st.node.op_type.as_str() {
-                    "Concat" => st.inputs.len(),
-                    "Transpose" | "Reshape" | "Slice" | "Squeeze" | "Unsqueeze" | "Flatten" | "Identity" => 1,
-                    _ => 0,
+                let data_inputs = match op_table::op_def(&st.node.op_type).map(|d| d.f16_data_inputs) {
+                    Some(F16Move::All) => st.inputs.len(),
+                    Some(F16Move::First) => 1,
+                    Some(F16Move::None) | None => 0,
                 };
                 let outs_f16 = matches!(precision, Some(StepPrecision::Fp16 { .. }))
                     || (data_inputs > 0 && st.inputs[..data_inputs].iter().flatten().all(|&s| f16_exact[s]));

@@ -86,49 +86,62 @@ pub fn retarget(ins: &mut [Option<Arc<Tensor>>], shape: Vec<usize>) -> Tensor {
     t
 }
 
-pub fn squeeze_unsqueeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
+/// Squeeze/Unsqueeze axes: input 1 (opset 13 on) or the attribute.
+fn axes_of(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Option<Vec<i64>>, OpError> {
+    match ints(ins, 1, "axes")? {
+        Some(a) => Ok(Some(a)),
+        None => Ok(node.attr().ints_opt("axes")?),
+    }
+}
+
+pub fn squeeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
+    squeeze_shape(&input(ins, 0)?.shape, axes_of(node, ins)?.as_deref())
+}
+
+pub fn unsqueeze(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
     let x = input(ins, 0)?;
-    let axes = match ints(ins, 1, "axes")? {
-        Some(a) => Some(a),
-        None => node.attr().ints_opt("axes")?,
-    };
-    let shape = if node.op_type == "Unsqueeze" {
-        let axes = axes.ok_or_else(|| OpError("Unsqueeze needs axes".into()))?;
-        let r = x.shape.len() + axes.len();
-        let mut ax: Vec<usize> = axes.iter().map(|&a| axis(a, r)).collect::<Result<_, _>>()?;
-        ax.sort_unstable();
-        let mut s = x.shape.clone();
-        for a in ax {
-            s.insert(a, 1);
-        }
-        s
-    } else {
-        match axes {
-            Some(axes) => {
-                let ax: Vec<usize> = axes.iter().map(|&a| axis(a, x.shape.len())).collect::<Result<_, _>>()?;
-                for &a in &ax {
-                    if x.shape[a] != 1 {
-                        return Err(OpError(format!("cannot squeeze axis {a} of size {}", x.shape[a])));
-                    }
+    unsqueeze_shape(&x.shape, &axes_of(node, ins)?.ok_or_else(|| OpError("Unsqueeze needs axes".into()))?)
+}
+
+pub fn unsqueeze_shape(shape: &[usize], axes: &[i64]) -> Result<Vec<usize>, OpError> {
+    let r = shape.len() + axes.len();
+    let mut ax: Vec<usize> = axes.iter().map(|&a| axis(a, r)).collect::<Result<_, _>>()?;
+    ax.sort_unstable();
+    let mut s = shape.to_vec();
+    for a in ax {
+        s.insert(a, 1);
+    }
+    Ok(s)
+}
+
+/// Squeeze `axes` (all size-1 axes when `None`).
+pub fn squeeze_shape(shape: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, OpError> {
+    match axes {
+        Some(axes) => {
+            let ax: Vec<usize> = axes.iter().map(|&a| axis(a, shape.len())).collect::<Result<_, _>>()?;
+            for &a in &ax {
+                if shape[a] != 1 {
+                    return Err(OpError(format!("cannot squeeze axis {a} of size {}", shape[a])));
                 }
-                x.shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect()
             }
-            None => x.shape.iter().copied().filter(|&d| d != 1).collect(),
+            Ok(shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, &d)| d).collect())
         }
-    };
-    Ok(shape)
+        None => Ok(shape.iter().copied().filter(|&d| d != 1).collect()),
+    }
 }
 
 pub fn flatten(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<Vec<usize>, OpError> {
-    let x = input(ins, 0)?;
-    let r = x.shape.len();
-    let a = node.attr().i64("axis", 1)?;
-    let a = if a < 0 { a + r as i64 } else { a };
+    flatten_shape(&input(ins, 0)?.shape, node.attr().i64("axis", 1)?)
+}
+
+pub fn flatten_shape(shape: &[usize], axis: i64) -> Result<Vec<usize>, OpError> {
+    let r = shape.len();
+    let a = if axis < 0 { axis + r as i64 } else { axis };
     if a < 0 || a > r as i64 {
         return Err(OpError(format!("axis {a} out of range")));
     }
     let a = a as usize;
-    Ok(vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()])
+    Ok(vec![shape[..a].iter().product(), shape[a..].iter().product()])
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -374,7 +387,9 @@ pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let x = input(ins, 0)?;
     let ind = input(ins, 1)?;
     let iv = ind.to_i64_vec().ok_or_else(|| OpError("indices must be integers".into()))?;
-    let ax = axis(node.attr().i64("axis", 0)?, x.shape.len())?;
+    let axis_attr = node.attr().i64("axis", 0)?;
+    let shape = gather_shape(&x.shape, &ind.shape, axis_attr)?;
+    let ax = axis(axis_attr, x.shape.len())?;
     let d = x.shape[ax] as i64;
     let iv: Vec<usize> = iv
         .iter()
@@ -389,9 +404,6 @@ pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         .collect::<Result<_, _>>()?;
     let outer: usize = x.shape[..ax].iter().product();
     let inner: usize = x.shape[ax + 1..].iter().product();
-    let mut shape: Vec<usize> = x.shape[..ax].to_vec();
-    shape.extend_from_slice(&ind.shape);
-    shape.extend_from_slice(&x.shape[ax + 1..]);
     let data = per_type!(x, v => {
         let mut out = Vec::with_capacity(outer * iv.len() * inner);
         for o in 0..outer {
@@ -403,6 +415,12 @@ pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         out
     });
     Ok(vec![Tensor { shape, data }])
+}
+
+/// `x[..axis] ++ indices ++ x[axis + 1..]`.
+pub fn gather_shape(x: &[usize], indices: &[usize], axis_attr: i64) -> Result<Vec<usize>, OpError> {
+    let ax = axis(axis_attr, x.len())?;
+    Ok([&x[..ax], indices, &x[ax + 1..]].concat())
 }
 
 pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
@@ -420,29 +438,7 @@ pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         Some(t) => t.as_f32().and_then(|v| v.first().copied()).unwrap_or(0.0),
         None => node.attr().f32("value", 0.0)?,
     };
-    let axes: Vec<usize> = match ints(ins, 3, "axes")? {
-        Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_, _>>()?,
-        None => (0..r).collect(),
-    };
-    if pads.len() != 2 * axes.len() {
-        return Err(OpError(format!("pads {pads:?} do not fit {} axes", axes.len())));
-    }
-    let mut before = vec![0i64; r];
-    let mut after = vec![0i64; r];
-    for (i, &a) in axes.iter().enumerate() {
-        before[a] = pads[i];
-        after[a] = pads[i + axes.len()];
-    }
-    let shape: Vec<usize> = (0..r)
-        .map(|i| {
-            let d = x.shape[i] as i64 + before[i] + after[i];
-            if d < 0 {
-                Err(OpError("negative padded size".into()))
-            } else {
-                Ok(d as usize)
-            }
-        })
-        .collect::<Result<_, _>>()?;
+    let (before, shape) = pad_plan(&x.shape, &pads, ints(ins, 3, "axes")?.as_deref())?;
     let xv = x.as_f32().ok_or_else(|| OpError("Pad supports float32 inputs".into()))?;
     let st = strides(&x.shape);
     let n = numel(&shape);
@@ -464,23 +460,58 @@ pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     Ok(vec![Tensor::f32(shape, out)])
 }
 
+/// Resolved Pad over `axes` (all when `None`): the padding before each axis and the output shape.
+pub fn pad_plan(shape: &[usize], pads: &[i64], axes: Option<&[i64]>) -> Result<(Vec<i64>, Vec<usize>), OpError> {
+    let r = shape.len();
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&v| axis(v, r)).collect::<Result<_, _>>()?,
+        None => (0..r).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(OpError(format!("pads {pads:?} do not fit {} axes", axes.len())));
+    }
+    let mut before = vec![0i64; r];
+    let mut after = vec![0i64; r];
+    for (i, &a) in axes.iter().enumerate() {
+        before[a] = pads[i];
+        after[a] = pads[i + axes.len()];
+    }
+    let out: Vec<usize> = (0..r)
+        .map(|i| {
+            let d = shape[i] as i64 + before[i] + after[i];
+            if d < 0 {
+                Err(OpError("negative padded size".into()))
+            } else {
+                Ok(d as usize)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((before, out))
+}
+
 pub fn expand(ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let x = input(ins, 0)?;
     let target = ints(ins, 1, "shape")?.ok_or_else(|| OpError("missing shape".into()))?;
-    let t: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
-    let (shape, st) = super::elementwise::broadcast_shapes(&[&x.shape, &t])
-        .ok_or_else(|| OpError(format!("cannot expand {:?} to {target:?}", x.shape)))?;
+    let (shape, st) = expand_plan(&x.shape, &target)?;
     let n = numel(&shape);
     let idx = |mut i: usize| {
         let mut off = 0;
         for ax in (0..shape.len()).rev() {
-            off += (i % shape[ax]) * st[0][ax];
+            off += (i % shape[ax]) * st[ax];
             i /= shape[ax];
         }
         off
     };
     let data = per_type!(x, v => (0..n).map(|i| v[idx(i)]).collect());
     Ok(vec![Tensor { shape, data }])
+}
+
+/// Expand's output shape and the input's strides in it.
+pub fn expand_plan(shape: &[usize], target: &[i64]) -> Result<(Vec<usize>, Vec<usize>), OpError> {
+    let t: Vec<usize> = target.iter().map(|&d| d.max(0) as usize).collect();
+    let (out, mut st) = super::elementwise::broadcast_shapes(&[shape, &t])
+        .ok_or_else(|| OpError(format!("cannot expand {shape:?} to {target:?}")))?;
+    Ok((out, st.swap_remove(0)))
 }
 
 pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
