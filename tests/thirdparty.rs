@@ -466,6 +466,9 @@ fn emit_upgrades_the_opset_and_onnxruntime_agrees() {
     assert_eq!(opset.version, Some(13));
     let ops: Vec<&str> = emitted.graph.as_ref().unwrap().node.iter().filter_map(|n| n.op_type.as_deref()).collect();
     assert!(ops.contains(&"PPScatterPlugin") && ops.iter().filter(|o| **o == "QuantizeLinear").count() == 23);
+    // Every BatchNormalization folded: the PFN's 2-D one into the MatMul (+ bias Add), the neck's
+    // into the ConvTransposes.
+    assert!(!ops.contains(&"BatchNormalization"), "{ops:?}");
 
     let model = pillarq::model::Model::load(&f.nvidia).unwrap();
     let det = Detector::with_config(&model, resolve(&model.graph, &f.nvidia, Some(&y), None).unwrap(), 2).unwrap();
@@ -600,4 +603,22 @@ fn emit_for_the_cuda_pointpillars_runtime() {
         s(&tmp.path().join("e9")),
     ]);
     assert!(e.contains("not a CUDA-PointPillars drop-in") && e.contains("9 features"), "{e}");
+}
+
+/// `inspect` sees NVIDIA's Reshape / MatMul / 2-D BatchNorm / Relu / Reshape / ReduceMax pillar net
+/// as one fused layer with the FLOPs of the bundled model's pillar net, and the same total.
+#[test]
+fn inspect_fuses_the_nvidia_pillar_net() {
+    let f = fixture();
+    let layers = |m: &Path| -> serde_json::Value {
+        let (out, _) = ok(&["inspect", s(m), "--json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let (theirs, ours) = (layers(&f.nvidia), layers(&common::bundled("pointpillars_small.onnx")));
+    let (a, b) = (&theirs["quantizable_layers"][0], &ours["quantizable_layers"][0]);
+    assert_eq!(a["name"], "MatMul_1");
+    assert_eq!(a["fused"], serde_json::json!(["BatchNormalization", "Relu"]));
+    assert_eq!(a["flops"], b["flops"]);
+    assert!(a["flops"].as_u64().unwrap() > 100_000_000);
+    assert_eq!(theirs["flops"], ours["flops"]);
 }
