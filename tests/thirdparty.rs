@@ -483,6 +483,15 @@ fn emit_upgrades_the_opset_and_onnxruntime_agrees() {
         println!("{name}: relative L2 {:.2e}, max |a-b|/max|b| {:.2e}", r.rel_l2, r.max_rel);
         assert!(r.rel_l2 <= 1e-5, "{name}: {}", r.rel_l2);
     }
+
+    // bench (cpu): network and end-to-end timing through the config.
+    let out = tmp.path().join("bench.json");
+    let e = fails(&["bench", s(&dir), "--runs", "2", "--warmup", "1", "--data", d, "--out", s(&out)]);
+    assert!(e.contains("--config"), "{e}");
+    ok(&["bench", s(&dir), "--runs", "2", "--warmup", "1", "--data", d, "--config", s(&y), "--out", s(&out)]);
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let r = &b.as_array().map(|a| a[0].clone()).unwrap_or(b["results"][0].clone());
+    assert!(r["median_ms"].as_f64().unwrap() > 0.0 && r["e2e_median_ms"].as_f64().unwrap() > 0.0, "{b}");
 }
 
 /// The operators whose signature changed between opsets 11 and 13, in an opset-11 model: the
