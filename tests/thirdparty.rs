@@ -56,6 +56,21 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// `pillarq calibrate` of the NVIDIA-style export on 2 frames (max), into `dir/calib`.
+fn calibrate(dir: &Path, pow2: bool) -> PathBuf {
+    let f = fixture();
+    let cal = dir.join("calib");
+    let mut args = vec!["calibrate", "--model", s(&f.nvidia), "--data", s(&f.data), "--frames", "2", "--method", "max"];
+    args.extend(["--out", s(&cal), "-q"]);
+    if pow2 {
+        args.push("--pow2-scales");
+    }
+    let y = yaml();
+    args.extend(["--config", s(&y)]);
+    ok(&args);
+    cal
+}
+
 fn ok(args: &[&str]) -> (String, String) {
     let (code, out, err) = pillarq_bin(args);
     assert_eq!(code, 0, "pillarq {}: {err}", args.join(" "));
@@ -205,23 +220,7 @@ fn quantization_commands_run_with_the_config() {
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
     let (m, y, d) = (s(&f.nvidia), yaml(), s(&f.data));
-    let cal = tmp.path().join("calib");
-    ok(&[
-        "calibrate",
-        "--model",
-        m,
-        "--config",
-        s(&y),
-        "--data",
-        d,
-        "--frames",
-        "2",
-        "--method",
-        "max",
-        "--out",
-        s(&cal),
-        "-q",
-    ]);
+    let cal = calibrate(tmp.path(), false);
     let calib = cal.join("pointpillar_nvidia-max-2.json");
     assert!(calib.exists());
     let cache = tmp.path().join("cache");
@@ -428,25 +427,8 @@ fn emit_upgrades_the_opset_and_onnxruntime_agrees() {
 
     let f = fixture();
     let tmp = tempfile::tempdir().unwrap();
-    let cal = tmp.path().join("calib");
     let (m, y, d) = (s(&f.nvidia), yaml(), s(&f.data));
-    ok(&[
-        "calibrate",
-        "--model",
-        m,
-        "--config",
-        s(&y),
-        "--data",
-        d,
-        "--frames",
-        "2",
-        "--method",
-        "max",
-        "--pow2-scales",
-        "--out",
-        s(&cal),
-        "-q",
-    ]);
+    let cal = calibrate(tmp.path(), true);
     let plan = tmp.path().join("plan.json");
     std::fs::write(&plan, r#"{"default": "int8"}"#).unwrap();
     let dir = tmp.path().join("engine");

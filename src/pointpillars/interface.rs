@@ -290,31 +290,19 @@ fn anchor_summary(cfg: &PointPillarsConfig) -> String {
 /// Makes the configuration agree with the model where the model's shapes decide (pillars per
 /// frame, points per pillar), saying so once when they differed.
 pub fn reconcile(cfg: &mut PointPillarsConfig, io: &ModelIo, model_name: &str) {
-    // 0: the configuration leaves it to the model.
-    if cfg.max_pillars == 0 {
-        cfg.max_pillars = io.max_pillars;
-    }
-    if cfg.max_points_per_pillar == 0 {
-        cfg.max_points_per_pillar = io.max_points;
-    }
-    if cfg.max_pillars != io.max_pillars {
-        tracing::warn!(
-            "{model_name}: the configuration allows {} pillars, the model's '{}' input takes {}: using {}",
-            cfg.max_pillars,
-            io.voxels.name,
-            io.max_pillars,
-            io.max_pillars
-        );
-        cfg.max_pillars = io.max_pillars;
-    }
-    if cfg.max_points_per_pillar != io.max_points {
-        tracing::warn!(
-            "{model_name}: the configuration keeps {} points per pillar, the model's '{}' input takes {}: using {}",
-            cfg.max_points_per_pillar,
-            io.voxels.name,
-            io.max_points,
-            io.max_points
-        );
-        cfg.max_points_per_pillar = io.max_points;
+    let fields = [
+        (&mut cfg.max_pillars, io.max_pillars, "allows", "pillars"),
+        (&mut cfg.max_points_per_pillar, io.max_points, "keeps", "points per pillar"),
+    ];
+    for (value, model, verb, what) in fields {
+        // 0: the configuration leaves it to the model.
+        if *value != 0 && *value != model {
+            tracing::warn!(
+                "{model_name}: the configuration {verb} {} {what}, the model's '{}' input takes {model}: using {model}",
+                *value,
+                io.voxels.name,
+            );
+        }
+        *value = model;
     }
 }
