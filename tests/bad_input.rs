@@ -258,3 +258,32 @@ fn malformed_weight_ranks_are_errors_not_panics() {
         fails(&["inspect", s(&p)], &[name, "[4]"]);
     }
 }
+
+/// A calibration whose threshold is unusable (scale rounds below a normal float32, negative,
+/// overflowing) is an error naming the calibration file, not the plan that came with it.
+#[test]
+fn unusable_calibration_names_the_calibration_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, r#"{"default": "int8"}"#).unwrap();
+    for (name, amax) in [("tiny.json", "1e-45"), ("negative.json", "-3.5"), ("huge.json", "1e39")] {
+        let calib = tmp.path().join(name);
+        std::fs::write(
+            &calib,
+            format!(
+                r#"{{"model": "m.onnx", "data": "d", "split": "train", "frame_ids": [],
+                   "calibration": {{"method": "max", "frames": 1,
+                     "activations": {{"/pfn/linear/MatMul": {{"tensor": "voxels", "amax": {amax}}}}}}},
+                   "weights": {{}}, "tensors": {{}}}}"#
+            ),
+        )
+        .unwrap();
+        let out = tmp.path().join("engine");
+        let r = fails(
+            &["emit", "--model", s(&small()), "--plan", s(&plan), "--calib", s(&calib), "--out", s(&out)],
+            &[name, "/pfn/linear/MatMul", "amax"],
+        );
+        assert!(!r.stderr.contains("plan.json"), "{}", r.stderr);
+        assert!(!out.join("model.onnx").exists());
+    }
+}

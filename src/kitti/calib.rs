@@ -184,6 +184,9 @@ pub fn parse_calib(text: &str, file: &Path) -> Result<Calib> {
             let v = tok
                 .parse::<f32>()
                 .map_err(|_| Error::kitti(file, Some(lineno), format!("{name}: cannot parse '{tok}' as a number")))?;
+            if !v.is_finite() {
+                return Err(Error::kitti(file, Some(lineno), format!("{name}: '{tok}' is not a finite number")));
+            }
             values.push(v);
         }
         if values.len() != key.count() {
@@ -353,5 +356,24 @@ mod tests {
         assert!((v - 172.1625).abs() < 1e-2, "v = {v}");
         assert!((600.0..610.0).contains(&u));
         assert_eq!(c.project_velo_to_image([10.0, 0.0, 0.0]), [u, v]);
+    }
+
+    #[test]
+    fn non_finite_calibration_numbers_are_errors() {
+        let text = format_calib(&Calib::typical());
+        let line = text.lines().position(|l| l.starts_with("R0_rect")).unwrap() + 1;
+        for bad in ["nan", "inf", "-inf"] {
+            let t = text.replacen("R0_rect: 9.999", &format!("R0_rect: {bad} 9.999"), 1);
+            let t = {
+                // keep 9 numbers: drop the last one of the line
+                let mut lines: Vec<String> = t.lines().map(String::from).collect();
+                let l = &mut lines[line - 1];
+                let cut = l.rfind(' ').unwrap();
+                l.truncate(cut);
+                lines.join("\n")
+            };
+            let e = parse_calib(&t, Path::new("c.txt")).unwrap_err().to_string();
+            assert!(e.contains(&format!("c.txt:{line}")) && e.contains("R0_rect") && e.contains("not a finite"), "{e}");
+        }
     }
 }

@@ -75,16 +75,28 @@ pub fn parse_labels(text: &str, file: &Path) -> Result<Vec<Object>> {
                 format!("field {} ({}): cannot parse '{}'", i + 1, FIELD_NAMES[i], fields[i]),
             )
         };
-        let single = |i: usize| fields[i].parse::<f32>().map_err(|_| bad(i));
-        let double = |i: usize| fields[i].parse::<f64>().map_err(|_| bad(i));
+        // Rust parses "nan" and "inf": a label or result holds finite numbers only.
+        let single = |i: usize| fields[i].parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| bad(i));
+        let double = |i: usize| fields[i].parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| bad(i));
         let occluded = fields[2].parse::<i32>().map_err(|_| bad(2))?;
+        let dimensions = [single(8)?, single(9)?, single(10)?];
+        // KITTI writes -1 sizes for DontCare regions; any other object has a box of positive size.
+        if fields[0] != "DontCare" {
+            if let Some(k) = dimensions.iter().position(|&d| d < 0.0) {
+                return Err(Error::kitti(
+                    file,
+                    Some(lineno),
+                    format!("field {} ({}): size {} is negative", k + 9, FIELD_NAMES[k + 8], fields[k + 8]),
+                ));
+            }
+        }
         objects.push(Object {
             class: fields[0].to_string(),
             truncated: double(1)?,
             occluded,
             alpha: single(3)?,
             bbox: [double(4)?, double(5)?, double(6)?, double(7)?],
-            dimensions: [single(8)?, single(9)?, single(10)?],
+            dimensions,
             location: [single(11)?, single(12)?, single(13)?],
             rotation_y: single(14)?,
             score: if fields.len() == 16 { Some(single(15)?) } else { None },
@@ -192,5 +204,25 @@ mod tests {
         let text = PED.replace("Pedestrian 0.00 0", "Pedestrian 0.00 0.5");
         let e = parse_labels(&text, Path::new("x.txt")).unwrap_err().to_string();
         assert!(e.contains("x.txt:1: field 3 (occluded)"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_numbers_and_negative_sizes_are_errors() {
+        let p = Path::new("000007.txt");
+        let good = "Car 0.00 0 -1.58 587.01 173.33 614.12 200.12 1.65 1.67 3.64 -0.65 1.71 46.70 -1.59";
+        assert_eq!(parse_labels(good, p).unwrap().len(), 1);
+        for (bad, want) in [
+            (good.replace("3.64", "nan"), "field 11 (length)"),
+            (good.replace("46.70", "inf"), "field 14 (z)"),
+            (good.replace("0.00 0", "NaN 0"), "field 2 (truncated)"),
+            (format!("{good} -inf"), "field 16 (score)"),
+            (good.replace("1.67", "-1.67"), "field 10 (width): size -1.67 is negative"),
+        ] {
+            let e = parse_labels(&format!("{good}\n{bad}\n"), p).unwrap_err().to_string();
+            assert!(e.starts_with("000007.txt:2:") && e.contains(want), "{e}");
+        }
+        // KITTI's DontCare regions carry -1 sizes and -1000 locations.
+        let dc = "DontCare -1 -1 -10 503.89 169.71 590.61 190.13 -1 -1 -1 -1000 -1000 -1000 -10";
+        assert_eq!(parse_labels(dc, p).unwrap()[0].dimensions, [-1.0; 3]);
     }
 }

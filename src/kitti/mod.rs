@@ -164,6 +164,8 @@ impl KittiDir {
 
 fn parse_split(text: &str, path: &Path) -> Result<Vec<String>> {
     let mut ids = Vec::new();
+    // id -> line of its first mention
+    let mut seen = std::collections::HashMap::new();
     for (idx, line) in text.lines().enumerate() {
         let id = line.trim();
         if id.is_empty() {
@@ -171,6 +173,13 @@ fn parse_split(text: &str, path: &Path) -> Result<Vec<String>> {
         }
         if !is_frame_id(id) {
             return Err(Error::kitti(path, Some(idx + 1), format!("expected a 6-digit frame id, found '{id}'")));
+        }
+        if let Some(first) = seen.insert(id.to_string(), idx + 1) {
+            return Err(Error::kitti(
+                path,
+                Some(idx + 1),
+                format!("frame {id} is listed twice (first on line {first}): it would be scored twice"),
+            ));
         }
         ids.push(id.to_string());
     }
@@ -256,5 +265,12 @@ mod tests {
         assert_eq!(k.frame_calib("000002", Some([1242.0, 376.0])).unwrap().image_size, [1242.0, 376.0]);
         let e = k.frame_calib("000002", None).unwrap_err().to_string();
         assert!(e.ends_with("training/image_2/000002.png: truncated PNG: 30 bytes, the header needs 33"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_split_ids_are_errors() {
+        let e = parse_split("000001\n000002\n\n000001\n", Path::new("val.txt")).unwrap_err().to_string();
+        assert!(e.contains("val.txt:4") && e.contains("000001") && e.contains("line 1"), "{e}");
+        assert_eq!(parse_split("000001\n000002\n", Path::new("val.txt")).unwrap(), ["000001", "000002"]);
     }
 }

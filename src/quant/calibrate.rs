@@ -165,8 +165,29 @@ pub struct CalibrationFile {
 impl CalibrationFile {
     pub fn read(path: &std::path::Path) -> Result<CalibrationFile> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Plan { file: path.to_path_buf(), msg: format!("not a pillarq calibration file: {e}") })
+        let f: CalibrationFile = serde_json::from_str(&text).map_err(|e| Error::Plan {
+            file: path.to_path_buf(),
+            msg: format!("not a pillarq calibration file: {e}"),
+        })?;
+        f.validate().map_err(|msg| Error::Plan { file: path.to_path_buf(), msg })?;
+        Ok(f)
+    }
+
+    /// Checks every threshold: activations as plans need them (`plan::amax_problem`); per-channel
+    /// weight and cache thresholds finite and not negative (an all-zero channel has amax 0).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.calibration.validate()?;
+        for (layer, w) in &self.weights {
+            if let Some(a) = w.amax.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
+                return Err(format!("weights['{layer}']: amax {a} must be a finite number >= 0"));
+            }
+        }
+        for (tensor, a) in &self.tensors {
+            if !(a.is_finite() && *a >= 0.0) {
+                return Err(format!("tensors['{tensor}']: amax {a} must be a finite number >= 0"));
+            }
+        }
+        Ok(())
     }
 
     /// Every threshold moved up to `127 * 2^k` (activations, per-channel weights, the cache's

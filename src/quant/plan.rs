@@ -76,6 +76,19 @@ impl ActivationScale {
     }
 }
 
+/// Why an activation threshold cannot be used, if it cannot: it must be finite and positive,
+/// and its scale `amax / 127` a normal float32 (a subnormal or zero scale makes QuantizeLinear
+/// divide by almost nothing: every value saturates, and TensorRT rejects it).
+pub fn amax_problem(amax: f32) -> Option<String> {
+    if !amax.is_finite() || amax <= 0.0 {
+        Some(format!("amax {amax} must be a positive finite number"))
+    } else if (amax / 127.0) < f32::MIN_POSITIVE {
+        Some(format!("amax {amax:e} gives scale {:e}, below the smallest normal float32", amax / 127.0))
+    } else {
+        None
+    }
+}
+
 /// Where a plan's activation scales came from, and the scales.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
@@ -106,6 +119,16 @@ impl Calibration {
         } else {
             self.method.clone()
         }
+    }
+
+    /// Checks every activation threshold (see [`amax_problem`]); the message names the layer.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (layer, a) in &self.activations {
+            if let Some(p) = amax_problem(a.amax) {
+                return Err(format!("calibration.activations['{layer}']: {p}"));
+            }
+        }
+        Ok(())
     }
 
     /// The same calibration with every activation scale rounded up to a power of two, and
@@ -167,7 +190,11 @@ impl PrecisionPlan {
     /// Reads a plan from JSON; errors name the file, line and column.
     pub fn read(path: &Path) -> Result<PrecisionPlan> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        Self::parse(&text).map_err(|msg| Error::Plan { file: path.to_path_buf(), msg })
+        let plan = Self::parse(&text).map_err(|msg| Error::Plan { file: path.to_path_buf(), msg })?;
+        if let Some(c) = &plan.calibration {
+            c.validate().map_err(|msg| Error::Plan { file: path.to_path_buf(), msg })?;
+        }
+        Ok(plan)
     }
 
     pub fn parse(text: &str) -> std::result::Result<PrecisionPlan, String> {
@@ -227,8 +254,8 @@ impl PrecisionPlan {
                 let a = cal.activations.get(&l.name).ok_or_else(|| {
                     format!("calibration.activations: no scale for int8 layer '{}' (method {})", l.name, cal.method)
                 })?;
-                if !(a.amax.is_finite() && a.amax > 0.0) {
-                    return Err(format!("calibration.activations['{}']: amax {} must be > 0", l.name, a.amax));
+                if let Some(p) = amax_problem(a.amax) {
+                    return Err(format!("calibration.activations['{}']: {p}", l.name));
                 }
                 Some(a.amax)
             } else {
@@ -360,5 +387,24 @@ mod tests {
         assert_eq!(weight_bytes(&PrecisionPlan::uniform(Precision::Fp32), &layers), 2 * 4 * 76);
         // int8: 72 weights x 1 byte + 4 biases x 4 + 4 scales x 4
         assert_eq!(weight_bytes(&a, &layers), 2 * (72 + 16 + 16));
+    }
+
+    #[test]
+    fn unusable_activation_thresholds_are_named() {
+        assert_eq!(amax_problem(2.0), None);
+        assert!(amax_problem(1e-45).unwrap().contains("smallest normal"));
+        assert!(amax_problem(-1.0).unwrap().contains("positive finite"));
+        assert!(amax_problem(f32::NAN).unwrap().contains("positive finite"));
+        assert!(amax_problem(f32::INFINITY).unwrap().contains("positive finite"));
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("plan.json");
+        std::fs::write(
+            &p,
+            r#"{"default": "int8", "calibration": {"method": "max", "frames": 1,
+                "activations": {"/a/Conv": {"tensor": "x", "amax": 1e-45}}}}"#,
+        )
+        .unwrap();
+        let e = PrecisionPlan::read(&p).unwrap_err().to_string();
+        assert!(e.contains("plan.json") && e.contains("/a/Conv") && e.contains("smallest normal"), "{e}");
     }
 }
