@@ -22,6 +22,31 @@ impl Model {
             other => Error::Model { file: path.to_path_buf(), msg: other.to_string() },
         })?;
         let layers = quantizable_layers(&graph);
+        check_parameters(&graph, &layers).map_err(|msg| Error::Model { file: path.to_path_buf(), msg })?;
         Ok(Model { file, graph, layers })
     }
+}
+
+/// Every layer's weight and bias and every BatchNormalization parameter must be finite: a NaN
+/// weight silently turns every score into NaN (no detections, exit 0).
+fn check_parameters(graph: &Graph, layers: &[Layer]) -> std::result::Result<(), String> {
+    let bn = graph.nodes.iter().filter(|n| n.op_type == "BatchNormalization");
+    let params = layers
+        .iter()
+        .flat_map(|l| {
+            let node = graph.nodes.iter().find(|n| n.name == l.name);
+            let bias = node.and_then(|n| n.input(2)).map(str::to_string);
+            [Some(l.weight.clone()), bias].into_iter().flatten().map(move |p| (l.name.clone(), p))
+        })
+        .chain(bn.flat_map(|n| n.inputs.iter().skip(1).map(move |p| (n.name.clone(), p.clone()))));
+    for (node, p) in params {
+        let Some(v) = graph.initializers.get(&p).and_then(|t| t.as_f32()) else { continue };
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!(
+                "node '{node}': parameter '{p}' holds {} at element {i}; the model's weights are broken",
+                v[i]
+            ));
+        }
+    }
+    Ok(())
 }

@@ -189,6 +189,22 @@ fn wrong_inputs() {
 
     infer_fails(d, ("voxel_num", d.join("does_not_exist.npy")), &["does_not_exist.npy", "voxel_num"]);
 
+    // Pillar inputs that do not fit the model: more valid pillars than rows, a pillar off the grid.
+    let p = d.join("num_9000.npy");
+    pillarq::npy::write_npy(
+        &p,
+        &pillarq::tensor::Tensor { shape: vec![1], data: pillarq::tensor::Data::I32(vec![9000]) },
+    )
+    .unwrap();
+    infer_fails(d, ("voxel_num", p), &["voxel_num", "9000 valid pillars", "8000 pillar rows"]);
+    let mut idx = pillarq::npy::read_npy(&d.join("voxel_idxs.npy")).unwrap();
+    if let pillarq::tensor::Data::I32(v) = &mut idx.data {
+        v[2] = 1000;
+    }
+    let p = d.join("idx_off_grid.npy");
+    pillarq::npy::write_npy(&p, &idx).unwrap();
+    infer_fails(d, ("voxel_idxs", p), &["voxel_idxs", "row 0", "1000", "248 x 216 grid"]);
+
     // A missing input altogether.
     let out = d.join("out_missing");
     let args = infer_with(&out, &[("voxels", d.join("voxels.npy")), ("voxel_idxs", d.join("voxel_idxs.npy"))]);
@@ -286,4 +302,67 @@ fn unusable_calibration_names_the_calibration_file() {
         assert!(!r.stderr.contains("plan.json"), "{}", r.stderr);
         assert!(!out.join("model.onnx").exists());
     }
+}
+
+/// Models whose values are wrong though their structure is fine: NaN/Inf weights, Conv group 0,
+/// a standard op name in another domain, an output listed twice.
+#[test]
+fn bad_model_values_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = conv_model(&[6, 4, 3, 3], true, &[1, 6, 8, 8]);
+    let w = &mut m.graph.as_mut().unwrap().initializer[0];
+    let mut raw = w.raw_data.clone().unwrap();
+    raw[20..24].copy_from_slice(&f32::NAN.to_le_bytes());
+    w.raw_data = Some(raw);
+    let p = write_model(dir.path(), "nan.onnx", &m);
+    fails(&["inspect", s(&p)], &["nan.onnx", "/backbone/conv0/Conv", "conv_w", "NaN", "element 5"]);
+
+    let mut m = conv_model(&[6, 4, 3, 3], true, &[1, 6, 8, 8]);
+    m.graph.as_mut().unwrap().node[0].attribute.push(pillarq::onnx::build::attr_i("group", 0));
+    let p = write_model(dir.path(), "group0.onnx", &m);
+    fails(&["inspect", s(&p)], &["group0.onnx", "/backbone/conv0/Conv", "group 0"]);
+
+    let mut m = conv_model(&[6, 4, 3, 3], true, &[1, 6, 8, 8]);
+    let g = m.graph.as_mut().unwrap();
+    let y = g.output[0].clone();
+    g.output.push(y);
+    let p = write_model(dir.path(), "twice.onnx", &m);
+    fails(&["inspect", s(&p)], &["twice.onnx", "'y'", "listed twice"]);
+
+    // A Conv of domain com.example is not ONNX's Conv: it imports, is no quantizable layer, and
+    // running it fails naming the node and the domain.
+    let mut m = conv_model(&[6, 4, 3, 3], true, &[1, 6, 8, 8]);
+    m.graph.as_mut().unwrap().node[0].domain = Some("com.example".into());
+    let p = write_model(dir.path(), "domain.onnx", &m);
+    let r = pillarq(&["inspect", s(&p), "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["quantizable_layers"].as_array().unwrap().len(), 0);
+    let x = dir.path().join("x.npy");
+    pillarq::npy::write_npy(&x, &pillarq::tensor::Tensor::f32(vec![1, 4, 8, 8], vec![0.5; 256])).unwrap();
+    fails(
+        &["infer", s(&p), "--input", &format!("x={}", s(&x)), "--out", s(&dir.path().join("o"))],
+        &["/backbone/conv0/Conv", "com.example", "not supported"],
+    );
+}
+
+/// Broken metadata is the model's fault: the error names the model file and the key, not the
+/// first data frame.
+#[test]
+fn bad_metadata_names_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = pillarq::onnx::load_model(&small()).unwrap().model;
+    let meta = m.metadata_props.iter_mut().find(|p| p.key.as_deref() == Some("pointpillars")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(meta.value.as_deref().unwrap()).unwrap();
+    v["voxel_size"] = serde_json::json!([0.0, 0.32, 4.0]);
+    meta.value = Some(v.to_string());
+    let p = write_model(dir.path(), "badmeta.onnx", &m);
+    let data = dir.path().join("data");
+    let r = pillarq(&["synth", "--out", s(&data), "--train", "0", "--val", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = fails(
+        &["detect", "--model", s(&p), "--data", s(&data), "--out", s(&dir.path().join("o"))],
+        &["badmeta.onnx", "voxel_size", "positive"],
+    );
+    assert!(!r.stderr.contains("frame 000000"), "{}", r.stderr);
 }

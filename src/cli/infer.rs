@@ -100,7 +100,15 @@ pub fn run(a: Args) -> Result<()> {
         None if a.inputs.is_empty() => {
             bail!("give every model input as --input NAME=FILE.npy, or --random SEED")
         }
-        None => load_inputs(&a.inputs)?,
+        None => {
+            let inputs = load_inputs(&a.inputs)?;
+            // Pillar inputs from files: check them against the model's grid where it is known.
+            if let Some(r) = a.config.optional(&model).ok().flatten() {
+                let [nx, ny, _] = r.cfg.grid_size;
+                r.io.check_inputs(&inputs, [nx, ny])?;
+            }
+            inputs
+        }
     };
     let exec = CpuExecutor::new(&model.graph, a.threads)?;
     let plan = match &a.plan {

@@ -39,7 +39,8 @@ impl Fusion {
 
 /// Whether `node` is a quantizable layer: a Conv/ConvTranspose/MatMul/Gemm with constant weights.
 pub fn is_layer(graph: &Graph, node: &Node) -> bool {
-    LAYER_OPS.contains(&node.op_type.as_str())
+    (node.domain.is_empty() || node.domain == "ai.onnx")
+        && LAYER_OPS.contains(&node.op_type.as_str())
         && node.input(1).is_some_and(|w| graph.initializers.contains_key(w))
         && (node.op_type != "MatMul"
             || node.input(1).and_then(|w| graph.initializers.get(w)).is_some_and(|w| w.shape.len() == 2))

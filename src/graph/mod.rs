@@ -187,6 +187,14 @@ impl Graph {
             values.insert(v.name.clone(), v.clone());
         }
         let outputs: Vec<ValueInfo> = g.output.iter().map(value_info).collect();
+        if let Some((i, o)) = outputs.iter().enumerate().find(|(i, o)| outputs[..*i].iter().any(|p| p.name == o.name)) {
+            return Err(Error::Other(format!(
+                "graph output '{}' is listed twice (outputs {} and {}); each output name once",
+                o.name,
+                outputs.iter().position(|p| p.name == o.name).unwrap_or(0) + 1,
+                i + 1
+            )));
+        }
         let declared: HashMap<String, ValueInfo> =
             g.value_info.iter().map(value_info).chain(outputs.iter().cloned()).map(|v| (v.name.clone(), v)).collect();
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::{fixed, shape_str, static_dims, Dim, Graph, Node, Shape, ValueInfo};
 use crate::error::{Error, Result};
-use crate::exec::cpu::op_table::op_def;
+use crate::exec::cpu::op_table::op_def_for;
 use crate::exec::cpu::{
     expand_plan, flatten_shape, gather_shape, pad_plan, reshape_target, slice_plan, squeeze_shape, unsqueeze_shape,
     OpError,
@@ -156,7 +156,11 @@ fn conv_like(node: &Node, facts: &InputFacts, transposed: bool) -> Result<Vec<Fa
         return Err(bad(node, format!("input {} and weight {} ranks do not fit", shape_str(&x), shape_str(&w))));
     }
     let sp = x.len() - 2;
-    let group = a.i64("group", 1)?.max(1) as usize;
+    let group = a.i64("group", 1)?;
+    if group < 1 {
+        return Err(bad(node, format!("group {group} must be at least 1")));
+    }
+    let group = group as usize;
     let k: Vec<usize> = match a.ints_opt("kernel_shape")? {
         Some(k) => k.iter().map(|&v| v as usize).collect(),
         None => static_dims(&w.to_vec()).map(|w| w[2..].to_vec()).unwrap_or_default(),
@@ -438,7 +442,7 @@ pub fn shape_expand(node: &Node, x: &InputFacts) -> Result<Vec<Fact>> {
 
 /// The table's shape rule for the node's op; ops the table does not know have unknown shapes.
 fn infer_node(node: &Node, facts: &[Option<Fact>], consts: &HashMap<String, Arc<Tensor>>) -> Result<Vec<Fact>> {
-    let rule = op_def(&node.op_type).map_or(shape_unknown as ShapeRule, |d| d.shape);
+    let rule = op_def_for(node).map_or(shape_unknown as ShapeRule, |d| d.shape);
     rule(node, &InputFacts { facts, consts })
 }
 
@@ -463,7 +467,7 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
         let facts: Vec<Option<Fact>> =
             node.inputs.iter().map(|i| values.get(i).map(|v: &ValueInfo| (v.dtype, v.shape.clone()))).collect();
         let all_const = !node.inputs.iter().filter(|i| !i.is_empty()).any(|i| !consts.contains_key(i))
-            && crate::exec::cpu::is_supported(&node.op_type)
+            && crate::exec::cpu::can_run(node)
             && node.op_type != "PPScatterPlugin";
         let mut out_facts: Vec<Fact> = Vec::new();
         let mut folded = false;

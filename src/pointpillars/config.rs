@@ -256,6 +256,16 @@ fn validate(cfg: &PointPillarsConfig, err: &dyn Fn(&str, String) -> Error) -> Re
             ),
         ));
     }
+    if cfg.voxel_size.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(err("voxel_size", format!("{:?}: every size must be positive", cfg.voxel_size)));
+    }
+    let r = cfg.point_cloud_range;
+    if (0..3).any(|d| !(r[d].is_finite() && r[d + 3].is_finite() && r[d] < r[d + 3])) {
+        return Err(err(
+            "point_cloud_range",
+            format!("{r:?} must be [x0, y0, z0, x1, y1, z1] with x0 < x1, y0 < y1, z0 < z1"),
+        ));
+    }
     if cfg.num_dir_bins != 2 {
         return Err(err("num_dir_bins", format!("{}: pillarq decodes 2 direction bins", cfg.num_dir_bins)));
     }

@@ -306,3 +306,50 @@ pub fn reconcile(cfg: &mut PointPillarsConfig, io: &ModelIo, model_name: &str) {
         *value = model;
     }
 }
+
+impl ModelIo {
+    /// Checks pillar inputs given from outside (e.g. `.npy` files): the valid-pillar count fits
+    /// the pillar rows, and each valid pillar's (y, x) lies in the `nx x ny` grid. Errors name
+    /// the input and the row (the scatter would otherwise fail deep inside the graph).
+    pub fn check_inputs(&self, inputs: &[(String, crate::tensor::Tensor)], grid: [usize; 2]) -> Result<()> {
+        let get = |name: &str| inputs.iter().find(|(n, _)| n == name).and_then(|(_, t)| t.to_i64_vec());
+        let count = match &self.count {
+            // A count the model takes but that was not given: the executor names it.
+            Some(c) => match get(&c.name) {
+                Some(v) => Some((c, v)),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        let valid = match count {
+            Some((c, v)) => {
+                let n = v.first().copied().unwrap_or(0);
+                if n < 0 || n as usize > self.max_pillars {
+                    return Err(Error::Input {
+                        name: c.name.clone(),
+                        msg: format!(
+                            "{n} valid pillars, but '{}' has {} pillar rows",
+                            self.voxels.name, self.max_pillars
+                        ),
+                    });
+                }
+                n as usize
+            }
+            None => self.max_pillars,
+        };
+        let Some(idx) = get(&self.coords.name) else { return Ok(()) };
+        let [nx, ny] = grid;
+        for (row, c) in idx.chunks_exact(4).take(valid).enumerate() {
+            let (y, x) = (c[2], c[3]);
+            if !(0..ny as i64).contains(&y) || !(0..nx as i64).contains(&x) || c[0] != 0 {
+                return Err(Error::Input {
+                    name: self.coords.name.clone(),
+                    msg: format!(
+                        "row {row} (batch, z, y, x) = {c:?} is outside the {ny} x {nx} grid (batch 0) of the {valid} valid pillars"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

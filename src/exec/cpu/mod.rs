@@ -60,6 +60,11 @@ pub fn is_supported(op_type: &str) -> bool {
     op_table::op_def(op_type).is_some_and(|d| d.eval.is_some())
 }
 
+/// Whether the executor can run `node` (its op, in its domain).
+pub fn can_run(node: &Node) -> bool {
+    op_table::op_def_for(node).is_some_and(|d| d.eval.is_some())
+}
+
 /// Evaluates one node on its inputs (`None` for omitted optional inputs).
 pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tensor>> {
     eval_node_quantized(node, ins, None)
@@ -68,7 +73,7 @@ pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tenso
 /// `eval_node`; with `out_quant`, a Conv or ConvTranspose fake-quantizes its output at that scale
 /// in its epilogue (for INT8 readers). Only those steps are given one (`CompiledPlan::out_quant`).
 fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
-    let r = match op_table::op_def(&node.op_type).and_then(|d| d.eval) {
+    let r = match op_table::op_def_for(node).and_then(|d| d.eval) {
         Some(eval) => eval(node, &mut ins, out_quant),
         None => Err(OpError(format!(
             "op type '{}'{} is not supported by the CPU executor",
@@ -130,7 +135,7 @@ impl CpuExecutor {
                 node.inputs.iter().map(|i| if i.is_empty() { None } else { Some(slot(i, &mut slots)) }).collect();
             let outputs: Vec<usize> = node.outputs.iter().map(|o| slot(o, &mut slots)).collect();
             // Fold nodes whose inputs are all constant once, here.
-            let all_const = is_supported(&node.op_type) && inputs.iter().flatten().all(|s| constants.contains_key(s));
+            let all_const = can_run(node) && inputs.iter().flatten().all(|s| constants.contains_key(s));
             if all_const {
                 let ins: Vec<Option<Arc<Tensor>>> =
                     inputs.iter().map(|s| s.and_then(|s| constants.get(&s).cloned())).collect();
@@ -398,7 +403,7 @@ impl CpuExecutor {
                     _ => eval_node_quantized(&st.node, ins, epilogue_q)?,
                 };
                 // Values on the f16 grid stay there through pure data movement.
-                let data_inputs = match op_table::op_def(&st.node.op_type).map(|d| d.f16_data_inputs) {
+                let data_inputs = match op_table::op_def_for(&st.node).map(|d| d.f16_data_inputs) {
                     Some(F16Move::All) => st.inputs.len(),
                     Some(F16Move::First) => 1,
                     Some(F16Move::None) | None => 0,

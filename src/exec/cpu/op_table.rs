@@ -111,6 +111,16 @@ pub fn op_def(op_type: &str) -> Option<&'static OpDef> {
     OPS.iter().find(|d| d.op_types.contains(&op_type))
 }
 
+/// Plugin and internal ops: known by name whatever domain the exporter gave them.
+const ANY_DOMAIN: &[&str] = &["PPScatterPlugin", "PillarScatterPlugin", "ScatterBEV", PILLAR_MAX_MATMUL];
+
+/// The entry for `node`: ONNX's ops only for nodes of the default domain (a `com.example` Conv is
+/// not ONNX's Conv, and runs as an unknown op), plugin and internal ops in any domain.
+pub fn op_def_for(node: &Node) -> Option<&'static OpDef> {
+    let default_domain = node.domain.is_empty() || node.domain == "ai.onnx";
+    op_def(&node.op_type).filter(|_| default_domain || ANY_DOMAIN.contains(&node.op_type.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
