@@ -213,6 +213,8 @@ fn wrong_inputs() {
 
     // Bad --input syntax.
     fails(&["infer", s(&small()), "--input", "voxels", "--out", s(&out)], &["NAME=FILE.npy"]);
+    let r = fails(&["infer", s(&small()), "--input", "voxels=", "--out", s(&out)], &["'voxels='", "the file is empty"]);
+    assert!(!r.stderr.contains("': :"), "{}", r.stderr);
 }
 
 /// A float64 .npy written by hand (pillarq only writes f32).

@@ -148,3 +148,33 @@ fn bad_kitti_files_are_clear_errors_or_handled() {
     assert!(err.contains("000002.txt:1") && err.contains("found 14"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A results folder reused with fewer frames holds no stale frames: detect removes what its
+/// earlier run wrote, and `eval --preds` refuses to score frames the last run did not detect.
+#[test]
+fn reused_results_folder_is_not_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 0, 4);
+    let (d, out, model) = (data.to_str().unwrap(), tmp.path().join("preds"), small_model());
+    let o = out.to_str().unwrap();
+    let detect = |extra: &[&str]| {
+        let args = [&["detect", "--model", model.as_str(), "--data", d, "--out", o, "--quiet"][..], extra].concat();
+        let (code, _, err) = pillarq_bin(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    detect(&[]);
+    // A file of another tool in the folder is left alone.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    detect(&["--frames", "2"]);
+    let mut files: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files, ["000000.json", "000000.txt", "000001.json", "000001.txt", "notes.txt", "pillarq-results.json"]);
+    let (code, _, err) = pillarq_bin(&["eval", "--preds", o, "--data", d]);
+    assert_ne!(code, 0);
+    assert!(err.contains("did not detect 2 of the 4 frames") && err.contains("000002"), "{err}");
+    let (code, out2, err) = pillarq_bin(&["eval", "--preds", o, "--data", d, "--frames", "2", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out2.contains("\"map\""));
+}

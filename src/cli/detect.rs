@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::kitti::KittiDir;
 use crate::model::Model;
-use crate::pointpillars::detect::write_frame_detections;
+use crate::pointpillars::detect::{write_frame_detections, ResultsManifest};
 
 /// Which frames of which KITTI-format data set (shared by detect and eval).
 #[derive(clap::Args, Clone)]
@@ -59,6 +59,7 @@ pub fn run(a: Args) -> Result<()> {
     let detector = a.config.detector(&model, a.threads)?;
     let (data, ids) = a.split.open()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    ResultsManifest::begin(&a.out)?;
     let pb = super::progress::bar(ids.len(), "detect", a.quiet);
     let mut boxes = 0;
     for id in &ids {
@@ -68,6 +69,18 @@ pub fn run(a: Args) -> Result<()> {
         pb.inc(1);
     }
     pb.finish_and_clear();
+    results_manifest(&a.model, &a.split, &ids)?.finish(&a.out)?;
     println!("{} frames, {boxes} detections -> {}", ids.len(), a.out.display());
     Ok(())
+}
+
+/// The manifest of a run of `model` over `ids` of a split.
+pub fn results_manifest(model: &std::path::Path, split: &SplitArgs, ids: &[String]) -> Result<ResultsManifest> {
+    Ok(ResultsManifest {
+        model: model.display().to_string(),
+        model_sha256: crate::search::file_sha256(model)?,
+        data: split.data.display().to_string(),
+        split: split.split.clone(),
+        frames: ids.to_vec(),
+    })
 }

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use crate::kitti::eval::{evaluate, evaluate_result_files, EvalObject, FrameEval};
 use crate::kitti::label::read_labels;
 use crate::model::Model;
-use crate::pointpillars::detect::write_frame_detections;
+use crate::pointpillars::detect::{write_frame_detections, ResultsManifest};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
             }
             if let Some(out) = &a.out {
                 std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+                ResultsManifest::begin(out)?;
             }
             let pb = super::progress::bar(ids.len(), "detect", a.quiet);
             let mut frames = Vec::with_capacity(ids.len());
@@ -67,16 +68,56 @@ pub fn run(a: Args) -> Result<()> {
                 pb.inc(1);
             }
             pb.finish_and_clear();
+            if let Some(out) = &a.out {
+                super::detect::results_manifest(m, &a.split, &ids)?.finish(out)?;
+            }
             evaluate(&frames)
         }
-        (None, Some(preds)) => evaluate_result_files(&data, &ids, preds)
-            .with_context(|| format!("evaluating {} against {}", preds.display(), a.split.data.display()))?,
+        (None, Some(preds)) => {
+            check_results_manifest(preds, &a.split, &ids)?;
+            evaluate_result_files(&data, &ids, preds)
+        }
+        .with_context(|| format!("evaluating {} against {}", preds.display(), a.split.data.display()))?,
         (None, None) => bail!("give --model MODEL (detect, then evaluate) or --preds DIR (evaluate result files)"),
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&table.to_json())?);
     } else {
         print!("{}", table.render());
+    }
+    Ok(())
+}
+
+/// Result files written by pillarq carry a manifest: the frames scored must be the ones that run
+/// wrote (a folder reused with fewer frames keeps no stale files, see `ResultsManifest::begin`),
+/// and a run over another split or data set is said so.
+fn check_results_manifest(preds: &std::path::Path, split: &super::detect::SplitArgs, ids: &[String]) -> Result<()> {
+    let Some(m) = ResultsManifest::read(preds)? else { return Ok(()) };
+    let missing: Vec<&String> = ids.iter().filter(|id| !m.frames.contains(id)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: the run that wrote these results ({} on {} split {}, {} frames) did not detect {} of the {} frames \
+             scored here (first: {}); rerun detect on them, or pass --frames",
+            preds.display(),
+            m.model,
+            m.data,
+            m.split,
+            m.frames.len(),
+            missing.len(),
+            ids.len(),
+            missing[0]
+        );
+    }
+    let same_data = std::fs::canonicalize(&m.data).ok() == std::fs::canonicalize(&split.data).ok();
+    if !same_data || m.split != split.split {
+        tracing::warn!(
+            "{}: these results were detected on {} split {}, scored here against {} split {}",
+            preds.display(),
+            m.data,
+            m.split,
+            split.data.display(),
+            split.split
+        );
     }
     Ok(())
 }

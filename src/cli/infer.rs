@@ -56,6 +56,12 @@ pub fn load_inputs(specs: &[String]) -> Result<Vec<(String, Tensor)>> {
         .iter()
         .map(|s| {
             let (name, file) = s.split_once('=').with_context(|| format!("--input '{s}' should be NAME=FILE.npy"))?;
+            if name.is_empty() || file.is_empty() {
+                anyhow::bail!(
+                    "--input '{s}' should be NAME=FILE.npy (the {} is empty)",
+                    if name.is_empty() { "name" } else { "file" }
+                );
+            }
             let t = read_npy(Path::new(file)).with_context(|| format!("cannot read input '{name}'"))?;
             Ok((name.to_string(), t))
         })

@@ -121,3 +121,60 @@ pub fn write_frame_detections(dir: &Path, f: &FrameDetections) -> Result<()> {
     let bytes = serde_json::to_vec(&json).map_err(|e| Error::Other(e.to_string()))?;
     crate::files::write_atomic(&dir.join(format!("{}.json", f.id)), &bytes)
 }
+
+/// The record a results folder keeps of the run that wrote it, so that stale frames of an
+/// earlier run are never scored together with new ones (`eval --preds` reads it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResultsManifest {
+    pub model: String,
+    pub model_sha256: String,
+    pub data: String,
+    pub split: String,
+    /// The frames this run wrote `<id>.txt` / `<id>.json` for, in order.
+    pub frames: Vec<String>,
+}
+
+/// The manifest file of a results folder.
+pub const RESULTS_MANIFEST: &str = "pillarq-results.json";
+
+impl ResultsManifest {
+    /// The manifest of `dir`, if a pillarq run wrote one.
+    pub fn read(dir: &Path) -> Result<Option<ResultsManifest>> {
+        let path = dir.join(RESULTS_MANIFEST);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Plan {
+                file: path,
+                msg: format!("not a pillarq results manifest ({e}); delete it or the folder"),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+
+    /// Starts a run in `dir`: the result files an earlier run recorded are removed (with its
+    /// manifest), so a folder never mixes runs. Files no manifest lists are left alone.
+    pub fn begin(dir: &Path) -> Result<()> {
+        if let Some(old) = ResultsManifest::read(dir)? {
+            for id in &old.frames {
+                for ext in ["txt", "json"] {
+                    let p = dir.join(format!("{id}.{ext}"));
+                    match std::fs::remove_file(&p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::Io { path: p, source: e })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let p = dir.join(RESULTS_MANIFEST);
+            std::fs::remove_file(&p).map_err(|source| Error::Io { path: p, source })?;
+        }
+        Ok(())
+    }
+
+    /// Ends a run: writes the manifest (atomically) once every frame is written.
+    pub fn finish(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Other(e.to_string()))?;
+        crate::files::write_atomic(&dir.join(RESULTS_MANIFEST), &bytes)
+    }
+}
