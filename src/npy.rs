@@ -113,7 +113,7 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
 }
 
 pub fn read_npy(path: &Path) -> Result<Tensor> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = crate::files::read_regular(path)?;
     decode_npy(&bytes, path)
 }
 

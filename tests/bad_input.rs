@@ -261,7 +261,7 @@ fn malformed_weight_ranks_are_errors_not_panics() {
 
 // ---------------------------------------------------------------------------------------------
 // Sizes from files (issue 13): counts that overflow, tensors over the memory budget, worker
-// threads. Each command must end promptly.
+// threads, files that are not regular files. Each command must end promptly.
 
 /// Runs pillarq with a deadline: (exit code, stderr). Fails the test on a panic, a signal or
 /// a command still running after `secs`.
@@ -459,4 +459,27 @@ fn thread_counts_are_bounded() {
     fails_within(30, &args, &["100000 worker threads", "at most 1024"]);
     let args = ["synth", "--out", s(&out), "--train", "1", "--val", "0", "--threads", "100000"];
     fails_within(30, &args, &["at most 1024"]);
+}
+
+#[test]
+fn a_fifo_in_the_dataset_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kitti");
+    let (code, err) = pillarq_within(120, &["synth", "--out", s(&data), "--train", "1", "--val", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let bin = data.join("training/velodyne/000001.bin");
+    std::fs::remove_file(&bin).unwrap();
+    let made = Command::new("mkfifo").arg(&bin).status().expect("mkfifo");
+    assert!(made.success());
+    let model = small();
+    let args = ["eval", "--model", s(&model), "--data", s(&data), "--split", "val"];
+    fails_within(60, &args, &["000001.bin", "not a regular file"]);
+    let npy = dir.path().join("fifo.npy");
+    assert!(Command::new("mkfifo").arg(&npy).status().unwrap().success());
+    let input = format!("voxels={}", npy.display());
+    fails_within(
+        60,
+        &["infer", s(&small()), "--input", &input, "--out", s(dir.path())],
+        &["fifo.npy", "not a regular file"],
+    );
 }
