@@ -25,3 +25,30 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     result
 }
+
+/// Refuses anything but a regular file (after symlinks) before it is opened: opening a FIFO
+/// blocks until a writer appears, and a device never ends.
+pub(crate) fn check_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() { "a directory" } else { "a FIFO, socket or device" };
+    let source = std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("is {what}, not a regular file; pillarq reads only regular files"),
+    );
+    Err(Error::Io { path: path.to_path_buf(), source })
+}
+
+/// `std::fs::read` of a regular file only (`check_regular`).
+pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    check_regular(path)?;
+    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// `std::fs::read_to_string` of a regular file only (`check_regular`).
+pub(crate) fn read_regular_text(path: &Path) -> Result<String> {
+    check_regular(path)?;
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}

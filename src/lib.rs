@@ -12,6 +12,7 @@ pub mod exec;
 mod files;
 pub mod graph;
 pub mod kitti;
+pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod onnx;

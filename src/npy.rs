@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::tensor::{numel, Data, Tensor};
+use crate::tensor::{Data, Tensor};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -64,7 +64,6 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
         return Err(err(file, "Fortran-order arrays are not supported; save with np.ascontiguousarray"));
     }
     let payload = &bytes[start + hlen..];
-    let n = numel(&shape);
     let width = match descr.as_str() {
         "<f4" | "<i4" => 4,
         "<f8" | "<i8" => 8,
@@ -77,15 +76,27 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
             ))
         }
     };
-    if payload.len() != n * width {
-        return Err(err(
-            file,
-            format!(
-                "shape {shape:?} of {descr} needs {} data bytes, the file has {} (truncated?)",
-                n * width,
-                payload.len()
-            ),
-        ));
+    // The header is untrusted: a count that overflows matches no payload.
+    match crate::memory::checked_numel(&shape).and_then(|n| n.checked_mul(width)) {
+        Some(need) if need == payload.len() => {}
+        Some(need) => {
+            return Err(err(
+                file,
+                format!(
+                    "shape {shape:?} of {descr} needs {need} data bytes, the file has {} (truncated?)",
+                    payload.len()
+                ),
+            ))
+        }
+        None => {
+            return Err(err(
+                file,
+                format!(
+                    "shape {shape:?} of {descr} is too large (its byte size overflows); the file has {} data bytes",
+                    payload.len()
+                ),
+            ))
+        }
     }
     let c = |w: usize| payload.chunks_exact(w);
     let data = match descr.as_str() {
@@ -102,7 +113,7 @@ pub fn decode_npy(bytes: &[u8], file: &Path) -> Result<Tensor> {
 }
 
 pub fn read_npy(path: &Path) -> Result<Tensor> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = crate::files::read_regular(path)?;
     decode_npy(&bytes, path)
 }
 
@@ -162,5 +173,18 @@ mod tests {
         let e = decode_npy(&bytes[..bytes.len() - 3], Path::new("cut.npy")).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("cut.npy") && msg.contains("truncated"), "{msg}");
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_refused() {
+        // (2^62 + 1,) float32 wraps to 4 bytes: exactly the payload.
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387905,), }\n";
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&1f32.to_le_bytes());
+        let msg = decode_npy(&bytes, Path::new("huge.npy")).unwrap_err().to_string();
+        assert!(msg.contains("huge.npy") && msg.contains("4611686018427387905") && msg.contains("overflows"), "{msg}");
     }
 }

@@ -49,6 +49,15 @@ impl DType {
         }
     }
 
+    /// Bytes per element as pillarq holds it in memory (f16 and f64 as f32).
+    pub fn width(self) -> usize {
+        match self {
+            DType::I64 => 8,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+            _ => 4,
+        }
+    }
+
     pub fn name(self) -> String {
         match self {
             DType::F32 => "float32".into(),
@@ -169,17 +178,20 @@ impl Tensor {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| bad(format!("negative dimension {d}"))))
             .collect::<Result<_>>()?;
-        let n = numel(&shape);
         let dt = t.data_type.unwrap_or(0);
+        // The payload is already in memory, so only the count is checked (it must not wrap).
+        let n = crate::memory::checked_numel(&shape);
         let raw: Option<&[u8]> = match &external {
             Some(b) => Some(b),
             None => t.raw_data.as_deref().filter(|_| t.raw_data.is_some()),
         };
         let check = |got: usize| -> Result<()> {
-            if got != n {
-                Err(bad(format!("tensor of shape {shape:?} needs {n} elements but holds {got}")))
-            } else {
-                Ok(())
+            match n {
+                Some(n) if n == got => Ok(()),
+                Some(n) => Err(bad(format!("tensor of shape {shape:?} needs {n} elements but holds {got}"))),
+                None => Err(bad(format!(
+                    "tensor of shape {shape:?} has more elements than fit in memory (the count overflows) but holds {got}"
+                ))),
             }
         };
         fn chunks<const W: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; W]> + '_ {

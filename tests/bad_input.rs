@@ -368,3 +368,228 @@ fn bad_metadata_names_the_model() {
     );
     assert!(!r.stderr.contains("frame 000000"), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sizes from files (issue 13): counts that overflow, tensors over the memory budget, worker
+// threads, files that are not regular files. Each command must end promptly.
+
+/// Runs pillarq with a deadline: (exit code, stderr). Fails the test on a panic, a signal or
+/// a command still running after `secs`.
+fn pillarq_within(secs: u64, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pillarq"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pillarq");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).ok();
+        s
+    });
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed().as_secs() > secs {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("pillarq {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let err = reader.join().unwrap();
+    assert!(!err.contains("panicked"), "pillarq {args:?} panicked:\n{err}");
+    let code = status.code().unwrap_or_else(|| panic!("pillarq {args:?} ended by a signal: {status:?}\n{err}"));
+    (code, err)
+}
+
+/// `pillarq_within` expecting failure, with stderr naming every one of `needles`.
+fn fails_within(secs: u64, args: &[&str], needles: &[&str]) -> String {
+    let (code, err) = pillarq_within(secs, args);
+    assert!(code != 0 && code != 101, "pillarq {args:?} exited {code}:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "pillarq {args:?}: stderr does not mention {n:?}:\n{err}");
+    }
+    err
+}
+
+#[test]
+fn initializer_whose_element_count_overflows() {
+    // [2^62, 4] with no data: the count wraps to 0, which "matched" the empty payload.
+    let dir = tempfile::tempdir().unwrap();
+    let model = build_model(
+        vec![node("Gather", "/pick/Gather", &["table", "idx"], &["y"], vec![])],
+        vec![init_f32("table", &[1 << 62, 4], &[]), init_i64("idx", &[1], &[5])],
+        vec![],
+        vec![vi("y", FLOAT, None)],
+    );
+    let p = write_model(dir.path(), "wrap.onnx", &model);
+    fails_within(60, &["inspect", s(&p)], &["wrap.onnx", "table", "[4611686018427387904, 4]", "overflows"]);
+}
+
+#[test]
+fn npy_whose_byte_size_overflows() {
+    // (2^62 + 1,) float32 "needs" 4 bytes after wrapping: exactly what the file holds.
+    let dir = tempfile::tempdir().unwrap();
+    let model = build_model(
+        vec![node("Relu", "/act/Relu", &["x"], &["y"], vec![])],
+        vec![],
+        vec![vi("x", FLOAT, None)],
+        vec![vi("y", FLOAT, None)],
+    );
+    let p = write_model(dir.path(), "relu.onnx", &model);
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387905,), }\n";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&1f32.to_le_bytes());
+    let x = dir.path().join("huge.npy");
+    std::fs::write(&x, bytes).unwrap();
+    let out = dir.path().join("out");
+    let input = format!("x={}", x.display());
+    fails_within(60, &["infer", s(&p), "--input", &input, "--out", s(&out)], &["huge.npy", "overflows"]);
+    assert!(!out.join("y.npy").exists());
+}
+
+fn constant_of_shape_model(dims: &[i64]) -> pillarq::onnx::proto::ModelProto {
+    build_model(
+        vec![node("ConstantOfShape", "/grid/ConstantOfShape", &["dims"], &["y"], vec![])],
+        vec![init_i64("dims", &[dims.len()], dims)],
+        vec![],
+        vec![vi("y", FLOAT, None)],
+    )
+}
+
+#[test]
+fn constant_of_shape_over_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    // The count overflows: was "capacity overflow".
+    let p = write_model(dir.path(), "wrap.onnx", &constant_of_shape_model(&[53569, i64::MAX]));
+    fails_within(60, &["inspect", s(&p)], &["/grid/ConstantOfShape", "[53569, 9223372036854775807]", "memory budget"]);
+    // 2^40 x 32 float32 = 140.74 TB: was SIGABRT "memory allocation of ... bytes failed".
+    let p = write_model(dir.path(), "big.onnx", &constant_of_shape_model(&[1 << 40, 32]));
+    fails_within(60, &["inspect", s(&p)], &["/grid/ConstantOfShape", "140.74 TB", "memory budget"]);
+    // The budget is settable: 4 MB passes under the default and fails under --max-memory 1M.
+    let p = write_model(dir.path(), "small.onnx", &constant_of_shape_model(&[1024, 1024]));
+    let (code, err) = pillarq_within(60, &["inspect", s(&p)]);
+    assert_eq!(code, 0, "{err}");
+    fails_within(60, &["inspect", s(&p), "--max-memory", "1M"], &["/grid/ConstantOfShape", "4.19 MB", "1.05 MB"]);
+    let (code, err) = pillarq_within(60, &["inspect", s(&p), "--max-memory", "lots"]);
+    assert!(code != 0 && err.contains("'lots' is not a memory size"), "{err}");
+}
+
+/// x [1, 4, 8, 8] -> Pad (constant pads, or the graph input `pads` when `None`) -> Conv 3x3 -> y.
+fn pad_conv_model(pads: Option<&[i64]>) -> pillarq::onnx::proto::ModelProto {
+    let mut inits = vec![init_f32("conv_w", &[6, 4, 3, 3], &[0.1; 6 * 4 * 9])];
+    let mut inputs = vec![vi("x", FLOAT, Some(&[1, 4, 8, 8]))];
+    match pads {
+        Some(p) => inits.push(init_i64("pads", &[8], p)),
+        None => inputs.push(vi("pads", INT64, Some(&[8]))),
+    }
+    build_model(
+        vec![
+            node("Pad", "/neck/Pad", &["x", "pads"], &["padded"], vec![]),
+            node("Conv", "/neck/Conv", &["padded", "conv_w"], &["y"], vec![]),
+        ],
+        inits,
+        inputs,
+        vec![vi("y", FLOAT, None)],
+    )
+}
+
+#[test]
+fn pads_that_overflow_or_exceed_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let x = d.join("x.npy");
+    write_npy(&x, &Tensor::f32(vec![1, 4, 8, 8], vec![0.5; 256])).unwrap();
+    let xin = format!("x={}", x.display());
+    // pads[4] = 2^62 (after the batch axis): was a panic in the conv workers, repeated for ever.
+    let p = write_model(d, "pad62.onnx", &pad_conv_model(Some(&[0, 0, 0, 0, 1 << 62, 0, 0, 0])));
+    fails_within(60, &["inspect", s(&p)], &["pad62.onnx", "/neck/Pad", "overflows"]);
+    for threads in ["1", "2"] {
+        let args = ["infer", s(&p), "--input", &xin, "--out", s(d), "--threads", threads];
+        fails_within(60, &args, &["/neck/Pad", "overflows"]);
+    }
+    // 100000 on each side of H and W: 4 x 200008 x 200008 float32 = 640.05 GB.
+    let p = write_model(d, "pad1e5.onnx", &pad_conv_model(Some(&[0, 0, 100000, 100000, 0, 0, 100000, 100000])));
+    fails_within(60, &["inspect", s(&p), "--max-memory", "64G"], &["/neck/Pad", "640.05 GB", "memory budget"]);
+    // The same pads from a .npy, known only when the model runs.
+    let p = write_model(d, "pad_input.onnx", &pad_conv_model(None));
+    let pads = d.join("pads.npy");
+    write_npy(&pads, &Tensor::i64(vec![8], vec![0, 0, 100000, 100000, 0, 0, 100000, 100000])).unwrap();
+    let pin = format!("pads={}", pads.display());
+    let out = d.join("out");
+    let args = ["infer", s(&p), "--input", &xin, "--input", &pin, "--out", s(&out), "--max-memory", "64G"];
+    fails_within(60, &args, &["/neck/Pad", "640.05 GB", "memory budget"]);
+    assert!(!out.join("y.npy").exists());
+    // Within the budget, the run-time pads work.
+    write_npy(&pads, &Tensor::i64(vec![8], vec![0, 0, 1, 1, 0, 0, 1, 1])).unwrap();
+    let (code, err) = pillarq_within(60, &["infer", s(&p), "--input", &xin, "--input", &pin, "--out", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(pillarq::npy::read_npy(&out.join("y.npy")).unwrap().shape, vec![1, 6, 8, 8]);
+}
+
+#[test]
+fn metadata_grid_too_large_for_random_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(small()).unwrap();
+    let model = pillarq::onnx::decode_model(&bytes, &small()).unwrap();
+    let meta = model.metadata_props.iter().find(|kv| kv.key.as_deref() == Some("pointpillars")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(meta.value.as_deref().unwrap()).unwrap();
+    cfg["grid_size"] = serde_json::json!([100000, 100000, 1]);
+    let p = dir.path().join("grid.onnx");
+    let edited = pillarq::onnx::metadata::with_metadata_entry(&bytes, "pointpillars", &cfg.to_string(), &p).unwrap();
+    std::fs::write(&p, edited).unwrap();
+    let out = dir.path().join("out");
+    fails_within(
+        60,
+        &["infer", s(&p), "--random", "0", "--out", s(&out)],
+        &["grid.onnx", "grid_size", "too many cells"],
+    );
+}
+
+#[test]
+fn synth_frame_counts_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kitti");
+    fails_within(60, &["synth", "--out", s(&out), "--train", "18446744073709551615"], &["at most 1000000"]);
+    fails_within(60, &["synth", "--out", s(&out), "--train", "999999", "--val", "2"], &["at most 1000000"]);
+}
+
+#[test]
+fn thread_counts_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = small();
+    let args = ["infer", s(&model), "--random", "0", "--out", s(&out), "--threads", "100000"];
+    fails_within(30, &args, &["100000 worker threads", "at most 1024"]);
+    let args = ["synth", "--out", s(&out), "--train", "1", "--val", "0", "--threads", "100000"];
+    fails_within(30, &args, &["at most 1024"]);
+}
+
+#[test]
+fn a_fifo_in_the_dataset_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kitti");
+    let (code, err) = pillarq_within(120, &["synth", "--out", s(&data), "--train", "1", "--val", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let bin = data.join("training/velodyne/000001.bin");
+    std::fs::remove_file(&bin).unwrap();
+    let made = Command::new("mkfifo").arg(&bin).status().expect("mkfifo");
+    assert!(made.success());
+    let model = small();
+    let args = ["eval", "--model", s(&model), "--data", s(&data), "--split", "val"];
+    fails_within(60, &args, &["000001.bin", "not a regular file"]);
+    let npy = dir.path().join("fifo.npy");
+    assert!(Command::new("mkfifo").arg(&npy).status().unwrap().success());
+    let input = format!("voxels={}", npy.display());
+    fails_within(
+        60,
+        &["infer", s(&small()), "--input", &input, "--out", s(dir.path())],
+        &["fifo.npy", "not a regular file"],
+    );
+}

@@ -93,6 +93,7 @@ fn detections(dir: &Path) -> Frames {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| p.file_stem().is_some_and(|s| pillarq::kitti::is_frame_id(&s.to_string_lossy())))
         .collect();
     frames.sort();
     frames

@@ -35,6 +35,10 @@ struct Cli {
     /// Log more (repeat for debug output); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The largest tensor any step may allocate, e.g. 8G or 512M (default: the machine's physical
+    /// memory; also PILLARQ_MAX_MEMORY). Bigger shapes in a model or input file are an error.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = crate::memory::parse_size)]
+    max_memory: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,6 +134,25 @@ pub fn bundled_model(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx").join(name)
 }
 
+/// A panic is a bug; the executor turns one in a kernel into an error naming the node. Print its
+/// message and place once, in one line (a panic in a parallel loop repeats in every worker),
+/// with a backtrace only when RUST_BACKTRACE asks for one.
+fn quiet_panics() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SEEN: AtomicBool = AtomicBool::new(false);
+    let backtrace = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    std::panic::set_hook(Box::new(move |info| {
+        if SEEN.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("internal error{at}: {}", crate::exec::panic_message(info.payload()));
+        if backtrace {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+    }));
+}
+
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -141,6 +164,19 @@ pub fn main() -> i32 {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .try_init();
+    quiet_panics();
+    let budget = match (cli.max_memory, std::env::var("PILLARQ_MAX_MEMORY")) {
+        (Some(b), _) => Ok(Some(b)),
+        (None, Ok(v)) => crate::memory::parse_size(&v).map(Some).map_err(|e| format!("PILLARQ_MAX_MEMORY: {e}")),
+        (None, Err(_)) => Ok(None),
+    };
+    match budget {
+        Ok(b) => crate::memory::set_max_memory(b.unwrap_or(0)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    }
     let r = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Infer(a) => infer::run(a),

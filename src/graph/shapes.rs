@@ -53,9 +53,10 @@ fn norm_axis(node: &Node, axis: i64, rank: usize) -> Result<usize> {
 }
 
 /// Output spatial size of a convolution-like window.
+/// `None` when the kernel does not fit or the geometry (from the model's attributes) overflows.
 fn conv_out(inp: usize, k: usize, s: usize, d: usize, pads: usize) -> Option<usize> {
-    let eff = d * (k - 1) + 1;
-    (inp + pads).checked_sub(eff).map(|v| v / s + 1)
+    let eff = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    Some(inp.checked_add(pads)?.checked_sub(eff)? / s.max(1) + 1)
 }
 
 /// What a shape rule sees of a node's inputs: their facts, and the values of constant ones.
@@ -168,6 +169,12 @@ fn conv_like(node: &Node, facts: &InputFacts, transposed: bool) -> Result<Vec<Fa
     let strides = a.ints_opt("strides")?.unwrap_or(vec![1; sp]);
     let dil = a.ints_opt("dilations")?.unwrap_or(vec![1; sp]);
     let pads = a.ints_opt("pads")?.unwrap_or(vec![0; 2 * sp]);
+    if strides.len() != sp || dil.len() != sp || pads.len() != 2 * sp {
+        return Err(bad(
+            node,
+            format!("strides {strides:?}, dilations {dil:?} and pads {pads:?} do not fit {sp} spatial axes"),
+        ));
+    }
     if a.string_opt("auto_pad")?.is_some_and(|p| p != "NOTSET") {
         return Err(bad(node, "auto_pad is not supported; export with explicit pads"));
     }
@@ -193,15 +200,17 @@ fn conv_like(node: &Node, facts: &InputFacts, transposed: bool) -> Result<Vec<Fa
             continue;
         };
         let (kk, s, d) = (*k.get(i).unwrap_or(&1), strides[i].max(1) as usize, dil[i].max(1) as usize);
-        let ptot = (pads[i] + pads[i + sp]).max(0) as usize;
+        let ptot = pads[i].checked_add(pads[i + sp]).unwrap_or(i64::MAX).max(0) as usize;
         let o = if !transposed {
             conv_out(inp, kk, s, d, ptot)
-                .ok_or_else(|| bad(node, format!("kernel {kk} does not fit the input size {inp}")))?
+                .ok_or_else(|| bad(node, format!("kernel {kk} with pads {pads:?} does not fit the input size {inp}")))?
         } else {
-            let op = a.ints_opt("output_padding")?.map(|v| v[i] as usize).unwrap_or(0);
-            (s * (inp - 1) + op + d * (kk - 1) + 1)
-                .checked_sub(ptot)
-                .ok_or_else(|| bad(node, "pads exceed the output size"))?
+            let op = a.ints_opt("output_padding")?.and_then(|v| v.get(i).copied()).unwrap_or(0).max(0) as usize;
+            let span = d.checked_mul(kk.saturating_sub(1));
+            s.checked_mul(inp.saturating_sub(1))
+                .zip(span)
+                .and_then(|(a, b)| a.checked_add(op)?.checked_add(b)?.checked_add(1)?.checked_sub(ptot))
+                .ok_or_else(|| bad(node, format!("pads {pads:?} exceed the output size or the geometry overflows")))?
         };
         out.push(Dim::Fixed(o));
     }
@@ -534,6 +543,10 @@ pub fn infer(graph: &mut Graph, declared: &HashMap<String, ValueInfo>) -> Result
                 if matches!(dt, DType::Other(0)) {
                     dt = d.dtype;
                 }
+            }
+            if let Some(dims) = shape.as_ref().and_then(static_dims) {
+                crate::memory::alloc_elements(&dims, dt.width())
+                    .map_err(|e| Error::graph(&node.name, format!("{} output '{name}': {e}", node.op_type)))?;
             }
             values.insert(name.clone(), ValueInfo { name: name.clone(), dtype: dt, shape });
         }

@@ -227,7 +227,7 @@ pub fn parse_calib(text: &str, file: &Path) -> Result<Calib> {
 /// Reads and parses a calibration file.
 pub fn read_calib(path: impl AsRef<Path>) -> Result<Calib> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = crate::files::read_regular_text(path)?;
     parse_calib(&text, path)
 }
 

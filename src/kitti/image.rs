@@ -56,6 +56,7 @@ pub fn parse_png_size(head: &[u8], file: &Path) -> Result<[u32; 2]> {
 pub fn png_size(path: impl AsRef<Path>) -> Result<[u32; 2]> {
     let path = path.as_ref();
     let io = |source| Error::Io { path: path.to_path_buf(), source };
+    crate::files::check_regular(path)?;
     let mut head = Vec::with_capacity(HEADER_LEN);
     std::fs::File::open(path).map_err(io)?.take(HEADER_LEN as u64).read_to_end(&mut head).map_err(io)?;
     parse_png_size(&head, path)

@@ -108,7 +108,7 @@ pub fn parse_labels(text: &str, file: &Path) -> Result<Vec<Object>> {
 /// Reads and parses a label or result file.
 pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<Object>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = crate::files::read_regular_text(path)?;
     parse_labels(&text, path)
 }
 

@@ -125,7 +125,7 @@ impl KittiDir {
     /// anything other than a 6-digit id is an error with the file and line.
     pub fn split_ids(&self, split: &str) -> Result<Vec<String>> {
         let path = self.split_path(split);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let text = crate::files::read_regular_text(&path)?;
         parse_split(&text, &path)
     }
 

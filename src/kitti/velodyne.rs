@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 pub const POINT_BYTES: usize = 16;
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = crate::files::read_regular(path)?;
     if bytes.len() % POINT_BYTES != 0 {
         return Err(Error::kitti(
             path,

@@ -47,7 +47,7 @@ pub fn encode_model(model: &ModelProto) -> Vec<u8> {
 /// Reads and decodes `path`. External-data initializers stay as references; they are read
 /// (relative to the model's folder) when the graph is built.
 pub fn load_model(path: &Path) -> Result<ModelFile> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = crate::files::read_regular(path)?;
     let model = decode_model(&bytes, path)?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     Ok(ModelFile { path: path.to_path_buf(), dir, model, file_bytes: bytes.len() as u64 })

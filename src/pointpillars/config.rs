@@ -266,6 +266,15 @@ fn validate(cfg: &PointPillarsConfig, err: &dyn Fn(&str, String) -> Error) -> Re
             format!("{r:?} must be [x0, y0, z0, x1, y1, z1] with x0 < x1, y0 < y1, z0 < z1"),
         ));
     }
+    // Pillar indices are u32 (as in CUDA-PointPillars); the grid is untrusted metadata.
+    let [nx, ny, nz] = cfg.grid_size;
+    let cells = nx.checked_mul(ny).and_then(|c| c.checked_mul(nz));
+    if cells.is_none_or(|c| c >= u32::MAX as usize - 2) {
+        return Err(err(
+            "grid_size",
+            format!("{:?} has too many cells (at most {} are supported)", cfg.grid_size, u32::MAX - 3),
+        ));
+    }
     if cfg.num_dir_bins != 2 {
         return Err(err("num_dir_bins", format!("{}: pillarq decodes 2 direction bins", cfg.num_dir_bins)));
     }

@@ -192,14 +192,20 @@ pub fn random_pillar_inputs(
         }
     };
     let mut rng = SplitMix64::new(seed);
-    let k = ((p as f32 * valid_fraction) as usize).min(p).min(nx * ny);
-    // Distinct cells: partial Fisher-Yates over the grid.
-    let mut cells: Vec<usize> = (0..nx * ny).collect();
+    let grid = nx.checked_mul(ny).ok_or_else(|| Error::Other(format!("grid {nx} x {ny} has too many cells")))?;
+    let k = ((p as f32 * valid_fraction) as usize).min(p).min(grid);
+    // Distinct cells: partial Fisher-Yates over the grid, with only the swapped positions stored
+    // (the grid size comes from the model's metadata).
+    let mut swapped: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut cells: Vec<usize> = Vec::with_capacity(k);
     for i in 0..k {
-        let j = i + rng.below(cells.len() - i);
-        cells.swap(i, j);
+        let j = i + rng.below(grid - i);
+        let (at_i, at_j) = (*swapped.get(&i).unwrap_or(&i), *swapped.get(&j).unwrap_or(&j));
+        swapped.insert(j, at_i);
+        cells.push(at_j);
     }
-    let mut voxels = vec![0f32; p * m * f];
+    let n = crate::memory::alloc_elements(&[p, m, f], 4).map_err(|msg| Error::Input { name: "voxels".into(), msg })?;
+    let mut voxels = vec![0f32; n];
     let mut idxs = vec![0i64; p * 4];
     for i in 0..p {
         if i >= k {

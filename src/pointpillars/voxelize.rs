@@ -120,7 +120,7 @@ fn check_config(cfg: &PointPillarsConfig) -> Result<(usize, usize)> {
     if nx == 0 || ny == 0 || nz != 1 {
         return bad(format!("grid_size {:?} must be [nx > 0, ny > 0, 1]", cfg.grid_size));
     }
-    if nx * ny >= u32::MAX as usize - 2 {
+    if nx.checked_mul(ny).is_none_or(|c| c >= u32::MAX as usize - 2) {
         return bad(format!("grid_size {:?} is too large", cfg.grid_size));
     }
     if cfg.voxel_size.iter().any(|v| !(v.is_finite() && *v > 0.0)) {

@@ -70,6 +70,9 @@ pub fn frame_id(i: usize) -> String {
     format!("{i:06}")
 }
 
+/// The most frames a dataset holds: KITTI frame ids have six digits.
+pub const MAX_FRAMES: usize = 1_000_000;
+
 /// What a dataset run did.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
@@ -84,14 +87,16 @@ pub struct Summary {
 /// worker thread).
 pub fn write_dataset(out: &Path, opts: &SynthOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Summary> {
     let t0 = std::time::Instant::now();
+    let total = opts.train.checked_add(opts.val).filter(|&t| t <= MAX_FRAMES).ok_or_else(|| {
+        Error::Other(format!(
+            "--train {} + --val {} frames: at most {MAX_FRAMES} fit KITTI's six-digit frame ids",
+            opts.train, opts.val
+        ))
+    })?;
     let dir = KittiDir::create(out)?;
-    let total = opts.train + opts.val;
     let done = AtomicUsize::new(0);
     let skipped = AtomicUsize::new(0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads)
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start {} worker threads: {e}", opts.threads)))?;
+    let pool = crate::exec::thread_pool(opts.threads)?;
     pool.install(|| {
         (0..total).into_par_iter().with_min_len(1).with_max_len(1).try_for_each(|i| -> Result<()> {
             let id = frame_id(i);

@@ -18,12 +18,15 @@ pub struct Conv2dParams {
 }
 
 impl Conv2dParams {
+    /// The output size, or `None` when the kernel does not fit or the geometry (from the
+    /// model's attributes) overflows.
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let eh = self.dilations[0] * (self.kernel[0] - 1) + 1;
-        let ew = self.dilations[1] * (self.kernel[1] - 1) + 1;
-        let oh = (h + self.pads[0] + self.pads[2]).checked_sub(eh)? / self.strides[0] + 1;
-        let ow = (w + self.pads[1] + self.pads[3]).checked_sub(ew)? / self.strides[1] + 1;
-        Some((oh, ow))
+        let f = |i: usize, d: usize| {
+            let eff = self.dilations[i].checked_mul(self.kernel[i].checked_sub(1)?)?.checked_add(1)?;
+            let padded = d.checked_add(self.pads[i])?.checked_add(self.pads[i + 2])?;
+            Some(padded.checked_sub(eff)? / self.strides[i].max(1) + 1)
+        };
+        Some((f(0, h)?, f(1, w)?))
     }
     fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.strides == [1, 1] && self.pads == [0; 4]
@@ -192,8 +195,13 @@ pub struct ConvTranspose2dParams {
 impl ConvTranspose2dParams {
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let f = |i: usize, d: usize| {
-            (self.strides[i] * (d - 1) + self.output_padding[i] + self.dilations[i] * (self.kernel[i] - 1) + 1)
-                .checked_sub(self.pads[i] + self.pads[i + 2])
+            let span = self.dilations[i].checked_mul(self.kernel[i].checked_sub(1)?)?;
+            self.strides[i]
+                .checked_mul(d.checked_sub(1)?)?
+                .checked_add(self.output_padding[i])?
+                .checked_add(span)?
+                .checked_add(1)?
+                .checked_sub(self.pads[i].checked_add(self.pads[i + 2])?)
         };
         Some((f(0, h)?, f(1, w)?))
     }

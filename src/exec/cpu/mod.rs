@@ -45,6 +45,12 @@ impl From<Error> for OpError {
 
 pub type OpResult = std::result::Result<Vec<Tensor>, OpError>;
 
+/// The element count of an output of `shape` and `dtype` a kernel is about to allocate: shapes
+/// decided by input values or attributes are checked against overflow and the memory budget.
+pub(crate) fn out_elements(shape: &[usize], dtype: DType) -> std::result::Result<usize, OpError> {
+    crate::memory::alloc_elements(shape, dtype.width()).map_err(OpError)
+}
+
 pub(crate) fn input(ins: &[Option<Arc<Tensor>>], i: usize) -> std::result::Result<&Tensor, OpError> {
     ins.get(i).and_then(|t| t.as_deref()).ok_or_else(|| OpError(format!("missing input {i}")))
 }
@@ -72,9 +78,11 @@ pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tenso
 
 /// `eval_node`; with `out_quant`, a Conv or ConvTranspose fake-quantizes its output at that scale
 /// in its epilogue (for INT8 readers). Only those steps are given one (`CompiledPlan::out_quant`).
+/// A kernel that panics (here or in its worker threads: rayon passes the panic on) is a bug,
+/// but ends the run with an error naming the node instead of taking the process down.
 fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
     let r = match op_table::op_def_for(node).and_then(|d| d.eval) {
-        Some(eval) => eval(node, &mut ins, out_quant),
+        Some(eval) => guard(|| eval(node, &mut ins, out_quant)),
         None => Err(OpError(format!(
             "op type '{}'{} is not supported by the CPU executor",
             node.op_type,
@@ -82,6 +90,12 @@ fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant
         ))),
     };
     r.map_err(|e| Error::Exec { node: node.name.clone(), op: node.op_type.clone(), msg: e.0 })
+}
+
+/// Runs a kernel; a panic in it or in its worker threads becomes an `OpError`.
+fn guard(kernel: impl FnOnce() -> OpResult) -> OpResult {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(kernel))
+        .unwrap_or_else(|p| Err(OpError(format!("internal error (a bug in pillarq): {}", super::panic_message(&*p)))))
 }
 
 /// One compiled step: a node with its input and output slots.
@@ -113,10 +127,7 @@ impl CpuExecutor {
     /// and compiles it for `threads` worker threads (0 = all cores).
     pub fn new(graph: &Graph, threads: usize) -> Result<CpuExecutor> {
         let graph = fold::prepare_for_execution(graph)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::Other(format!("cannot start {threads} worker threads: {e}")))?;
+        let pool = super::thread_pool(threads)?;
         let threads = pool.current_num_threads();
         let mut slots: HashMap<String, usize> = HashMap::new();
         let slot = |name: &str, slots: &mut HashMap<String, usize>| {
@@ -481,4 +492,34 @@ pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Option<f32> {
 /// Per-channel (scale, shift) of an inference-mode BatchNormalization node.
 pub fn bn_params(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<(Vec<f32>, Vec<f32>)> {
     ops_math::bn_scale_shift(node, ins).map_err(|e| Error::graph(&node.name, e.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use rayon::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_worker_thread_becomes_an_error() {
+        let pool = crate::exec::thread_pool(2).unwrap();
+        let r = pool.install(|| {
+            guard(|| {
+                (0..64usize).into_par_iter().for_each(|i| assert!(i != 37, "pixel {i} out of range"));
+                Ok(vec![])
+            })
+        });
+        let msg = r.unwrap_err().0;
+        assert!(msg.contains("internal error") && msg.contains("pixel 37 out of range"), "{msg}");
+        assert!(guard(|| Ok(vec![Tensor::scalar_i64(3)])).is_ok());
+    }
+
+    #[test]
+    fn thread_counts_are_bounded() {
+        assert!(crate::exec::thread_pool(crate::exec::MAX_THREADS + 1)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 1024"));
+        assert_eq!(crate::exec::thread_pool(3).unwrap().current_num_threads(), 3);
+    }
 }

@@ -7,9 +7,9 @@ use rayon::prelude::*;
 use super::conv::{conv2d, conv_transpose2d, Conv2dParams, ConvTranspose2dParams};
 use super::elementwise::{cast, map2, unary_f32, where3};
 use super::gemm::{sgemm, MatRef, SharedMut};
-use super::{f32_in, input, OpError, OpResult};
+use super::{f32_in, input, out_elements, OpError, OpResult};
 use crate::graph::{Activation, Node};
-use crate::tensor::{numel, Data, Tensor};
+use crate::tensor::{numel, DType, Data, Tensor};
 
 pub fn binary(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let a = input(ins, 0)?;
@@ -515,9 +515,13 @@ pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f3
         dilations: ca.dilations,
         pads: ca.pads,
     };
-    if p.out_hw(xs[2], xs[3]).is_none() {
-        return Err(OpError(format!("kernel {:?} does not fit input {:?}", ca.kernel, x.shape)));
-    }
+    let Some((oh, ow)) = p.out_hw(xs[2], xs[3]) else {
+        return Err(OpError(format!(
+            "kernel {:?} with pads {:?} does not fit input {:?}",
+            ca.kernel, ca.pads, x.shape
+        )));
+    };
+    out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
     let (y, ys) = conv2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
@@ -547,9 +551,11 @@ pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f3
         pads: ca.pads,
         output_padding: pair(&op, "output_padding")?,
     };
-    if p.out_hw(xs[2], xs[3]).is_none() {
-        return Err(OpError("pads exceed the output size".into()));
-    }
+    let Some((oh, ow)) = p.out_hw(xs[2], xs[3]) else {
+        return Err(OpError(format!("pads {:?} exceed the output size or the geometry overflows", ca.pads)));
+    };
+    out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
+    out_elements(&[w.shape[1], ca.kernel[0], ca.kernel[1], xs[2], xs[3]], DType::F32)?;
     let (y, ys) =
         conv_transpose2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{f32_in, input, OpError, OpResult};
+use super::{f32_in, input, out_elements, OpError, OpResult};
 use crate::graph::Node;
-use crate::tensor::{Data, Tensor};
+use crate::tensor::{DType, Data, Tensor};
 
 pub fn scatter_nd(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let data = input(ins, 0)?;
@@ -144,7 +144,7 @@ pub fn pp_scatter(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         return Err(OpError(format!("voxel_idxs has {} values, expected {p} x 4", idx.len())));
     }
     let n = (*num.first().ok_or_else(|| OpError("voxel_num is empty".into()))?).clamp(0, p as i64) as usize;
-    let mut canvas = vec![0f32; c * h * w];
+    let mut canvas = vec![0f32; out_elements(&[1, c, h, w], DType::F32)?];
     for i in 0..n {
         let (y, x) = (idx[i * 4 + 2], idx[i * 4 + 3]);
         if y < 0 || x < 0 || y as usize >= h || x as usize >= w {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::{input, OpError, OpResult};
+use super::{input, out_elements, OpError, OpResult};
 use crate::graph::Node;
-use crate::tensor::{numel, Data, Tensor};
+use crate::memory::checked_numel;
+use crate::tensor::{numel, DType, Data, Tensor};
 
 /// Applies `f` to the typed payload, keeping the element type.
 macro_rules! per_type {
@@ -59,14 +60,15 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
             _ => return Err(OpError(format!("shape {spec:?} is invalid"))),
         }
     }
+    let too_large = || OpError(format!("shape {spec:?} has more elements than fit in memory (the count overflows)"));
     if let Some(i) = infer {
-        let rest: usize = out.iter().product();
+        let rest = checked_numel(&out).ok_or_else(too_large)?;
         if rest == 0 || !total.is_multiple_of(rest) {
             return Err(OpError(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
         }
         out[i] = total / rest;
     }
-    if numel(&out) != total {
+    if checked_numel(&out).ok_or_else(too_large)? != total {
         return Err(OpError(format!("cannot reshape {input:?} ({total} elements) to {spec:?}")));
     }
     Ok(out)
@@ -389,6 +391,7 @@ pub fn gather(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let iv = ind.to_i64_vec().ok_or_else(|| OpError("indices must be integers".into()))?;
     let axis_attr = node.attr().i64("axis", 0)?;
     let shape = gather_shape(&x.shape, &ind.shape, axis_attr)?;
+    out_elements(&shape, x.dtype())?;
     let ax = axis(axis_attr, x.shape.len())?;
     let d = x.shape[ax] as i64;
     let iv: Vec<usize> = iv
@@ -441,7 +444,7 @@ pub fn pad(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let (before, shape) = pad_plan(&x.shape, &pads, ints(ins, 3, "axes")?.as_deref())?;
     let xv = x.as_f32().ok_or_else(|| OpError("Pad supports float32 inputs".into()))?;
     let st = strides(&x.shape);
-    let n = numel(&shape);
+    let n = out_elements(&shape, DType::F32)?;
     let out: Vec<f32> = (0..n)
         .into_par_iter()
         .map(|mut i| {
@@ -478,14 +481,16 @@ pub fn pad_plan(shape: &[usize], pads: &[i64], axes: Option<&[i64]>) -> Result<(
     }
     let out: Vec<usize> = (0..r)
         .map(|i| {
-            let d = shape[i] as i64 + before[i] + after[i];
-            if d < 0 {
-                Err(OpError("negative padded size".into()))
-            } else {
-                Ok(d as usize)
+            let d = i64::try_from(shape[i]).ok().and_then(|d| d.checked_add(before[i])?.checked_add(after[i]));
+            match d {
+                Some(d) if d >= 0 => Ok(d as usize),
+                Some(_) => Err(OpError(format!("pads {pads:?} make axis {i} of {shape:?} negative"))),
+                None => Err(OpError(format!("pads {pads:?} overflow axis {i} of {shape:?}"))),
             }
         })
         .collect::<Result<_, _>>()?;
+    checked_numel(&out)
+        .ok_or_else(|| OpError(format!("pads {pads:?} turn {shape:?} into {out:?}, whose element count overflows")))?;
     Ok((before, out))
 }
 
@@ -493,7 +498,7 @@ pub fn expand(ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let x = input(ins, 0)?;
     let target = ints(ins, 1, "shape")?.ok_or_else(|| OpError("missing shape".into()))?;
     let (shape, st) = expand_plan(&x.shape, &target)?;
-    let n = numel(&shape);
+    let n = out_elements(&shape, x.dtype())?;
     let idx = |mut i: usize| {
         let mut off = 0;
         for ax in (0..shape.len()).rev() {
@@ -519,6 +524,7 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
     match (&s.data, &l.data, &d.data) {
         (Data::F32(a), Data::F32(b), Data::F32(c)) => {
             let n = (((b[0] - a[0]) / c[0]).ceil().max(0.0)) as usize;
+            out_elements(&[n], DType::F32)?;
             Ok(vec![Tensor::f32(vec![n], (0..n).map(|i| a[0] + i as f32 * c[0]).collect())])
         }
         _ => {
@@ -530,7 +536,8 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
             if a.is_empty() || b.is_empty() || c.is_empty() || c[0] == 0 {
                 return Err(OpError("Range needs scalar start, limit and a non-zero delta".into()));
             }
-            let n = ((b[0] - a[0]) as f64 / c[0] as f64).ceil().max(0.0) as usize;
+            let n = ((b[0] as f64 - a[0] as f64) / c[0] as f64).ceil().max(0.0) as usize;
+            out_elements(&[n], DType::I64)?;
             let v: Vec<i64> = (0..n as i64).map(|i| a[0] + i * c[0]).collect();
             let data = match s.data {
                 Data::I32(_) => Data::I32(v.iter().map(|&x| x as i32).collect()),
@@ -544,8 +551,10 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
 pub fn constant_of_shape(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let s = ints(ins, 0, "shape")?.ok_or_else(|| OpError("missing shape".into()))?;
     let shape: Vec<usize> = s.iter().map(|&d| d.max(0) as usize).collect();
-    let n = numel(&shape);
-    let data = match node.attr().tensor_opt("value") {
+    let value = node.attr().tensor_opt("value");
+    let n = out_elements(&shape, value.map_or(DType::F32, |v| v.dtype()))?;
+    let data = match value {
+        Some(v) if v.is_empty() => return Err(OpError("attribute value is an empty tensor".into())),
         Some(v) => per_type!(v, x => vec![x[0]; n]),
         None => Data::F32(vec![0.0; n]),
     };
