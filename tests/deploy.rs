@@ -339,9 +339,8 @@ fn fake_layer_info(dir: &Path, wrong: &str) -> String {
     serde_json::json!({"Layers": layers, "Bindings": ["voxels", "voxel_idxs", "voxel_num", "cls_preds"]}).to_string()
 }
 
-#[test]
-fn build_without_tensorrt_says_so_and_verify_finds_mismatches() {
-    let tmp = tempfile::tempdir().unwrap();
+/// An engine directory `root/eng` of the small model: INT8 with the pillar net in FP16.
+fn int8_engine_dir(root: &Path) -> (Model, std::path::PathBuf) {
     let m = Model::load(&small()).unwrap();
     let exec = CpuExecutor::new(&m.graph, 2).unwrap();
     let cfg = PointPillarsConfig::from_graph(&m.graph).unwrap();
@@ -349,8 +348,15 @@ fn build_without_tensorrt_says_so_and_verify_finds_mismatches() {
     let cal = calibration(&m, &exec, &inputs);
     let mut plan = PrecisionPlan::uniform(Precision::Int8).with_calibration(&cal);
     plan.layers.insert("/pfn/linear/MatMul".into(), Precision::Fp16);
-    let dir = tmp.path().join("eng");
+    let dir = root.join("eng");
     write_engine_dir(&m, &plan, Path::new("p.json"), "eng", &dir).unwrap();
+    (m, dir)
+}
+
+#[test]
+fn build_without_tensorrt_says_so_and_verify_finds_mismatches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, dir) = int8_engine_dir(tmp.path());
     let d = dir.to_str().unwrap();
 
     // No trtexec anywhere: a clear message pointing at the scripts, exit 1, no panic.
@@ -401,4 +407,173 @@ fn build_without_tensorrt_says_so_and_verify_finds_mismatches() {
     assert!(wb["int8"].as_u64().unwrap() > 0 && wb["fp16"].as_u64().unwrap() > 0 && wb["fp32"] == 0);
     assert!(wb["fp32_reference"].as_u64().unwrap() > 3 * wb["total"].as_u64().unwrap());
     assert_eq!(r["size_bytes"].as_u64().unwrap(), std::fs::metadata(dir.join("model.onnx")).unwrap().len());
+}
+
+#[test]
+fn verify_fails_when_plan_layers_are_not_in_the_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, dir) = int8_engine_dir(tmp.path());
+    let d = dir.to_str().unwrap();
+    // The layer report of another export (TensorRT 8.x numbered names): no plan layer is there.
+    let other = serde_json::json!({"Layers": [
+        {"Name": "Conv_118 + Relu_119", "LayerType": "CaskConvolution",
+         "Inputs": [{"Name": "a", "Format/Datatype": "Row major linear FP32"}], "Weights": {"Type": "Int8", "Count": 9}},
+        {"Name": "MatMul_3", "LayerType": "CaskGemm",
+         "Inputs": [{"Name": "b", "Format/Datatype": "Row major linear FP32"}], "Weights": {"Type": "Half", "Count": 9}}],
+        "Bindings": []});
+    std::fs::write(dir.join("layers.json"), other.to_string()).unwrap();
+    let (code, stdout, err) = pillarq_bin(&["build", "--verify-only", d]);
+    assert_eq!(code, 1, "{stdout}\n{err}");
+    let n = m.layers.len();
+    assert!(stdout.contains(&format!("0 layers as planned, 0 mismatched, {n} not found")), "{stdout}");
+    assert!(err.contains(&format!("{n} of {n} plan layers not found among the engine's 2 layers (0 found")), "{err}");
+    // The pillar net's MatMul: the engine's MatMul layer looks related.
+    assert!(stdout.contains("related engine layers: MatMul_3"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("verify.json")).unwrap()).unwrap();
+    assert_eq!(v["engine_layers"], 2);
+    let (code, _, err) = pillarq_bin(&["build", "--verify-only", "--allow-mismatch", d]);
+    assert_eq!(code, 0, "{err}");
+
+    // One layer missing from an otherwise complete report: named, with its neighbours.
+    let missing = "/backbone/blocks.1/blocks.1.4/Conv";
+    let mut full: serde_json::Value = serde_json::from_str(&fake_layer_info(&dir, "")).unwrap();
+    full["Layers"].as_array_mut().unwrap().retain(|l| !l["Name"].as_str().unwrap().contains(missing));
+    std::fs::write(dir.join("layers.json"), full.to_string()).unwrap();
+    let (code, stdout, err) = pillarq_bin(&["build", "--verify-only", d]);
+    assert_eq!(code, 1, "{stdout}\n{err}");
+    assert!(err.contains(&format!("1 of {n} plan layers not found")) && err.contains(missing), "{err}");
+    assert!(err.contains("look related: /backbone/blocks.1/"), "{err}");
+}
+
+/// A stand-in for NVIDIA's trtexec: the banner (`[TensorRT v$FAKE_TRT_CODE]`, default 10.3.0)
+/// for `--help`; otherwise it notes its arguments in $FAKE_TRT_CALLS, sleeps $FAKE_TRT_SLEEP
+/// seconds (the sleep's pid in $FAKE_TRT_PIDFILE), writes the engine, copies $FAKE_TRT_LAYERS to
+/// the --exportLayerInfo file and prints $FAKE_TRT_PERF for --loadEngine.
+const FAKE_TRTEXEC: &str = r#"#!/usr/bin/env bash
+code="${FAKE_TRT_CODE:-100300}"
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v$code] # trtexec $*"
+if [ "$1" = --help ]; then exit 0; fi
+echo "$*" >> "${FAKE_TRT_CALLS:-/dev/null}"
+if [ -n "${FAKE_TRT_SLEEP:-}" ]; then
+  sleep "$FAKE_TRT_SLEEP" &
+  echo $! > "$FAKE_TRT_PIDFILE"
+  wait
+fi
+for a in "$@"; do
+  case "$a" in
+    --saveEngine=*) echo engine > "${a#--saveEngine=}" ;;
+    --exportLayerInfo=*) if [ -n "${FAKE_TRT_LAYERS:-}" ]; then cp "$FAKE_TRT_LAYERS" "${a#--exportLayerInfo=}"; fi ;;
+    --loadEngine=*) cat "$FAKE_TRT_PERF" ;;
+  esac
+done
+echo "&&&& PASSED TensorRT.trtexec [TensorRT v$code] # trtexec $*"
+"#;
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn build_and_bench_with_a_fake_trtexec() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (m, dir) = int8_engine_dir(root);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let fake = root.join("bin/trtexec");
+    std::fs::write(&fake, FAKE_TRTEXEC).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layers = root.join("layers-src.json");
+    std::fs::write(&layers, fake_layer_info(&dir, "")).unwrap();
+    let calls = root.join("calls.txt");
+    let empty = root.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    // Relative paths for the directory and for trtexec; the build script cd's into eng/ first.
+    let pillarq = |args: &[&str], env: &[(&str, &Path)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pillarq"));
+        c.args(args).current_dir(root).env("PATH", format!("{}:/usr/bin:/bin", empty.display()));
+        c.env("FAKE_TRT_CALLS", &calls).env_remove("TRTEXEC");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let t = std::time::Instant::now();
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), err, t.elapsed())
+    };
+
+    // --json: stdout is the report alone; trtexec's log goes to stderr and build.log.
+    let (code, stdout, err, _) =
+        pillarq(&["build", "--json", "--trtexec", "bin/trtexec", "eng"], &[("FAKE_TRT_LAYERS", &layers)]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(v[0]["ok"].as_u64().unwrap() as usize, m.layers.len());
+    assert_eq!(v[0]["tensorrt"]["major"], 10);
+    assert!(err.contains("&&&& PASSED TensorRT.trtexec"), "{err}");
+    assert!(std::fs::read_to_string(dir.join("build.log")).unwrap().contains("--exportLayerInfo=layers.json"));
+    // $TRTEXEC relative too.
+    let (code, stdout, err, _) =
+        pillarq(&["build", "eng"], &[("FAKE_TRT_LAYERS", &layers), ("TRTEXEC", Path::new("bin/trtexec"))]);
+    assert_eq!(code, 0, "{stdout}\n{err}");
+
+    // A build that writes no layers.json fails; the one of the build before is not verified.
+    assert!(dir.join("layers.json").is_file());
+    let (code, stdout, err, _) = pillarq(&["build", "--trtexec", "bin/trtexec", "eng"], &[]);
+    assert_eq!(code, 1, "{stdout}\n{err}");
+    assert!(err.contains("exited 0 but wrote no") && err.contains("layers.json"), "{err}");
+
+    // TensorRT 8.2: nothing is run; it says what cannot be done.
+    std::fs::write(&calls, "").unwrap();
+    let (code, _, err, _) = pillarq(
+        &["build", "--trtexec", "bin/trtexec", "eng"],
+        &[("FAKE_TRT_LAYERS", &layers), ("FAKE_TRT_CODE", Path::new("8205"))],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("TensorRT 8.2.5") && err.contains("--exportLayerInfo") && err.contains("8.4"), "{err}");
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "", "trtexec was run to build");
+
+    // A build that hangs is stopped, with everything it started.
+    let pidfile = root.join("sleep.pid");
+    let (code, _, err, took) = pillarq(
+        &["build", "--trtexec", "bin/trtexec", "--timeout", "1", "eng"],
+        &[("FAKE_TRT_SLEEP", Path::new("120")), ("FAKE_TRT_PIDFILE", &pidfile)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("did not finish within 1 s") && err.contains("--timeout SECONDS"), "{err}");
+    assert!(took.as_secs() < 30, "took {took:?}");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(process_gone(pid), "trtexec's child {pid} still runs");
+
+    // bench: a TensorRT 7.x summary is read; a hanging trtexec is stopped.
+    let perf = root.join("perf.log");
+    std::fs::write(
+        &perf,
+        "[I] Host Latency\n[I] min: 55.1 ms (end to end 55.2 ms)\n[I] max: 58 ms (end to end 58.1 ms)\n\
+         [I] mean: 55.6 ms (end to end 55.7 ms)\n[I] median: 55.5 ms (end to end 55.6 ms)\n\
+         [I] percentile: 57.4 ms at 99% (end to end 57.5 ms at 99%)\n[I] throughput: 17.9 qps\n",
+    )
+    .unwrap();
+    let (code, stdout, err, _) = pillarq(
+        &["bench", "eng", "--backend", "trtexec", "--trtexec", "bin/trtexec", "--json"],
+        &[("FAKE_TRT_PERF", &perf)],
+    );
+    assert_eq!(code, 0, "{stdout}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["results"][0]["median_ms"], 55.5);
+    assert_eq!(v["results"][0]["p99_ms"], 57.4);
+    let (code, _, err, took) = pillarq(
+        &["bench", "eng", "--backend", "trtexec", "--trtexec", "bin/trtexec", "--timeout", "1"],
+        &[("FAKE_TRT_SLEEP", Path::new("120")), ("FAKE_TRT_PIDFILE", &pidfile), ("FAKE_TRT_PERF", &perf)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("did not finish within 1 s"), "{err}");
+    assert!(took.as_secs() < 30, "took {took:?}");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(process_gone(pid), "trtexec's child {pid} still runs");
 }

@@ -42,6 +42,9 @@ pub struct Args {
     pub config: Option<PathBuf>,
     #[arg(long)]
     pub trtexec: Option<PathBuf>,
+    /// Stop trtexec (and every process it started) after this many seconds (trtexec backend).
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::deploy::process::BENCH_TIMEOUT_S)]
+    pub timeout: u64,
     /// Worker threads of the cpu backend (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -65,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut results: Vec<BenchResult> = vec![];
     for d in &a.dirs {
         let r = match &trtexec {
-            Some(t) => bench_trtexec(d, t, a.runs, a.warmup)?,
+            Some(t) => bench_trtexec(d, t, a.runs, a.warmup, std::time::Duration::from_secs(a.timeout))?,
             None => {
                 let cfg = CpuBench {
                     model: a.model.as_deref(),

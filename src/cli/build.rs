@@ -24,6 +24,9 @@ pub struct Args {
     /// Use the TensorRT builder API (cargo feature `tensorrt`) instead of trtexec.
     #[arg(long)]
     pub native: bool,
+    /// Stop a build script (and the trtexec it runs) after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::deploy::process::BUILD_TIMEOUT_S)]
+    pub timeout: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -39,6 +42,9 @@ fn print(r: &BuildReport) {
         let actual = c.actual.as_ref().map_or("?".into(), |p| p.to_string());
         let layer = c.engine_layer.as_deref().unwrap_or("-");
         println!("  {:?}: {} planned {}, engine {} (layer '{}')", c.status, c.node, c.expected, actual, layer);
+        if !c.related.is_empty() {
+            println!("    related engine layers: {}", c.related.join("; "));
+        }
     }
 }
 
@@ -57,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut reports = vec![];
     for d in &a.dirs {
         let r = match &tool {
-            Some((t, v)) => build_dir(d, t, *v)?,
+            Some((t, v)) => build_dir(d, t, *v, std::time::Duration::from_secs(a.timeout))?,
             None => verify_dir(d, &d.join("layers.json"))?,
         };
         write_json(&d.join("verify.json"), &r)?;
@@ -68,11 +74,39 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         reports.iter().for_each(print);
     }
+    if a.allow_mismatch {
+        return Ok(());
+    }
     let bad: usize = reports.iter().map(|r| r.mismatches).sum();
-    if bad > 0 && !a.allow_mismatch {
+    if bad > 0 {
         bail!("{bad} layer(s) run at another precision than planned (see verify.json); --allow-mismatch accepts that");
     }
+    if let Some(r) = reports.iter().find(|r| r.not_found > 0) {
+        bail!("{}", not_found_summary(r));
+    }
     Ok(())
+}
+
+/// Why a verification with plan layers missing from the engine fails, with what was found.
+fn not_found_summary(r: &BuildReport) -> String {
+    let missing: Vec<_> = r.checks.iter().filter(|c| c.status == CheckStatus::NotFound).collect();
+    let found = r.checks.len() - missing.len();
+    let example = missing.iter().find(|c| !c.related.is_empty()).unwrap_or(&missing[0]);
+    let related = if example.related.is_empty() {
+        "no engine layer names a node like it".to_string()
+    } else {
+        format!("engine layers that look related: {}", example.related.join("; "))
+    };
+    format!(
+        "{}: {} of {} plan layers not found among the engine's {} layers ({found} found; e.g. '{}': {related}). \
+         Is layers.json from this directory's engine, exported with --profilingVerbosity=detailed? \
+         --allow-mismatch accepts that",
+        r.dir,
+        missing.len(),
+        r.checks.len(),
+        r.engine_layers,
+        example.node
+    )
 }
 
 #[cfg(feature = "tensorrt")]

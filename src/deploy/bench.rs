@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::package::{read_manifest, Manifest, WeightBytes};
+use super::process::{run_with_timeout, Output};
 use super::trtexec::{parse_performance, PerfSummary, TrtVersion};
 use crate::error::{Error, Result};
 use crate::kitti::KittiDir;
@@ -189,8 +190,15 @@ pub fn bench_cpu(dir: &Path, b: &CpuBench) -> Result<BenchResult> {
     })
 }
 
-/// trtexec backend: `--loadEngine=engine.plan`, timing parsed from its performance summary.
-pub fn bench_trtexec(dir: &Path, trtexec: &Path, runs: usize, warmup_ms: u64) -> Result<BenchResult> {
+/// trtexec backend: `--loadEngine=engine.plan`, timing parsed from its performance summary;
+/// trtexec is stopped after `timeout`.
+pub fn bench_trtexec(
+    dir: &Path,
+    trtexec: &Path,
+    runs: usize,
+    warmup_ms: u64,
+    timeout: Duration,
+) -> Result<BenchResult> {
     let man = read_manifest(dir)?;
     let engine = dir.join("engine.plan");
     if !engine.is_file() {
@@ -200,23 +208,27 @@ pub fn bench_trtexec(dir: &Path, trtexec: &Path, runs: usize, warmup_ms: u64) ->
             dir.display()
         )));
     }
-    let out = Command::new(trtexec)
-        .arg(format!("--loadEngine={}", engine.display()))
+    let mut cmd = Command::new(trtexec);
+    cmd.arg(format!("--loadEngine={}", engine.display()))
         .arg(format!("--iterations={runs}"))
         .arg("--duration=0")
-        .arg(format!("--warmUp={warmup_ms}"))
-        .output()
-        .map_err(|e| Error::TensorRt(format!("cannot run {}: {e}", trtexec.display())))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::write(dir.join("bench-trtexec.log"), &text);
+        .arg(format!("--warmUp={warmup_ms}"));
+    let what = format!("{} --loadEngine={}", trtexec.display(), engine.display());
+    let out = run_with_timeout(cmd, timeout, Output::Capture, &what, Some("--timeout"))?;
+    let log = dir.join("bench-trtexec.log");
+    let _ = std::fs::write(&log, &out.text);
     if !out.status.success() {
         return Err(Error::TensorRt(format!(
             "trtexec --loadEngine failed ({}); its output is in {}",
             out.status,
-            dir.join("bench-trtexec.log").display()
+            log.display()
         )));
     }
-    from_perf(dir, &man, &parse_performance(&text)?, runs)
+    let perf = parse_performance(&out.text).map_err(|e| Error::TensorRt(format!("{}: {e}", log.display())))?;
+    for w in &perf.warnings {
+        tracing::warn!("{}: {w}", log.display());
+    }
+    from_perf(dir, &man, &perf, runs)
 }
 
 /// A result from a parsed trtexec performance summary.

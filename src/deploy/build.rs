@@ -3,10 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::package::read_manifest;
+use super::process::{absolute, run_with_timeout, Output, VERSION_TIMEOUT_S};
 use super::trtexec::{
     parse_layer_info, parse_version, verify_precisions, CheckStatus, Prec, PrecisionCheck, TrtVersion,
 };
@@ -17,9 +19,14 @@ use crate::quant::plan::Precision;
 pub const TRTEXEC_PLACES: &[&str] =
     &["/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec"];
 
-/// Finds trtexec: `explicit`, then `$TRTEXEC`, then `PATH`, then the usual install folders.
-/// The error says where it looked and what to do instead.
+/// Finds trtexec: `explicit`, then `$TRTEXEC`, then `PATH`, then the usual install folders, as
+/// an absolute path (build scripts change directory before they run it). The error says where it
+/// looked and what to do instead.
 pub fn find_trtexec(explicit: Option<&Path>) -> Result<PathBuf> {
+    absolute(&search_trtexec(explicit)?)
+}
+
+fn search_trtexec(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return if p.is_file() {
             Ok(p.to_path_buf())
@@ -58,14 +65,14 @@ pub fn find_trtexec(explicit: Option<&Path>) -> Result<PathBuf> {
     )))
 }
 
-/// The TensorRT version of a trtexec binary, from the banner it prints for `--help`.
+/// The TensorRT version of a trtexec binary, from the banner it prints for `--help` (stopped
+/// after [`VERSION_TIMEOUT_S`]).
 pub fn trtexec_version(trtexec: &Path) -> Result<TrtVersion> {
-    let out = Command::new(trtexec)
-        .arg("--help")
-        .output()
-        .map_err(|e| Error::TensorRt(format!("cannot run {}: {e}", trtexec.display())))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    parse_version(&text).ok_or_else(|| {
+    let mut cmd = Command::new(trtexec);
+    cmd.arg("--help");
+    let what = format!("{} --help", trtexec.display());
+    let out = run_with_timeout(cmd, Duration::from_secs(VERSION_TIMEOUT_S), Output::Capture, &what, None)?;
+    parse_version(&out.text).ok_or_else(|| {
         Error::TensorRt(format!(
             "{} --help printed no '[TensorRT vNNNN]' banner: is it NVIDIA's trtexec?",
             trtexec.display()
@@ -85,6 +92,8 @@ pub struct BuildReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_bytes: Option<u64>,
     pub checks: Vec<PrecisionCheck>,
+    /// Layers in the engine's layer file (reformat layers included).
+    pub engine_layers: usize,
     pub ok: usize,
     pub mismatches: usize,
     pub not_found: usize,
@@ -117,12 +126,25 @@ pub fn verify_dir(dir: &Path, layers_json: &Path) -> Result<BuildReport> {
         mismatches: count(CheckStatus::Mismatch),
         not_found: count(CheckStatus::NotFound),
         unknown: count(CheckStatus::Unknown),
+        engine_layers: layers.len(),
         checks,
     })
 }
 
-/// Runs the build script that fits `version` in `dir` with `trtexec`, then verifies the engine.
-pub fn build_dir(dir: &Path, trtexec: &Path, version: TrtVersion) -> Result<BuildReport> {
+/// Runs the build script that fits `version` in `dir` with `trtexec` (stopped after `timeout`),
+/// its output on stderr and in `build.log`, then verifies the engine's fresh layers.json.
+pub fn build_dir(dir: &Path, trtexec: &Path, version: TrtVersion, timeout: Duration) -> Result<BuildReport> {
+    if !version.has_layer_controls() {
+        return Err(Error::TensorRt(format!(
+            "TensorRT {version}: its trtexec has no --exportLayerInfo and no precision constraints \
+             (--precisionConstraints, --layerPrecisions, --layerOutputTypes; all added in 8.4), which \
+             build-trt10.sh passes. With it pillarq can neither pin the plan's FP16/FP32 layers nor verify \
+             the engine's precisions. Use TensorRT 8.4 or later (JetPack 5 or 6 on Jetson); or build \
+             {} by hand with `trtexec --onnx=model_trt10.onnx --int8 --fp16 --saveEngine=engine.plan`, \
+             knowing that the floating-point layers' precisions are then TensorRT's choice and unverified",
+            dir.display()
+        )));
+    }
     let script = if version.strongly_typed_only() { "build-trt11.sh" } else { "build-trt10.sh" };
     let path = dir.join(script);
     if !path.is_file() {
@@ -131,19 +153,35 @@ pub fn build_dir(dir: &Path, trtexec: &Path, version: TrtVersion) -> Result<Buil
             dir.display()
         )));
     }
-    let status = Command::new("bash")
-        .arg(&path)
-        .env("TRTEXEC", trtexec)
-        .status()
-        .map_err(|e| Error::Other(format!("cannot run bash {}: {e}", path.display())))?;
-    if !status.success() {
+    // A layers.json left by an earlier build must never be verified in place of this one's.
+    let layers_json = dir.join("layers.json");
+    match std::fs::remove_file(&layers_json) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::Io { path: layers_json, source: e }),
+    }
+    let mut cmd = Command::new("bash");
+    cmd.arg(&path).env("TRTEXEC", trtexec);
+    let what = format!("bash {}", path.display());
+    let out = run_with_timeout(cmd, timeout, Output::ToStderr, &what, Some("--timeout"))?;
+    if !out.status.success() {
         return Err(Error::TensorRt(format!(
-            "{} failed ({status}); trtexec's output is in {}",
+            "{} failed ({}); trtexec's output is in {}",
             path.display(),
+            out.status,
             dir.join("build.log").display()
         )));
     }
-    let mut report = verify_dir(dir, &dir.join("layers.json"))?;
+    if !layers_json.is_file() {
+        return Err(Error::TensorRt(format!(
+            "{} exited 0 but wrote no {}: trtexec did not export the engine's layers, so its \
+             precisions cannot be verified; see {}",
+            path.display(),
+            layers_json.display(),
+            dir.join("build.log").display()
+        )));
+    }
+    let mut report = verify_dir(dir, &layers_json)?;
     report.tensorrt = Some(version);
     report.script = Some(script.into());
     Ok(report)

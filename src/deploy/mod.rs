@@ -10,5 +10,6 @@ pub mod emit;
 #[cfg(feature = "tensorrt")]
 pub mod native;
 pub mod package;
+pub mod process;
 pub mod scripts;
 pub mod trtexec;

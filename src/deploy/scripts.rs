@@ -104,7 +104,8 @@ pub fn build_scripts(
     let mut trt10 = String::from(HEADER);
     trt10.push_str(&format!(
         "# TensorRT 8.6 / 10.x (Jetson JetPack 5/6): explicit quantization ({trt10_model}: Q/DQ on INT8\n\
-         # layers) with weak typing; floating-point layers are pinned with --precisionConstraints=obey.\n"
+         # layers) with weak typing; floating-point layers are pinned with --precisionConstraints=obey.\n\
+         # Needs TensorRT 8.4 or later (--exportLayerInfo and the precision constraint flags).\n"
     ));
     trt10.push_str(cudapp_note);
     trt10.push_str(PRELUDE);

@@ -2,7 +2,8 @@
 //!
 //! * [`parse_version`]: the TensorRT version, from the `&&&& RUNNING TensorRT.trtexec [TensorRT v100300]`
 //!   banner or the `TensorRT version: 10.3.0` line.
-//! * [`parse_performance`]: the `=== Performance summary ===` block (and the device it ran on).
+//! * [`parse_performance`]: the `=== Performance summary ===` block (and the device it ran on);
+//!   also the `Host Latency` / `GPU Compute` blocks of TensorRT 7.x and 8.0.
 //! * [`parse_layer_info`]: the engine layer file of `--exportLayerInfo=FILE` (detailed with
 //!   `--profilingVerbosity=detailed`, names only otherwise), and [`verify_precisions`], which checks
 //!   that ONNX nodes ran at the precision a plan asked for.
@@ -81,6 +82,12 @@ impl TrtVersion {
     /// types and Q/DQ nodes; no `--fp16`/`--int8` builder flags): major version 11 and later.
     pub fn strongly_typed_only(&self) -> bool {
         self.major >= 11
+    }
+
+    /// Whether this trtexec has `--exportLayerInfo` and the precision constraint flags
+    /// (`--precisionConstraints`, `--layerPrecisions`, `--layerOutputTypes`): 8.4 and later.
+    pub fn has_layer_controls(&self) -> bool {
+        (self.major, self.minor) >= (8, 4)
     }
 }
 
@@ -172,6 +179,9 @@ pub struct PerfSummary {
     /// From the warning `* GPU compute time is unstable, with coefficient of variance = 5.5%.`,
     /// printed when it exceeds 1%.
     pub gpu_compute_cv_percent: Option<f64>,
+    /// Summary lines that did not read as trtexec writes them and were left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 const SUMMARY_HEADER: &str = "=== Performance summary ===";
@@ -230,26 +240,32 @@ fn find_value<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
     lines.iter().find_map(|l| l.trim().strip_prefix(key)).map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Parses the `=== Performance summary ===` block of a trtexec log (the last one when the log
-/// holds several), with the TensorRT version and the selected device when the log has them.
-/// Lines may carry trtexec's `[date] [I] ` prefixes or not. Errors when there is no summary block
-/// (trtexec failed, or only built the engine), when it has no throughput, or when one of its
-/// timing lines does not read as trtexec writes it.
+/// Parses the performance summary of a trtexec log (the last one when the log holds several),
+/// with the TensorRT version and the selected device when the log has them: the
+/// `=== Performance summary ===` block of TensorRT 8.2 and later, or the `Host Latency` /
+/// `GPU Compute` blocks of 7.x and 8.0 ([`parse_legacy_summary`]). Lines may carry trtexec's
+/// `[date] [I] ` prefixes or not. A line that does not read as trtexec writes it (a log pasted
+/// through markdown merges lines) is left out with a note in [`PerfSummary::warnings`]. Errors when
+/// there is no summary (trtexec failed, or only built the engine) or no throughput.
 pub fn parse_performance(text: &str) -> Result<PerfSummary> {
     let lines: Vec<&str> = text.lines().map(strip_log_prefix).collect();
+    let mut s = PerfSummary {
+        version: parse_version(text),
+        device_name: find_value(&lines, "Selected Device:").map(str::to_string),
+        compute_capability: find_value(&lines, "Compute Capability:").map(str::to_string),
+        ..PerfSummary::default()
+    };
     let Some(start) = lines.iter().rposition(|l| l.trim() == SUMMARY_HEADER) else {
+        if let Some(start) = lines.iter().rposition(|l| l.trim() == LEGACY_HEADER) {
+            parse_legacy_summary(&lines[start + 1..], &mut s)?;
+            return Ok(s);
+        }
         let failed = text.lines().find(|l| l.starts_with("&&&& FAILED"));
         let why = match failed {
             Some(l) => format!("trtexec failed ({})", l.trim()),
             None => "did it run inference? --skipInference and build-only runs print none".into(),
         };
         return Err(err(format!("trtexec output has no '{SUMMARY_HEADER}' block: {why}")));
-    };
-    let mut s = PerfSummary {
-        version: parse_version(text),
-        device_name: find_value(&lines, "Selected Device:").map(str::to_string),
-        compute_capability: find_value(&lines, "Compute Capability:").map(str::to_string),
-        ..PerfSummary::default()
     };
     let mut throughput = None;
     for line in &lines[start + 1..] {
@@ -264,31 +280,171 @@ pub fn parse_performance(text: &str) -> Result<PerfSummary> {
             continue;
         }
         let Some((key, value)) = line.split_once(": ") else { continue };
-        let bad = |what: &str| err(format!("trtexec performance summary: malformed '{key}' line ({what}): {line}"));
-        let stats = |v: &str| parse_timing_stats(v).map(Some).map_err(|e| bad(&e));
+        if let Err(w) = read_summary_line(key, value, &mut s, &mut throughput) {
+            s.warnings.push(format!("malformed '{key}' line left out ({w}): {line}"));
+        }
+    }
+    s.throughput_qps = throughput.ok_or_else(|| {
+        let notes = if s.warnings.is_empty() { String::new() } else { format!(" ({})", s.warnings.join("; ")) };
+        err(format!("trtexec output: the '{SUMMARY_HEADER}' block has no 'Throughput: N qps' line{notes}"))
+    })?;
+    Ok(s)
+}
+
+/// One `Key: value` line of the summary block into `s`; `Err` says what is malformed.
+fn read_summary_line(
+    key: &str,
+    value: &str,
+    s: &mut PerfSummary,
+    throughput: &mut Option<f64>,
+) -> std::result::Result<(), String> {
+    let stats = |v: &str| parse_timing_stats(v).map(Some);
+    let seconds = |v: &str| parse_seconds(v).map(Some).ok_or_else(|| "not 'N s'".to_string());
+    match key {
+        "Throughput" => {
+            let v = value.trim().strip_suffix("qps").ok_or("no 'qps'")?;
+            *throughput = Some(parse_number(v).ok_or("not a number")?);
+        }
+        "Latency" => s.latency = stats(value)?,
+        "End-to-End Host Latency" => s.end_to_end_host_latency = stats(value)?,
+        "Enqueue Time" => s.enqueue_time = stats(value)?,
+        "H2D Latency" => s.h2d_latency = stats(value)?,
+        "GPU Compute Time" => s.gpu_compute_time = stats(value)?,
+        "D2H Latency" => s.d2h_latency = stats(value)?,
+        "Total Host Walltime" => s.total_host_walltime_s = seconds(value)?,
+        "Total GPU Compute Time" => s.total_gpu_compute_time_s = seconds(value)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The first line of TensorRT 7.x and 8.0's summary.
+const LEGACY_HEADER: &str = "Host Latency";
+
+/// min/max/mean/median/percentiles as they are found, line by line.
+#[derive(Default)]
+struct StatsBuilder {
+    min: Option<f64>,
+    max: Option<f64>,
+    mean: Option<f64>,
+    median: Option<f64>,
+    percentiles: Vec<(f64, f64)>,
+}
+
+impl StatsBuilder {
+    fn set(&mut self, key: &str, v: f64, percent: Option<f64>) {
+        match (key, percent) {
+            ("min", _) => self.min = Some(v),
+            ("max", _) => self.max = Some(v),
+            ("mean", _) => self.mean = Some(v),
+            ("median", _) => self.median = Some(v),
+            (_, Some(p)) => self.percentiles.push((p, v)),
+            _ => {}
+        }
+    }
+
+    fn build(self) -> Option<TimingStats> {
+        Some(TimingStats {
+            min_ms: self.min?,
+            max_ms: self.max?,
+            mean_ms: self.mean?,
+            median_ms: self.median?,
+            percentiles_ms: self.percentiles,
+        })
+    }
+}
+
+/// `55.1414 ms` or `56.2 ms at 99%` -> (55.1414, None) or (56.2, Some(99)).
+fn legacy_value(s: &str) -> Option<(f64, Option<f64>)> {
+    let (v, rest) = s.trim().split_once(" ms")?;
+    let percent = match rest.trim().strip_prefix("at ") {
+        Some(p) => Some(parse_number(p.trim().strip_suffix('%')?)?),
+        None => None,
+    };
+    Some((parse_number(v)?, percent))
+}
+
+/// The summary of TensorRT 7.x and 8.0 (`printEpilog` before the `=== Performance summary ===`
+/// block), from the line after `Host Latency`:
+///
+/// ```text
+/// min: 55.1414 ms (end to end 55.1486 ms)
+/// ...
+/// percentile: 56.9 ms at 99% (end to end 56.95 ms at 99%)
+/// throughput: 18.0652 qps
+/// walltime: 3.04456 s
+/// Enqueue Time
+/// min: 0.9 ms
+/// ...
+/// GPU Compute
+/// min: 54.9 ms
+/// ...
+/// total compute time: 2.98 s
+/// ```
+fn parse_legacy_summary(lines: &[&str], s: &mut PerfSummary) -> Result<()> {
+    #[derive(PartialEq)]
+    enum Section {
+        Host,
+        Enqueue,
+        Gpu,
+    }
+    let mut section = Section::Host;
+    let (mut host, mut e2e, mut enqueue, mut gpu) =
+        (StatsBuilder::default(), StatsBuilder::default(), StatsBuilder::default(), StatsBuilder::default());
+    let mut throughput = None;
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("&&&&") {
+            break;
+        }
+        match line {
+            "Enqueue Time" => section = Section::Enqueue,
+            "GPU Compute" => section = Section::Gpu,
+            _ => {}
+        }
+        let Some((key, value)) = line.split_once(": ") else { continue };
         match key {
-            "Throughput" => {
-                let v = value.trim().strip_suffix("qps").ok_or_else(|| bad("no 'qps'"))?;
-                throughput = Some(parse_number(v).ok_or_else(|| bad("not a number"))?);
-            }
-            "Latency" => s.latency = stats(value)?,
-            "End-to-End Host Latency" => s.end_to_end_host_latency = stats(value)?,
-            "Enqueue Time" => s.enqueue_time = stats(value)?,
-            "H2D Latency" => s.h2d_latency = stats(value)?,
-            "GPU Compute Time" => s.gpu_compute_time = stats(value)?,
-            "D2H Latency" => s.d2h_latency = stats(value)?,
-            "Total Host Walltime" => {
-                s.total_host_walltime_s = Some(parse_seconds(value).ok_or_else(|| bad("not 'N s'"))?)
-            }
-            "Total GPU Compute Time" => {
-                s.total_gpu_compute_time_s = Some(parse_seconds(value).ok_or_else(|| bad("not 'N s'"))?)
+            "throughput" => throughput = value.trim().strip_suffix("qps").and_then(parse_number),
+            "walltime" => s.total_host_walltime_s = parse_seconds(value),
+            "total compute time" => s.total_gpu_compute_time_s = parse_seconds(value),
+            "min" | "max" | "mean" | "median" | "percentile" => {
+                let (main, end_to_end) = match value.split_once("(end to end ") {
+                    Some((m, e)) => (m, Some(e.trim_end_matches(')'))),
+                    None => (value, None),
+                };
+                let Some((v, percent)) = legacy_value(main) else {
+                    s.warnings.push(format!("malformed line left out: {line}"));
+                    continue;
+                };
+                let target = match section {
+                    Section::Host => &mut host,
+                    Section::Enqueue => &mut enqueue,
+                    Section::Gpu => &mut gpu,
+                };
+                target.set(key, v, percent);
+                if let Some((v, percent)) = end_to_end.and_then(legacy_value) {
+                    if section == Section::Host {
+                        e2e.set(key, v, percent);
+                    }
+                }
             }
             _ => {}
         }
     }
-    s.throughput_qps = throughput
-        .ok_or_else(|| err(format!("trtexec output: the '{SUMMARY_HEADER}' block has no 'Throughput: N qps' line")))?;
-    Ok(s)
+    s.latency = host.build();
+    s.end_to_end_host_latency = e2e.build();
+    s.enqueue_time = enqueue.build();
+    s.gpu_compute_time = gpu.build();
+    if s.latency.is_none() && s.gpu_compute_time.is_none() {
+        return Err(err(
+            "trtexec output: a TensorRT 7.x/8.0 summary ('Host Latency' block) without min, max, mean and \
+             median",
+        ));
+    }
+    s.throughput_qps = throughput.ok_or_else(|| {
+        err("trtexec output: a TensorRT 7.x/8.0 summary ('Host Latency' block) without 'throughput: N qps'")
+    })?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,13 +683,33 @@ fn detailed_layer(i: usize, layer: &Value) -> Result<EngineLayer> {
     Ok(l)
 }
 
+/// `json` with every control character but tab, LF and CR written as a `\\u00XX` escape.
+fn escape_control_chars(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c < ' ' && !matches!(c, '\t' | '\n' | '\r') {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parses the file `trtexec --exportLayerInfo=FILE` writes: `{"Layers": [...], "Bindings": [...]}`
 /// where each layer is an object (`--profilingVerbosity=detailed`: `Name`, `LayerType`, `Inputs`
 /// and `Outputs` with `Format/Datatype`, `Weights`/`Bias` with `Type` and `Count`, `TacticName`,
 /// `Origin`, `Metadata`, ...) or just its name (the default `layer_names_only`; the precisions are
 /// then `None`). `signal`/`wait` layers (multi-stream synchronization) are left out.
 pub fn parse_layer_info(json: &str) -> Result<Vec<EngineLayer>> {
-    let v: Value = serde_json::from_str(json).map_err(|e| err(format!("trtexec layer info is not JSON: {e}")))?;
+    let v: Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        // TensorRT 8.6 EA wrote the U+001E between Metadata entries raw, which JSON forbids in a
+        // string. Control characters other than tab, LF and CR are never valid outside strings
+        // either, so escaping them everywhere changes nothing else.
+        Err(e) => serde_json::from_str(&escape_control_chars(json))
+            .map_err(|_| err(format!("trtexec layer info is not JSON: {e}")))?,
+    };
     let layers = v
         .get("Layers")
         .and_then(Value::as_array)
@@ -576,6 +752,47 @@ pub struct PrecisionCheck {
     /// That layer's [`EngineLayer::compute_precision`].
     pub actual: Option<Prec>,
     pub status: CheckStatus,
+    /// For a node not found: engine layers whose names look related ([`related_layers`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+}
+
+/// Engine layers that look related to ONNX node `node` when none implements it: those naming a
+/// node under its parent path (`/backbone/blocks.1/blocks.1.3/Conv` for
+/// `/backbone/blocks.1/blocks.1.4/Conv`), else under the grandparent and so on up to two levels
+/// below the root, else those naming a node of the same op type (`Conv` for `/a/Conv` or
+/// `Conv_118`); at most `max`, reformat layers left out.
+pub fn related_layers(layers: &[EngineLayer], node: &str, max: usize) -> Vec<String> {
+    let op_of = |n: &str| -> String {
+        let last = n.rsplit('/').next().unwrap_or(n);
+        last.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_').to_string()
+    };
+    let names = |l: &EngineLayer| l.sub_names.clone().into_iter().chain(l.onnx_nodes.clone());
+    let pick = |hit: &dyn Fn(&str) -> bool| -> Vec<String> {
+        layers
+            .iter()
+            .filter(|l| !l.is_reformat() && names(l).any(|n| hit(&n)))
+            .map(|l| l.name.clone())
+            .take(max)
+            .collect()
+    };
+    let mut path = node;
+    while let Some((parent, _)) = path.rsplit_once('/') {
+        if parent.matches('/').count() < 2 {
+            break;
+        }
+        let prefix = format!("{parent}/");
+        let found = pick(&|n: &str| n.starts_with(&prefix));
+        if !found.is_empty() {
+            return found;
+        }
+        path = parent;
+    }
+    let op = op_of(node);
+    if op.is_empty() {
+        return vec![];
+    }
+    pick(&|n: &str| op_of(n) == op)
 }
 
 /// Checks each `(ONNX node name, expected precision)` against the engine: finds the layer that
@@ -601,6 +818,7 @@ pub fn verify_precisions(layers: &[EngineLayer], expected: &[(String, Prec)]) ->
                 expected: want.clone(),
                 engine_layer: layer.map(|l| l.name.clone()),
                 actual,
+                related: if layer.is_none() { related_layers(layers, node, 3) } else { vec![] },
                 status,
             }
         })
@@ -894,11 +1112,93 @@ Explanations of the performance metrics are printed in the verbose logs.
         assert!(e.contains("trtexec failed (&&&& FAILED"), "{e}");
         let no_tput = "=== Performance summary ===\nLatency: min = 1 ms, max = 1 ms, mean = 1 ms, median = 1 ms\n";
         assert!(parse_performance(no_tput).unwrap_err().to_string().contains("Throughput"));
+        // A malformed timing line is left out with a note, not fatal.
         let bad = "=== Performance summary ===\nThroughput: 1 qps\nLatency: min = 1 ms, max = x ms, mean = 1 ms\n";
-        let e = parse_performance(bad).unwrap_err().to_string();
-        assert!(e.contains("malformed 'Latency' line"), "{e}");
+        let s = parse_performance(bad).unwrap();
+        assert_eq!(s.latency, None);
+        assert!(s.warnings.len() == 1 && s.warnings[0].contains("malformed 'Latency' line"), "{:?}", s.warnings);
         let bad = "=== Performance summary ===\nThroughput: 1 qps\nLatency: min = 1 ms, max = 2 ms\n";
-        assert!(parse_performance(bad).is_err());
+        assert_eq!(parse_performance(bad).unwrap().warnings.len(), 1);
+        // Without a throughput the notes are in the error.
+        let bad = "=== Performance summary ===\nThroughput: fast\n";
+        let e = parse_performance(bad).unwrap_err().to_string();
+        assert!(e.contains("no 'Throughput: N qps'") && e.contains("malformed 'Throughput' line"), "{e}");
+    }
+
+    #[test]
+    fn performance_summary_with_lines_merged_by_markdown() {
+        // The 8.6 log pasted through markdown: the D2H line, the walltime line and the unstable
+        // warning ran into one line.
+        let merged = LOG_8_6.replace(
+            "percentile(99%) = 0.0299 ms\n[11/22/2026-10:00:03] [I] Total Host Walltime: 3.00611 s\n",
+            "percentile(99%) = 0.0299 ms Total Host Walltime: 3.00611 s * GPU compute time is unstable, with \
+             coefficient of variance = 2.1%.\n",
+        );
+        assert_ne!(merged, LOG_8_6);
+        let s = parse_performance(&merged).unwrap();
+        assert!(close(s.throughput_qps, 234.19));
+        assert!(close(s.latency.as_ref().unwrap().median_ms, 4.29718));
+        assert!(close(s.gpu_compute_time.as_ref().unwrap().median_ms, 4.2406));
+        assert!(close(s.total_gpu_compute_time_s.unwrap(), 2.98663));
+        assert_eq!(s.d2h_latency, None);
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("malformed 'D2H Latency' line"), "{:?}", s.warnings);
+    }
+
+    /// TensorRT 7.x / 8.0: `printEpilog` before the `=== Performance summary ===` block prints
+    /// `Host Latency`, `Enqueue Time` and `GPU Compute` blocks of `key: value ms` lines, the host
+    /// latency with the end-to-end latency in parentheses and the percentile as `X ms at 99%`.
+    /// Numbers invented.
+    const LOG_7: &str = "\
+&&&& RUNNING TensorRT.trtexec # trtexec --loadEngine=pointpillars.plan
+[11/22/2026-10:00:00] [I] === Device Information ===
+[11/22/2026-10:00:00] [I] Selected Device: Xavier
+[11/22/2026-10:00:00] [I] Compute Capability: 7.2
+[11/22/2026-10:00:03] [I] Host Latency
+[11/22/2026-10:00:03] [I] min: 55.1414 ms (end to end 55.1486 ms)
+[11/22/2026-10:00:03] [I] max: 58.0273 ms (end to end 58.0361 ms)
+[11/22/2026-10:00:03] [I] mean: 55.6124 ms (end to end 55.6203 ms)
+[11/22/2026-10:00:03] [I] median: 55.5293 ms (end to end 55.5376 ms)
+[11/22/2026-10:00:03] [I] percentile: 57.4121 ms at 99% (end to end 57.4199 ms at 99%)
+[11/22/2026-10:00:03] [I] throughput: 17.9645 qps
+[11/22/2026-10:00:03] [I] walltime: 3.00593 s
+[11/22/2026-10:00:03] [I] Enqueue Time
+[11/22/2026-10:00:03] [I] min: 1.95312 ms
+[11/22/2026-10:00:03] [I] max: 3.12109 ms
+[11/22/2026-10:00:03] [I] median: 2.07446 ms
+[11/22/2026-10:00:03] [I] GPU Compute
+[11/22/2026-10:00:03] [I] min: 54.9863 ms
+[11/22/2026-10:00:03] [I] max: 57.8691 ms
+[11/22/2026-10:00:03] [I] mean: 55.4564 ms
+[11/22/2026-10:00:03] [I] median: 55.3738 ms
+[11/22/2026-10:00:03] [I] percentile: 57.2578 ms at 99%
+[11/22/2026-10:00:03] [I] total compute time: 2.99465 s
+&&&& PASSED TensorRT.trtexec # trtexec --loadEngine=pointpillars.plan
+";
+
+    #[test]
+    fn performance_summary_7() {
+        let s = parse_performance(LOG_7).unwrap();
+        assert_eq!(s.device_name.as_deref(), Some("Xavier"));
+        assert!(close(s.throughput_qps, 17.9645));
+        let lat = s.latency.as_ref().unwrap();
+        assert!(close(lat.min_ms, 55.1414) && close(lat.max_ms, 58.0273));
+        assert!(close(lat.mean_ms, 55.6124) && close(lat.median_ms, 55.5293));
+        assert_eq!(lat.percentiles_ms, vec![(99.0, 57.4121)]);
+        let e2e = s.end_to_end_host_latency.as_ref().unwrap();
+        assert!(close(e2e.min_ms, 55.1486) && close(e2e.median_ms, 55.5376));
+        assert_eq!(e2e.percentiles_ms, vec![(99.0, 57.4199)]);
+        let gpu = s.gpu_compute_time.as_ref().unwrap();
+        assert!(close(gpu.median_ms, 55.3738) && close(gpu.percentile(99.0).unwrap(), 57.2578));
+        // No mean printed for the enqueue time: not a full set.
+        assert_eq!(s.enqueue_time, None);
+        assert!(close(s.total_host_walltime_s.unwrap(), 3.00593));
+        assert!(close(s.total_gpu_compute_time_s.unwrap(), 2.99465));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // Without its throughput line it says which format it read.
+        let cut = LOG_7.replace("[11/22/2026-10:00:03] [I] throughput: 17.9645 qps\n", "");
+        let e = parse_performance(&cut).unwrap_err().to_string();
+        assert!(e.contains("TensorRT 7.x/8.0") && e.contains("throughput"), "{e}");
     }
 
     // ---- Layer info ----------------------------------------------------------------------------
@@ -1298,6 +1598,56 @@ Explanations of the performance metrics are printed in the verbose logs.
         assert_eq!(c[0].status, CheckStatus::Ok);
         // Zero-count weights say nothing: the FP32 input decides.
         assert_eq!(c[1].status, CheckStatus::Ok);
+    }
+
+    #[test]
+    fn layer_info_with_raw_control_characters() {
+        // TensorRT 8.6 EA wrote the Metadata separator U+001E unescaped.
+        let raw = LAYERS_10.replace("\\u001e", "\u{1e}");
+        assert!(raw.contains('\u{1e}') && serde_json::from_str::<Value>(&raw).is_err());
+        let layers = parse_layer_info(&raw).unwrap();
+        assert_eq!(layers, parse_layer_info(LAYERS_10).unwrap());
+        assert_eq!(layers[1].onnx_nodes, ["/backbone/blocks.0/blocks.0.0/Conv", "/backbone/blocks.0/blocks.0.2/Relu"]);
+        // Still an error when it is not JSON for another reason.
+        let e = parse_layer_info("{\"Layers\": [\"a\u{1e}b\"").unwrap_err().to_string();
+        assert!(e.contains("not JSON"), "{e}");
+    }
+
+    #[test]
+    fn related_layers_of_a_missing_node() {
+        let layers = parse_layer_info(LAYERS_10).unwrap();
+        // Same parent path.
+        assert_eq!(
+            related_layers(&layers, "/backbone/blocks.0/blocks.0.1/BatchNormalization", 3),
+            ["/backbone/blocks.0/blocks.0.0/Conv + /backbone/blocks.0/blocks.0.2/Relu"]
+        );
+        // No layer under its parent: same op type (the reformat layer is left out).
+        assert_eq!(
+            related_layers(&layers, "/backbone/blocks.9/Conv", 3),
+            [
+                "/backbone/blocks.0/blocks.0.0/Conv + /backbone/blocks.0/blocks.0.2/Relu",
+                "/dense_head/conv_cls/Conv || /dense_head/conv_box/Conv"
+            ]
+        );
+        assert_eq!(related_layers(&layers, "/backbone/blocks.9/Conv", 1).len(), 1);
+        // 8.x numbered names.
+        let qdq = parse_layer_info(LAYERS_8_6_QDQ).unwrap();
+        assert_eq!(
+            related_layers(&qdq, "Relu_140", 3),
+            ["backbone.blocks.0.0.weight + QuantizeLinear_116 + Conv_118 + Relu_119", "Conv_131 + Relu_132"]
+        );
+        assert!(related_layers(&qdq, "/x/Softmax", 3).is_empty());
+        let c = verify_precisions(&qdq, &[("Relu_140".into(), Prec::Fp16), ("Conv_131".into(), Prec::Fp16)]);
+        assert_eq!(c[0].status, CheckStatus::NotFound);
+        assert_eq!(c[0].related.len(), 2);
+        assert!(c[1].related.is_empty());
+    }
+
+    #[test]
+    fn layer_controls_from_8_4() {
+        let v = |major, minor| TrtVersion { major, minor, patch: 0 };
+        assert!(!v(7, 1).has_layer_controls() && !v(8, 2).has_layer_controls());
+        assert!(v(8, 4).has_layer_controls() && v(8, 6).has_layer_controls() && v(10, 0).has_layer_controls());
     }
 
     #[test]
