@@ -576,4 +576,32 @@ fn build_and_bench_with_a_fake_trtexec() {
     assert!(took.as_secs() < 30, "took {took:?}");
     let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(process_gone(pid), "trtexec's child {pid} still runs");
+
+    // Ctrl-C (SIGINT) on pillarq reaches trtexec in its own process group: both stop.
+    let _ = std::fs::remove_file(&pidfile);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pillarq"))
+        .args(["build", "--trtexec", "bin/trtexec", "eng"])
+        .current_dir(root)
+        .env("PATH", format!("{}:/usr/bin:/bin", empty.display()))
+        .env("FAKE_TRT_SLEEP", "120")
+        .env("FAKE_TRT_PIDFILE", &pidfile)
+        .env_remove("TRTEXEC")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !pidfile.exists() && t.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let sent = Command::new("kill").args(["-s", "INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "pillarq's exit after Ctrl-C");
+    let t = std::time::Instant::now();
+    while !process_gone(pid) && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(process_gone(pid), "trtexec's child {pid} still runs after Ctrl-C");
 }

@@ -51,6 +51,7 @@ pub fn run_with_timeout(
         }
     }
     let mut child = cmd.spawn().map_err(|e| Error::TensorRt(format!("cannot run {what}: {e}")))?;
+    let _running = Running::register(child.id());
     // Pipes are drained on threads so that a chatty child never blocks on a full pipe.
     let (tx, rx) = mpsc::channel();
     let mut readers = 0;
@@ -99,6 +100,44 @@ pub fn run_with_timeout(
     }
     let text = format!("{}{}", String::from_utf8_lossy(&parts[0]), String::from_utf8_lossy(&parts[1]));
     Ok(Finished { status, text })
+}
+
+/// The process groups started here that are still running. A child in its own group no longer
+/// gets the terminal's Ctrl-C, so pillarq passes SIGINT / SIGTERM on to them, then exits.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// A registered process group, unregistered when dropped.
+struct Running(u32);
+
+impl Running {
+    fn register(pgid: u32) -> Running {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        HANDLER.call_once(|| {
+            let installed = ctrlc::set_handler(|| {
+                let groups = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
+                for g in groups {
+                    let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{g}")]).status();
+                }
+                eprintln!("interrupted: stopped trtexec");
+                std::process::exit(130);
+            });
+            if let Err(e) = installed {
+                tracing::warn!("cannot pass Ctrl-C on to trtexec: {e}");
+            }
+        });
+        if let Ok(mut g) = RUNNING.lock() {
+            g.push(pgid);
+        }
+        Running(pgid)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut g) = RUNNING.lock() {
+            g.retain(|&p| p != self.0);
+        }
+    }
 }
 
 /// SIGTERM to the child's process group, SIGKILL two seconds later if it is still there; the
