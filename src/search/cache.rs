@@ -128,20 +128,39 @@ impl ResultCache {
         write_atomic(&path, &bytes)
     }
 
-    /// Copies every entry of `other` into this cache. An entry present in both must be
-    /// identical (same key, same deterministic computation); returns (copied, already present).
+    /// Copies every entry of `other` into this cache. Every entry is checked first (a corrupt or
+    /// truncated one is an error naming it, and nothing is copied); an entry present in both must
+    /// be identical (same key, same deterministic computation). Returns (copied, already present).
     pub fn merge_from(&self, other: &Path) -> Result<(usize, usize)> {
         let mut files = Vec::new();
         collect_files(other, &mut files)?;
         files.sort();
-        let (mut copied, mut same) = (0, 0);
+        let mut entries = Vec::new();
         for f in files {
             let Ok(rel) = f.strip_prefix(other) else { continue };
             if !rel.file_name().is_some_and(|n| n.to_string_lossy().starts_with("chunk-")) {
                 continue;
             }
-            let dest = self.root.join(rel);
             let bytes = std::fs::read(&f).map_err(|source| Error::Io { path: f.clone(), source })?;
+            let valid = serde_json::from_slice::<ChunkResult>(&bytes).map_err(|e| e.to_string()).and_then(|c| {
+                if c.dets.len() != c.frames.len() {
+                    Err(format!("{} frames but detections for {}", c.frames.len(), c.dets.len()))
+                } else if let Some(id) = c.frames.iter().find(|id| !crate::kitti::is_frame_id(id)) {
+                    Err(format!("'{id}' is not a frame id"))
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = valid {
+                return Err(Error::Other(format!(
+                    "{}: corrupt cache entry ({e}); nothing was merged. Delete it (its shard recomputes it) and merge again",
+                    f.display()
+                )));
+            }
+            entries.push((f.clone(), self.root.join(rel), bytes));
+        }
+        let (mut copied, mut same) = (0, 0);
+        for (f, dest, bytes) in entries {
             if dest.is_file() {
                 let mine = std::fs::read(&dest).map_err(|source| Error::Io { path: dest.clone(), source })?;
                 if mine != bytes {
@@ -177,4 +196,37 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_checks_every_entry_before_copying() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (ResultCache::new(t.path().join("a")), ResultCache::new(t.path().join("b")));
+        let (ek, pk) = ("e".repeat(64), "p".repeat(64));
+        let r = ChunkResult { frames: vec!["000001".into()], dets: vec![vec![]], proxy: ProxySums::default() };
+        a.write(&ek, &pk, 0, &r).unwrap();
+        a.write(&ek, &pk, 1, &r).unwrap();
+        // A truncated entry in the source: an error naming it, and nothing copied.
+        let bad = a.chunk_path(&ek, &pk, 1);
+        let text = std::fs::read(&bad).unwrap();
+        std::fs::write(&bad, &text[..text.len() / 2]).unwrap();
+        let e = b.merge_from(a.root()).unwrap_err().to_string();
+        assert!(e.contains("chunk-00001.json") && e.contains("corrupt") && e.contains("nothing was merged"), "{e}");
+        assert!(!b.has(&ek, &pk, 0));
+        // Parses, but frames and detections disagree.
+        let odd = ChunkResult {
+            frames: vec!["000001".into(), "000002".into()],
+            dets: vec![vec![]],
+            proxy: ProxySums::default(),
+        };
+        a.write(&ek, &pk, 1, &odd).unwrap();
+        let e = b.merge_from(a.root()).unwrap_err().to_string();
+        assert!(e.contains("2 frames but detections for 1"), "{e}");
+        a.write(&ek, &pk, 1, &r).unwrap();
+        assert_eq!(b.merge_from(a.root()).unwrap(), (2, 0));
+    }
 }
