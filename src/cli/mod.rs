@@ -142,6 +142,12 @@ fn quiet_panics() {
     static SEEN: AtomicBool = AtomicBool::new(false);
     let backtrace = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     std::panic::set_hook(Box::new(move |info| {
+        // `pillarq ... | head`: the reader left; stop quietly, as command-line tools do
+        // (`println!` panics on a closed stdout because Rust ignores SIGPIPE).
+        let msg = crate::exec::panic_message(info.payload());
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
         if SEEN.swap(true, Ordering::Relaxed) {
             return;
         }
