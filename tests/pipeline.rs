@@ -178,3 +178,36 @@ fn reused_results_folder_is_not_mixed() {
     assert_eq!(code, 0, "{err}");
     assert!(out2.contains("\"map\""));
 }
+
+/// `synth` into a folder of another data set is refused (with or without its record), a scan cut
+/// short is redone, and --force regenerates everything.
+#[test]
+fn synth_never_mixes_data_sets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("d");
+    let o = out.to_str().unwrap();
+    let synth = |seed: &str, extra: &[&str]| {
+        let args = [&["synth", "--out", o, "--train", "1", "--val", "2", "--seed", seed][..], extra].concat();
+        pillarq_bin(&args)
+    };
+    let (code, _, err) = synth("1", &[]);
+    assert_eq!(code, 0, "{err}");
+    let scan = out.join("training/velodyne/000001.bin");
+    let whole = std::fs::read(&scan).unwrap();
+    let (code, _, err) = synth("2", &[]);
+    assert!(code != 0 && err.contains("seed 1, asked for seed 2") && err.contains("--force"), "{err}");
+    // Cut short: redone, to the same bytes.
+    std::fs::write(&scan, &whole[..whole.len() - 7]).unwrap();
+    let (code, stdout, err) = synth("1", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("wrote 1 frames (2 already there)"), "{stdout}");
+    assert_eq!(std::fs::read(&scan).unwrap(), whole);
+    // Without the record (a folder from an older pillarq), the frames themselves are checked.
+    std::fs::remove_file(out.join("synth.json")).unwrap();
+    let (code, _, err) = synth("3", &[]);
+    assert!(code != 0 && err.contains("is not frame 000000 of seed 3"), "{err}");
+    let (code, stdout, err) = synth("3", &["--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("wrote 3 frames (0 already there)"), "{stdout}");
+    assert_ne!(std::fs::read(&scan).unwrap(), whole);
+}

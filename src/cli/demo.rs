@@ -50,7 +50,14 @@ pub fn run(a: Args) -> Result<()> {
         a.frames,
         data.display()
     );
-    super::synth::run(super::synth::Args { out: data.clone(), train: 8, val: a.frames, seed: 7, threads: a.threads })?;
+    super::synth::run(super::synth::Args {
+        out: data.clone(),
+        train: 8,
+        val: a.frames,
+        seed: 7,
+        threads: a.threads,
+        force: false,
+    })?;
     let split = |frames: Option<usize>| SplitArgs { data: data.clone(), split: "val".into(), frames };
 
     println!("\n== 3/{STEPS} FP32: detect + KITTI evaluation ==");

@@ -23,10 +23,20 @@ pub struct Args {
     /// Worker threads (0 = all cores). The files are identical for any count.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Regenerate every frame, even where --out holds frames of another seed or settings.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let opts = SynthOptions { train: a.train, val: a.val, seed: a.seed, threads: a.threads, ..SynthOptions::default() };
+    let opts = SynthOptions {
+        train: a.train,
+        val: a.val,
+        seed: a.seed,
+        threads: a.threads,
+        force: a.force,
+        ..SynthOptions::default()
+    };
     let t0 = Instant::now();
     let last = Mutex::new(Instant::now());
     let progress = |done: usize, total: usize| {

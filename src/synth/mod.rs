@@ -31,6 +31,82 @@ pub struct SynthOptions {
     pub threads: usize,
     pub scene: SceneParams,
     pub lidar: Lidar,
+    /// Regenerate every frame, whatever the folder holds.
+    pub force: bool,
+}
+
+/// What a synthetic data set was generated with (`<root>/synth.json`): a rerun into the same
+/// folder must use the same settings, or frames of two data sets would mix.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SynthRecord {
+    pub seed: u64,
+    /// SHA-256 of the scene and sensor parameters.
+    pub settings: String,
+}
+
+/// The record file of a synthetic data set.
+pub const RECORD: &str = "synth.json";
+
+impl SynthOptions {
+    fn record(&self) -> SynthRecord {
+        let settings = crate::search::sha256_hex(format!("{:?}|{:?}", self.scene, self.lidar).as_bytes());
+        SynthRecord { seed: self.seed, settings }
+    }
+}
+
+/// Whether frame `id`'s three files are all there and whole (a scan cut short by a kill, a
+/// label or calib file that does not parse are redone).
+fn frame_complete(dir: &KittiDir, id: &str) -> bool {
+    let scan_ok = std::fs::metadata(dir.velodyne_path(id)).is_ok_and(|m| m.is_file() && m.len() % 16 == 0);
+    scan_ok
+        && crate::kitti::label::read_labels(dir.label_path(id)).is_ok()
+        && crate::kitti::calib::read_calib(dir.calib_path(id)).is_ok()
+}
+
+/// Checks that `out` holds (if anything) frames of these settings; writes the record.
+fn check_record(out: &Path, dir: &KittiDir, opts: &SynthOptions, total: usize) -> Result<()> {
+    let path = out.join(RECORD);
+    let want = opts.record();
+    let mismatch = |what: String| {
+        Error::Other(format!(
+            "{}: {what}; the frames there belong to another data set. Use another --out, or --force to \
+             regenerate every frame with seed {}",
+            out.display(),
+            opts.seed
+        ))
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let have: SynthRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Plan {
+                file: path.clone(),
+                msg: format!("not a pillarq synth record ({e}); delete it and rerun with --force"),
+            })?;
+            if !opts.force && have != want {
+                return Err(mismatch(if have.seed != want.seed {
+                    format!("generated with seed {}, asked for seed {}", have.seed, want.seed)
+                } else {
+                    "generated with other scene or sensor settings (another pillarq version?)".into()
+                }));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A folder from before the record: its first whole frame must be what these settings make.
+            let first = (0..total).map(frame_id).find(|id| frame_complete(dir, id));
+            if let (Some(id), false) = (first, opts.force) {
+                let i: u64 = id.parse().unwrap_or(0);
+                let f = generate_frame(opts.seed, i, &opts.scene, &opts.lidar);
+                let mine: Vec<u8> = f.scan.points.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+                let theirs = std::fs::read(dir.velodyne_path(&id))
+                    .map_err(|source| Error::Io { path: dir.velodyne_path(&id), source })?;
+                if mine != theirs {
+                    return Err(mismatch(format!("frame {id} is not frame {id} of seed {}", opts.seed)));
+                }
+            }
+        }
+        Err(source) => return Err(Error::Io { path, source }),
+    }
+    let bytes = serde_json::to_vec_pretty(&want).map_err(|e| Error::Other(e.to_string()))?;
+    crate::files::write_atomic(&path, &bytes)
 }
 
 impl Default for SynthOptions {
@@ -42,6 +118,7 @@ impl Default for SynthOptions {
             threads: 0,
             scene: SceneParams::default(),
             lidar: Lidar::default(),
+            force: false,
         }
     }
 }
@@ -82,8 +159,9 @@ pub struct Summary {
 }
 
 /// Writes `opts.train + opts.val` frames under `out` (KITTI object layout) plus
-/// `ImageSets/train.txt` (ids 0..train) and `ImageSets/val.txt` (the rest). Frames whose three
-/// files exist are skipped. `progress(done, total)` is called after each frame (from any
+/// `ImageSets/train.txt` (ids 0..train) and `ImageSets/val.txt` (the rest), and the record of its
+/// settings (`synth.json`; a folder of other settings is refused unless `force`). Whole frames
+/// already there are skipped; partial ones are redone. `progress(done, total)` is called after each frame (from any
 /// worker thread).
 pub fn write_dataset(out: &Path, opts: &SynthOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Summary> {
     let t0 = std::time::Instant::now();
@@ -94,15 +172,14 @@ pub fn write_dataset(out: &Path, opts: &SynthOptions, progress: &(dyn Fn(usize, 
         ))
     })?;
     let dir = KittiDir::create(out)?;
+    check_record(out, &dir, opts, total)?;
     let done = AtomicUsize::new(0);
     let skipped = AtomicUsize::new(0);
     let pool = crate::exec::thread_pool(opts.threads)?;
     pool.install(|| {
         (0..total).into_par_iter().with_min_len(1).with_max_len(1).try_for_each(|i| -> Result<()> {
             let id = frame_id(i);
-            let exists =
-                dir.velodyne_path(&id).is_file() && dir.label_path(&id).is_file() && dir.calib_path(&id).is_file();
-            if exists {
+            if !opts.force && frame_complete(&dir, &id) {
                 skipped.fetch_add(1, Ordering::Relaxed);
             } else {
                 let f = generate_frame(opts.seed, i as u64, &opts.scene, &opts.lidar);
