@@ -614,3 +614,64 @@ fn inspect_fuses_the_nvidia_pillar_net() {
     assert!(a["flops"].as_u64().unwrap() > 100_000_000);
     assert_eq!(theirs["flops"], ours["flops"]);
 }
+
+/// Scales belong to a network: a calibration of another network is refused (naming the
+/// calibration file) unless --allow-other-model; `annotate` keeps the network's identity.
+#[test]
+fn calibrations_belong_to_their_network() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let cal = calibrate(tmp.path(), false).join("pointpillar_nvidia-max-2.json");
+    let annotated = tmp.path().join("annotated.onnx");
+    ok(&["annotate", s(&f.nvidia), "--config", s(&yaml()), "--out", s(&annotated)]);
+    let d = s(&f.data);
+    let sens = |model: &Path, calib: &Path, extra: &[&str]| {
+        let cache = tmp.path().join("cache");
+        let args = [
+            &[
+                "sensitivity",
+                "--model",
+                s(model),
+                "--data",
+                d,
+                "--frames",
+                "1",
+                "--calib",
+                s(calib),
+                "--cache",
+                s(&cache),
+                "-q",
+            ][..],
+            extra,
+        ]
+        .concat();
+        pillarq_bin(&args)
+    };
+    // Calibrated on the raw export, used on the annotated one: the same network.
+    let (code, _, err) = sens(&annotated, &cal, &[]);
+    assert_eq!(code, 0, "{err}");
+    // Another network's scales (its model_hash differs).
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cal).unwrap()).unwrap();
+    v["calibration"]["model_hash"] =
+        serde_json::json!("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    let other = tmp.path().join("other-network.json");
+    std::fs::write(&other, v.to_string()).unwrap();
+    let (code, _, err) = sens(&annotated, &other, &[]);
+    assert!(code != 0 && err.contains("other-network.json") && err.contains("another network"), "{err}");
+    let (code, _, err) = sens(&annotated, &other, &["--allow-other-model"]);
+    assert_eq!(code, 0, "{err}");
+    let plan = tmp.path().join("plan.json");
+    std::fs::write(&plan, r#"{"default": "int8"}"#).unwrap();
+    let e = fails(&[
+        "emit",
+        "--model",
+        s(&annotated),
+        "--plan",
+        s(&plan),
+        "--calib",
+        s(&other),
+        "--out",
+        s(&tmp.path().join("e")),
+    ]);
+    assert!(e.contains("other-network.json") && e.contains("another network") && !e.contains("plan.json"), "{e}");
+}

@@ -102,6 +102,7 @@ pub fn run(a: Args) -> Result<()> {
         calib_seed: None,
         calib_split: "train".into(),
         pow2_scales: false,
+        allow_other_model: false,
     };
     let sweep = SweepArgs { cache: a.out.join("cache"), chunk: 10, shard: Shard::ALL, wait: 0 };
 

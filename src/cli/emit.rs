@@ -92,6 +92,10 @@ pub fn run(a: Args) -> Result<()> {
     let entries = match (&a.plan, &a.candidates) {
         (Some(p), _) => {
             let plan = read_plan(p, a.calib.as_deref())?;
+            if let Some(c) = &plan.calibration {
+                let net = crate::onnx::metadata::network_sha256(&a.model, crate::pointpillars::METADATA_KEY)?;
+                super::quant_common::check_model_hash(c, &net, a.calib.as_deref().unwrap_or(p))?;
+            }
             let name = default_name(p);
             let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("engines").join(&name));
             let m = write_engine_dir_with(&model, &plan, p, &name, &dir, &opts)?;

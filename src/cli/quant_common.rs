@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use super::model_config::ConfigArgs;
 use crate::kitti::KittiDir;
 use crate::model::Model;
+use crate::onnx::metadata::network_sha256;
 use crate::pointpillars::detect::Detector;
 use crate::quant::calib::CalibMethod;
 use crate::quant::calibrate::{weight_scales, CalibrationFile, Observers};
@@ -15,7 +16,7 @@ use crate::quant::plan::{Calibration, PrecisionPlan};
 use crate::search::cache::ResultCache;
 use crate::search::evaluate::Evaluator;
 use crate::search::sweep::{draw, histograms_of};
-use crate::search::{file_sha256, EvalSet, Shard};
+use crate::search::{EvalSet, Shard};
 
 /// Where INT8 activation thresholds come from.
 #[derive(clap::Args, Clone)]
@@ -37,9 +38,13 @@ pub struct CalibArgs {
     /// Round every scale (activations and per-channel weights) up to a power of two.
     #[arg(long)]
     pub pow2_scales: bool,
+    /// Use a --calib file computed on another network (its model_hash differs) anyway.
+    #[arg(long)]
+    pub allow_other_model: bool,
 }
 
-/// A loaded model ready to detect, with its file hash.
+/// A loaded model ready to detect, with the hash of its network (the file without pillarq's
+/// configuration metadata: `annotate` does not change it).
 pub struct Loaded {
     pub model: Model,
     pub detector: Detector,
@@ -49,7 +54,7 @@ pub struct Loaded {
 pub fn load(path: &Path, config: &ConfigArgs, threads: usize) -> Result<Loaded> {
     let model = Model::load(path).with_context(|| format!("cannot load {}", path.display()))?;
     let detector = config.detector(&model, threads)?;
-    let hash = file_sha256(path)?;
+    let hash = network_sha256(path, crate::pointpillars::METADATA_KEY)?;
     Ok(Loaded { model, detector, hash })
 }
 
@@ -105,12 +110,8 @@ impl CalibArgs {
     pub fn resolve(&self, l: &Loaded, data_dir: &Path) -> Result<Calibration> {
         if let Some(p) = &self.calib {
             let f = CalibrationFile::read(p)?;
-            if !f.calibration.model_hash.is_empty() && f.calibration.model_hash != l.hash {
-                tracing::warn!(
-                    "{} was computed on another model file ({}); using its scales anyway",
-                    p.display(),
-                    f.model
-                );
+            if !self.allow_other_model {
+                check_model_hash(&f.calibration, &l.hash, p)?;
             }
             return Ok(self.rounded(f.calibration));
         }
@@ -194,7 +195,25 @@ pub fn read_plan(path: &Path, calib: Option<&Path>) -> Result<PrecisionPlan> {
     Ok(plan)
 }
 
-/// Reads, checks and compiles a plan for an executor; errors name the plan file.
+/// Scales computed on another network are refused: the file that holds them is named.
+pub fn check_model_hash(c: &Calibration, network_hash: &str, file: &Path) -> crate::Result<()> {
+    if c.model_hash.is_empty() || c.model_hash == network_hash {
+        return Ok(());
+    }
+    Err(crate::Error::Plan {
+        file: file.to_path_buf(),
+        msg: format!(
+            "the scales were computed on another network (model_hash {}..., this model's {}...); \
+             recalibrate with `pillarq calibrate`, or pass --allow-other-model to use them anyway \
+             (pillarq annotate does not change a model's hash)",
+            &c.model_hash[..c.model_hash.len().min(12)],
+            &network_hash[..network_hash.len().min(12)]
+        ),
+    })
+}
+
+/// Reads, checks and compiles a plan for an executor; errors name the plan file (or the
+/// calibration file its scales come from).
 pub fn compile_plan(
     exec: &crate::exec::cpu::CpuExecutor,
     model: &Model,
@@ -202,6 +221,13 @@ pub fn compile_plan(
     calib: Option<&Path>,
 ) -> Result<crate::exec::cpu::CompiledPlan> {
     let plan = read_plan(path, calib)?;
+    if let Some(c) = &plan.calibration {
+        check_model_hash(
+            c,
+            &network_sha256(&model.file.path, crate::pointpillars::METADATA_KEY)?,
+            calib.unwrap_or(path),
+        )?;
+    }
     let resolved = plan.resolve(&model.layers).map_err(|msg| crate::Error::Plan { file: path.to_path_buf(), msg })?;
     Ok(exec.compile_plan(&resolved)?)
 }

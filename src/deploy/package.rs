@@ -166,7 +166,7 @@ pub fn write_engine_dir_with(
     let mut plan_out = plan.clone();
     if let Some(c) = plan_out.calibration.as_mut() {
         if c.model_hash.is_empty() {
-            c.model_hash = sha256_hex(&source_bytes);
+            c.model_hash = crate::onnx::metadata::network_sha256(&model.file.path, crate::pointpillars::METADATA_KEY)?;
         }
     }
     let plan_json = serde_json::to_vec_pretty(&plan_out).map_err(|e| Error::Other(e.to_string()))?;

@@ -37,9 +37,28 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// `bytes` (an ONNX file) with metadata entry `key` set to `value`; `origin` names the file in errors.
 pub fn with_metadata_entry(bytes: &[u8], key: &str, value: &str, origin: &Path) -> Result<Vec<u8>> {
+    let mut out = without_metadata_entry(bytes, key, origin)?;
+    let entry = StringStringEntryProto { key: Some(key.to_string()), value: Some(value.to_string()) }.encode_to_vec();
+    put_varint(&mut out, (METADATA_PROPS << 3) | 2);
+    put_varint(&mut out, entry.len() as u64);
+    out.extend_from_slice(&entry);
+    Ok(out)
+}
+
+/// SHA-256 (hex) of an ONNX file without its metadata entry `key` (pillarq's configuration): the
+/// identity of the network itself, unchanged by `pillarq annotate`.
+pub fn network_sha256(path: &Path, key: &str) -> Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let net = without_metadata_entry(&bytes, key, path)?;
+    Ok(sha2::Sha256::digest(&net).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `bytes` (an ONNX file) without the metadata entries of key `key`, everything else as it was.
+fn without_metadata_entry(bytes: &[u8], key: &str, origin: &Path) -> Result<Vec<u8>> {
     let bad =
         |msg: &str| Error::Model { file: origin.to_path_buf(), msg: format!("not a well-formed ONNX protobuf: {msg}") };
-    let mut out = Vec::with_capacity(bytes.len() + value.len() + key.len() + 16);
+    let mut out = Vec::with_capacity(bytes.len());
     let mut pos = 0;
     while pos < bytes.len() {
         let start = pos;
@@ -72,10 +91,6 @@ pub fn with_metadata_entry(bytes: &[u8], key: &str, value: &str, origin: &Path) 
         }
         out.extend_from_slice(&bytes[start..pos]);
     }
-    let entry = StringStringEntryProto { key: Some(key.to_string()), value: Some(value.to_string()) }.encode_to_vec();
-    put_varint(&mut out, (METADATA_PROPS << 3) | 2);
-    put_varint(&mut out, entry.len() as u64);
-    out.extend_from_slice(&entry);
     Ok(out)
 }
 
