@@ -298,3 +298,81 @@ fn calibrate_pow2_scales_writes_power_of_two_scales_everywhere() {
     assert_ne!(plan.canonical(&m.layers), plain.canonical(&m.layers));
     assert!(out.join("pointpillars_small-mse-pow2-2.json").is_file());
 }
+
+/// A run killed inside its first chunk keeps the frames it finished (checkpoints every ~2 s) and
+/// the resumed run gives the numbers of an uninterrupted one.
+#[test]
+fn a_kill_inside_the_first_chunk_keeps_its_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 2, 8);
+    let model = bundled("pointpillars_small.onnx");
+    let args = |cache: &Path, out: &Path| -> Vec<String> {
+        let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+        [
+            "sensitivity",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--calib-frames",
+            "2",
+            "--method",
+            "max",
+            "--chunk",
+            "8",
+            "--threads",
+            "1",
+            "--quiet",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (ref_cache, ref_out) = (tmp.path().join("cache-ref"), tmp.path().join("ref.json"));
+    let a = args(&ref_cache, &ref_out);
+    let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let partials = |dir: &Path| -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name().unwrap().to_string_lossy().starts_with("partial-") {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    };
+    assert!(partials(&ref_cache).is_empty(), "a finished run leaves no partial chunks");
+
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("resumed.json"));
+    let a = args(&cache, &out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(&a).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while partials(&cache).is_empty() && t0.elapsed().as_secs() < 300 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL, before any chunk is complete
+    child.wait().unwrap();
+    assert!(chunk_files(&cache).is_empty(), "the kill came after the whole chunk");
+    let kept: usize = partials(&cache)
+        .iter()
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).ok()?).ok())
+        .map(|v| v["frames"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    assert!(kept > 0, "no frame was kept");
+    let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(numbers(&out), numbers(&ref_out), "resumed run differs from the uninterrupted one");
+    assert!(partials(&cache).is_empty());
+}

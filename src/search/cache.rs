@@ -108,6 +108,31 @@ impl ResultCache {
         self.root.join(&eval_key[..16]).join(&plan_key[..16]).join(format!("chunk-{chunk:05}.json"))
     }
 
+    /// Where a chunk's frames done so far are kept while it runs (a killed run resumes from them).
+    pub fn partial_path(&self, eval_key: &str, plan_key: &str, chunk: usize) -> PathBuf {
+        self.root.join(&eval_key[..16]).join(&plan_key[..16]).join(format!("partial-{chunk:05}.json"))
+    }
+
+    /// The frames of a chunk done before an interruption; `None` when there are none, or the
+    /// file is unreadable (the frames are then simply redone).
+    pub fn read_partial(&self, eval_key: &str, plan_key: &str, chunk: usize) -> Option<ChunkResult> {
+        let bytes = std::fs::read(self.partial_path(eval_key, plan_key, chunk)).ok()?;
+        serde_json::from_slice::<ChunkResult>(&bytes).ok().filter(|r| r.dets.len() == r.frames.len())
+    }
+
+    pub fn write_partial(&self, eval_key: &str, plan_key: &str, chunk: usize, r: &ChunkResult) -> Result<()> {
+        let path = self.partial_path(eval_key, plan_key, chunk);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        }
+        let bytes = serde_json::to_vec(r).map_err(|e| Error::Other(e.to_string()))?;
+        write_atomic(&path, &bytes)
+    }
+
+    pub fn remove_partial(&self, eval_key: &str, plan_key: &str, chunk: usize) {
+        let _ = std::fs::remove_file(self.partial_path(eval_key, plan_key, chunk));
+    }
+
     pub fn has(&self, eval_key: &str, plan_key: &str, chunk: usize) -> bool {
         self.chunk_path(eval_key, plan_key, chunk).is_file()
     }

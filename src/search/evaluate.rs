@@ -64,6 +64,9 @@ pub struct Evaluator<'a> {
     pub cost: std::cell::Cell<Cost>,
 }
 
+/// How often a running chunk saves the frames it has done (see `ResultCache::write_partial`).
+const CHECKPOINT_SECONDS: f64 = 2.0;
+
 impl<'a> Evaluator<'a> {
     /// The model, its pre/post-processing configuration (a `--config` changes the results), the
     /// frames and the chunking.
@@ -104,9 +107,11 @@ impl<'a> Evaluator<'a> {
                         compiled[p] = Some(self.compile(&plans[p])?);
                     }
                 }
-                let results = self.run_chunk(*c, ps, plans, &compiled, &pb)?;
+                let pkeys: Vec<&str> = ps.iter().map(|&p| keys[p].as_str()).collect();
+                let results = self.run_chunk(*c, ps, plans, &compiled, &pb, (&ek, &pkeys))?;
                 for (&p, r) in ps.iter().zip(&results) {
                     self.cache.write(&ek, &keys[p], *c, r)?;
+                    self.cache.remove_partial(&ek, &keys[p], *c);
                 }
             }
             pb.finish_and_clear();
@@ -131,13 +136,24 @@ impl<'a> Evaluator<'a> {
         plans: &[PrecisionPlan],
         compiled: &[Option<CompiledPlan>],
         pb: &indicatif::ProgressBar,
+        (ek, pkeys): (&str, &[&str]),
     ) -> Result<Vec<ChunkResult>> {
         let exec = self.detector.executor();
         let ids = self.chunk_ids(c);
-        let mut out: Vec<ChunkResult> = ps
+        // Frames an interrupted run finished (a prefix of the chunk), per plan: resumed, not redone.
+        let mut out: Vec<ChunkResult> = pkeys
             .iter()
-            .map(|_| ChunkResult { frames: ids.to_vec(), dets: Vec::new(), proxy: ProxySums::default() })
+            .map(|k| {
+                self.cache.read_partial(ek, k, c).filter(|r| ids.starts_with(&r.frames)).unwrap_or(ChunkResult {
+                    frames: Vec::new(),
+                    dets: Vec::new(),
+                    proxy: ProxySums::default(),
+                })
+            })
             .collect();
+        let start = out.iter().map(|r| r.frames.len()).min().unwrap_or(0);
+        pb.inc(start as u64);
+        let mut checkpoint = Instant::now();
         let probes: Vec<Option<String>> = ps
             .iter()
             .map(|&p| {
@@ -150,7 +166,7 @@ impl<'a> Evaluator<'a> {
             })
             .collect();
         let mut cost = self.cost.get();
-        for id in ids {
+        for (i, id) in ids.iter().enumerate().skip(start) {
             let t0 = Instant::now();
             let (inputs, calib) = self.detector.frame_inputs(&self.set.data, id)?;
             let base = exec.run_keep(&inputs)?;
@@ -158,6 +174,9 @@ impl<'a> Evaluator<'a> {
             cost.base_runs += 1;
             cost.base_seconds += t0.elapsed().as_secs_f64();
             for (k, &p) in ps.iter().enumerate() {
+                if out[k].frames.len() > i {
+                    continue; // this plan did frame i before the interruption
+                }
                 let t1 = Instant::now();
                 let plan = compiled[p].as_ref().ok_or_else(|| Error::Other("plan not compiled".into()))?;
                 let state = exec.run_from(&base, plan, false)?;
@@ -181,10 +200,18 @@ impl<'a> Evaluator<'a> {
                 }
                 let dets = self.detector.decode_frame(id, &outs, &calib)?;
                 out[k].dets.push(dets.objects.iter().map(|o| CachedDet::from(&EvalObject::from(o))).collect());
+                out[k].frames.push(id.clone());
                 out[k].proxy.add(&proxy);
                 cost.plan_seconds += t1.elapsed().as_secs_f64();
             }
             pb.inc(1);
+            // Every ~2 s, the frames so far: a run killed in its first chunk still makes progress.
+            if i + 1 < ids.len() && checkpoint.elapsed().as_secs_f64() >= CHECKPOINT_SECONDS {
+                for (r, k) in out.iter().zip(pkeys) {
+                    self.cache.write_partial(ek, k, c, r)?;
+                }
+                checkpoint = Instant::now();
+            }
         }
         self.cost.set(cost);
         Ok(out)
