@@ -76,6 +76,10 @@ pub fn run_with_timeout(
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().map_err(|e| Error::TensorRt(format!("waiting for {what}: {e}")))? {
+            if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("interrupted: stopped trtexec");
+                std::process::exit(130);
+            }
             break s;
         }
         if start.elapsed() >= timeout {
@@ -106,6 +110,10 @@ pub fn run_with_timeout(
 /// gets the terminal's Ctrl-C, so pillarq passes SIGINT / SIGTERM on to them, then exits.
 static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
+/// Set by the signal handler before it stops the groups: a child that then exits was stopped by
+/// the interruption, and pillarq ends as interrupted (130), not with the child's failure.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A registered process group, unregistered when dropped.
 struct Running(u32);
 
@@ -114,6 +122,7 @@ impl Running {
         static HANDLER: std::sync::Once = std::sync::Once::new();
         HANDLER.call_once(|| {
             let installed = ctrlc::set_handler(|| {
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
                 let groups = RUNNING.lock().map(|g| g.clone()).unwrap_or_default();
                 for g in groups {
                     let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{g}")]).status();
