@@ -127,6 +127,11 @@ fn synth(dir: &Path, train: usize, val: usize) {
 }
 
 fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    files_named(dir, "chunk-")
+}
+
+/// Files under `dir` (recursively) whose names start with `prefix`, sorted.
+fn files_named(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -134,7 +139,7 @@ fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().unwrap().to_string_lossy().starts_with("chunk-") {
+            } else if p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
                 out.push(p);
             }
         }
@@ -337,21 +342,7 @@ fn a_kill_inside_the_first_chunk_keeps_its_frames() {
     let a = args(&ref_cache, &ref_out);
     let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 0, "{err}");
-    let partials = |dir: &Path| -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.file_name().unwrap().to_string_lossy().starts_with("partial-") {
-                    out.push(p);
-                }
-            }
-        }
-        out
-    };
+    let partials = |dir: &Path| files_named(dir, "partial-");
     assert!(partials(&ref_cache).is_empty(), "a finished run leaves no partial chunks");
 
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("resumed.json"));
