@@ -30,6 +30,7 @@ fn calibration(m: &Model, amax: f32) -> Calibration {
             .map(|l| (l.name.clone(), ActivationScale { tensor: l.input.clone(), amax }))
             .collect(),
         pow2_scales: false,
+        outputs: Default::default(),
     }
 }
 

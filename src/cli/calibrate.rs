@@ -53,7 +53,8 @@ pub fn run(a: Args) -> Result<()> {
     let l: Loaded = load(&a.model, &a.config, a.threads)?;
     let data = KittiDir::open(&a.data)?;
     let ids = calibration_ids(&data, &a.split, a.frames, a.seed)?;
-    let obs = Observers::new(l.detector.executor(), &l.model.layers)?;
+    let obs =
+        Observers::new(l.detector.executor(), &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers);
     let pb = super::progress::bar(ids.len(), "observe", a.quiet);
     let hist = histograms_of(&l.detector, &obs, &data, &ids, &mut || pb.inc(1))?;
     pb.finish_and_clear();

@@ -80,7 +80,7 @@ pub fn calibrate(
     seed: Option<u64>,
 ) -> Result<CalibrationFile> {
     let exec = l.detector.executor();
-    let obs = Observers::new(exec, &l.model.layers)?;
+    let obs = Observers::new(exec, &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers);
     let h = histograms_of(&l.detector, &obs, data, ids, &mut || {})?;
     Ok(file_from(l, data, split, ids, &h, method, seed)?)
 }
@@ -94,14 +94,16 @@ pub fn file_from(
     method: &CalibMethod,
     seed: Option<u64>,
 ) -> crate::Result<CalibrationFile> {
+    let calibration = h.calibration(method, seed, &l.hash);
+    let (tensors, _) = crate::quant::calibrate::cache_entries(&l.model.graph, &l.model.layers, &calibration, &|_| true);
     Ok(CalibrationFile {
         model: l.model.file.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         data: data.root().display().to_string(),
         split: split.to_string(),
         frame_ids: ids.to_vec(),
-        calibration: h.calibration(method, seed, &l.hash),
+        calibration,
         weights: weight_scales(l.detector.executor(), &l.model.layers)?,
-        tensors: h.tensor_amax(method).into_iter().collect(),
+        tensors: tensors.into_iter().collect(),
     })
 }
 

@@ -27,6 +27,7 @@ use crate::model::Model;
 use crate::onnx::encode_model;
 use crate::pointpillars::interface::ModelIo;
 use crate::quant::calib::{trt_cache_header, trt_cache_text};
+use crate::quant::calibrate::cache_entries;
 use crate::quant::plan::{Precision, PrecisionPlan};
 use crate::search::sha256_hex;
 
@@ -143,7 +144,12 @@ pub fn write_engine_dir_with(
     if has(Precision::Int8) {
         write(dir, "model_fp32.onnx", &source_bytes, &mut files)?;
         let (a, b, c) = CACHE_TRT_VERSION;
-        write(dir, "calib.cache", cache_text(model, &typed.layers, trt_cache_header(a, b, c)).as_bytes(), &mut files)?;
+        write(
+            dir,
+            "calib.cache",
+            cache_text(model, plan, &typed.layers, trt_cache_header(a, b, c)).as_bytes(),
+            &mut files,
+        )?;
         calib_cache = true;
     }
     let ScriptSet { trt11, trt10, trt10_calib, trt10_spec, calib_spec } =
@@ -202,23 +208,31 @@ pub fn write_engine_dir_with(
     Ok(manifest)
 }
 
-/// The calibration cache for the FP32 model: each INT8 layer's activation input, under the name
-/// of the ONNX edge the layer reads (for the backbone's stride-2 convs that is the Pad output)
-/// and under the edge before a fused zero Pad (same scale: padding with 0 does not change it).
-fn cache_text(model: &Model, layers: &[EmittedLayer], header: String) -> String {
-    let mut entries: BTreeMap<String, f32> = BTreeMap::new();
-    for l in layers {
-        let Some(s) = l.act_scale else { continue };
-        if let Some(ml) = model.layers.iter().find(|m| m.name == l.name) {
-            entries.insert(ml.input.clone(), s);
-            if let Some(pad) =
-                model.graph.nodes.iter().find(|n| n.outputs.first() == Some(&ml.input) && n.op_type == "Pad")
-            {
-                entries.entry(pad.inputs[0].clone()).or_insert(s);
+/// The calibration cache for the FP32 model (`build-trt10-calib.sh`): for every INT8 layer, the
+/// tensors TensorRT needs a scale for (`quant::calibrate::cache_entries`): what it reads, under
+/// the names of the ONNX edges (the Pad output before a stride-2 conv and the edge before the Pad,
+/// at the layer's threshold), and what its chain writes (the PFN's BatchNormalization path, the
+/// heads' outputs), at the calibration's `outputs`. A calibration without them (made before they
+/// were recorded) is warned about: TensorRT may run those layers in FP32.
+fn cache_text(model: &Model, plan: &PrecisionPlan, layers: &[EmittedLayer], header: String) -> String {
+    let entries = match &plan.calibration {
+        Some(cal) => {
+            let int8 = |name: &str| layers.iter().any(|l| l.name == name && l.precision == Precision::Int8);
+            let (entries, missing) = cache_entries(&model.graph, &model.layers, cal, &int8);
+            if !missing.is_empty() {
+                tracing::warn!(
+                    "calib.cache: no threshold for {} tensor(s) INT8 layers write ({}{}): the calibration predates \
+                     them, so TensorRT's implicit INT8 may run those layers in FP32; rerun `pillarq calibrate` and \
+                     emit with its --calib file",
+                    missing.len(),
+                    missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    if missing.len() > 3 { ", ..." } else { "" }
+                );
             }
+            entries.into_iter().map(|(t, amax)| (t, amax / 127.0)).collect()
         }
-    }
-    let entries: Vec<(String, f32)> = entries.into_iter().collect();
+        None => vec![],
+    };
     trt_cache_text(&header, &entries)
 }
 

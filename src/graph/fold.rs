@@ -325,20 +325,30 @@ fn fuse_pillar_max(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<
     Ok(Some(Patch { replace: vec![(i, vec![node])], remove: vec![r], initializers: vec![] }))
 }
 
+/// Whether `node` is a `Pad` in constant mode whose value is absent or a constant 0: its output
+/// holds the input's values and zeros (the same INT8 threshold, the same fusion into a Conv).
+pub fn is_zero_pad(g: &Graph, node: &Node) -> bool {
+    node.op_type == "Pad"
+        && node.attr().string_opt("mode").ok().flatten().is_none_or(|m| m == "constant")
+        && match node.input(2) {
+            None => true,
+            Some(v) => {
+                g.initializers.get(v).and_then(|t| t.as_f32().map(|v| v.iter().all(|&x| x == 0.0))) == Some(true)
+            }
+        }
+}
+
 /// Rule: a constant zero `Pad` on the spatial axes of a 4-D tensor folds into the `Conv` that
 /// reads it (exporters write `nn.ZeroPad2d` + `Conv` this way). Same function, one copy fewer.
 fn fuse_zero_pad(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<Patch>> {
     let pad = &g.nodes[i];
-    if pad.op_type != "Pad" || pad.attr().string_opt("mode").ok().flatten().is_some_and(|m| m != "constant") {
+    if !is_zero_pad(g, pad) || pad.input(3).is_some() {
         return Ok(None);
     }
-    let konst = |k: usize| pad.input(k).and_then(|n| g.initializers.get(n)).cloned();
-    let Some(pads) = konst(1).and_then(|t| t.to_i64_vec()) else { return Ok(None) };
-    let zero_value = match pad.input(2) {
-        None => true,
-        Some(_) => konst(2).and_then(|t| t.as_f32().map(|v| v.iter().all(|&x| x == 0.0))).unwrap_or(false),
+    let Some(pads) = pad.input(1).and_then(|n| g.initializers.get(n)).and_then(|t| t.to_i64_vec()) else {
+        return Ok(None);
     };
-    if !zero_value || pad.input(3).is_some() || pads.len() != 8 || pads.iter().any(|&p| p < 0) {
+    if pads.len() != 8 || pads.iter().any(|&p| p < 0) {
         return Ok(None);
     }
     if pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0 || g.is_output(&pad.outputs[0]) {

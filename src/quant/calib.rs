@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use histogram::{Histogram, HIST_BINS};
 pub use int8::{fake_quant, fake_quant_slice, quantize_i8, quantize_value, round_half_even};
-pub use trt_cache::{parse_trt_cache, trt_cache_header, trt_cache_text};
+pub use trt_cache::{cache_tensors, parse_trt_cache, trt_cache_header, trt_cache_text, CacheTensors};
 
 /// Percentile used by `percentile` without a value (pytorch-quantization's default).
 pub const DEFAULT_PERCENTILE: f64 = 99.99;

@@ -5,19 +5,23 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::calib::{calibrate_amax, per_channel_amax, CalibMethod, Histogram};
+use super::calib::{cache_tensors, calibrate_amax, per_channel_amax, CalibMethod, Histogram};
 use super::plan::{ActivationScale, Calibration};
 use crate::error::{Error, Result};
 use crate::exec::cpu::precision::weight_channel_axis;
 use crate::exec::cpu::CpuExecutor;
 use crate::exec::NamedTensors;
 use crate::graph::layers::Layer;
+use crate::graph::Graph;
 
 /// The observed tensors of a model: each layer's activation input (what its INT8 plan uses)
 /// and its fused output (for TensorRT's implicit-calibration cache), in layer order.
 pub struct Observers {
     /// (layer name, input edge, output edge).
     edges: Vec<(String, String, String)>,
+    /// Further edges of the source graph to histogram (`with_cache_tensors`), and that graph.
+    extra: Vec<String>,
+    source: Option<Graph>,
 }
 
 /// Histograms of one or more frames: per layer, (input, output).
@@ -25,6 +29,9 @@ pub struct Observers {
 pub struct LayerHistograms {
     pub layers: Vec<LayerHistogram>,
     pub frames: usize,
+    /// The further tensors of `Observers::with_cache_tensors`, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensors: Vec<TensorHistogram>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +41,13 @@ pub struct LayerHistogram {
     pub output: String,
     pub input_hist: Histogram,
     pub output_hist: Histogram,
+}
+
+/// The histogram of one further tensor (a cache tensor no layer reads or fuses into its output).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TensorHistogram {
+    pub tensor: String,
+    pub hist: Histogram,
 }
 
 impl Observers {
@@ -47,19 +61,49 @@ impl Observers {
                 Ok((l.name.clone(), i.to_string(), o.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Observers { edges })
+        Ok(Observers { edges, extra: vec![], source: None })
+    }
+
+    /// Also observes every tensor a TensorRT calibration cache needs for `layers`
+    /// (`cache_tensors` of `source`, the graph the executor was prepared from) that is not a
+    /// layer's observed input or output; the ones preparation fused away are recomputed from the
+    /// source nodes each frame.
+    pub fn with_cache_tensors(mut self, source: &Graph, layers: &[Layer]) -> Observers {
+        let observed: std::collections::HashSet<&str> =
+            self.edges.iter().flat_map(|(_, i, o)| [i.as_str(), o.as_str()]).collect();
+        let mut extra: Vec<String> = Vec::new();
+        for t in cache_tensors(source, layers) {
+            for w in t.writes {
+                if !observed.contains(w.as_str()) && !extra.contains(&w) {
+                    extra.push(w);
+                }
+            }
+        }
+        self.extra = extra;
+        self.source = Some(source.clone());
+        self
     }
 
     /// Runs one frame in FP32 and histograms every observed tensor.
     pub fn observe(&self, exec: &CpuExecutor, inputs: &NamedTensors) -> Result<LayerHistograms> {
         let state = exec.run_keep(inputs)?;
-        let hist_of = |edge: &str| -> Result<Histogram> {
-            let t = exec.value(&state, edge).ok_or_else(|| Error::graph(edge, "observed edge has no value"))?;
+        let hist = |edge: &str, t: &crate::tensor::Tensor| -> Result<Histogram> {
             let v = t.as_f32().ok_or_else(|| Error::graph(edge, format!("observed edge is {}", t.dtype())))?;
             let mut h = Histogram::new();
             h.observe(v);
             Ok(h)
         };
+        let hist_of = |edge: &str| -> Result<Histogram> {
+            hist(edge, exec.value(&state, edge).ok_or_else(|| Error::graph(edge, "observed edge has no value"))?)
+        };
+        let mut tensors = Vec::with_capacity(self.extra.len());
+        if let Some(source) = &self.source {
+            let mut memo = std::collections::HashMap::new();
+            for e in &self.extra {
+                let t = exec.source_value(source, &state, e, &mut memo)?;
+                tensors.push(TensorHistogram { tensor: e.clone(), hist: hist(e, &t)? });
+            }
+        }
         let layers = self
             .edges
             .iter()
@@ -73,7 +117,7 @@ impl Observers {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(LayerHistograms { layers, frames: 1 })
+        Ok(LayerHistograms { layers, frames: 1, tensors })
     }
 }
 
@@ -83,6 +127,9 @@ impl LayerHistograms {
         for (a, b) in self.layers.iter_mut().zip(&other.layers) {
             a.input_hist.merge(&b.input_hist);
             a.output_hist.merge(&b.output_hist);
+        }
+        for (a, b) in self.tensors.iter_mut().zip(&other.tensors) {
+            a.hist.merge(&b.hist);
         }
         self.frames += other.frames;
     }
@@ -104,22 +151,59 @@ impl LayerHistograms {
             model_hash: model_hash.to_string(),
             activations,
             pow2_scales: false,
+            outputs: self.output_amax(method),
         }
     }
 
-    /// Thresholds of every observed tensor (inputs and outputs), by edge name, first wins.
-    pub fn tensor_amax(&self, method: &CalibMethod) -> Vec<(String, f32)> {
-        let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::new();
-        for l in &self.layers {
-            for (edge, h) in [(&l.input, &l.input_hist), (&l.output, &l.output_hist)] {
-                if seen.insert(edge.clone()) {
-                    out.push((edge.clone(), calibrate_amax(h, method)));
-                }
-            }
+    /// Thresholds of what the layers write: each layer's fused output and every further tensor.
+    fn output_amax(&self, method: &CalibMethod) -> BTreeMap<String, f32> {
+        let mut out = BTreeMap::new();
+        let outputs = self.layers.iter().map(|l| (&l.output, &l.output_hist));
+        for (edge, h) in outputs.chain(self.tensors.iter().map(|t| (&t.tensor, &t.hist))) {
+            out.entry(edge.clone()).or_insert_with(|| calibrate_amax(h, method));
         }
         out
     }
+}
+
+/// The TensorRT calibration cache of the layers `int8` selects, as (tensor, amax) in name order:
+/// each layer's `cache_tensors` reads at its activation threshold (the one pillarq simulates), and
+/// its writes at the threshold of a layer that reads them, else the calibration's `outputs`. The
+/// second list names the writes with neither (a calibration made before `outputs` existed).
+pub fn cache_entries(
+    graph: &Graph,
+    layers: &[Layer],
+    cal: &Calibration,
+    int8: &dyn Fn(&str) -> bool,
+) -> (Vec<(String, f32)>, Vec<String>) {
+    let tensors = cache_tensors(graph, layers);
+    let mut read_amax: BTreeMap<&str, f32> = BTreeMap::new();
+    for t in &tensors {
+        if let Some(a) = cal.activations.get(&t.layer) {
+            for r in &t.reads {
+                read_amax.entry(r.as_str()).or_insert(a.amax);
+            }
+        }
+    }
+    let mut entries: BTreeMap<String, f32> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for t in tensors.iter().filter(|t| int8(&t.layer)) {
+        for r in &t.reads {
+            if let Some(&a) = read_amax.get(r.as_str()) {
+                entries.insert(r.clone(), a);
+            }
+        }
+        for w in &t.writes {
+            match read_amax.get(w.as_str()).or_else(|| cal.outputs.get(w)) {
+                Some(&a) => {
+                    entries.insert(w.clone(), a);
+                }
+                None if !missing.contains(w) => missing.push(w.clone()),
+                None => {}
+            }
+        }
+    }
+    (entries.into_iter().collect(), missing)
 }
 
 /// Per-output-channel weight thresholds of every layer (of the BN-folded weights the executor

@@ -109,6 +109,11 @@ pub struct Calibration {
     /// (`Calibration::with_pow2_scales`, `pillarq calibrate --pow2-scales`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pow2_scales: bool,
+    /// Threshold of each tensor the layers' chains write, by ONNX edge (see
+    /// `quant::calib::cache_tensors`): what TensorRT calibration caches need besides the inputs.
+    /// pillarq's own INT8 simulation does not use them. Empty in calibrations before 0.1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, f32>,
 }
 
 impl Calibration {
@@ -128,6 +133,9 @@ impl Calibration {
                 return Err(format!("calibration.activations['{layer}']: {p}"));
             }
         }
+        if let Some((tensor, a)) = self.outputs.iter().find(|(_, a)| !(a.is_finite() && **a >= 0.0)) {
+            return Err(format!("calibration.outputs['{tensor}']: amax {a} must be a finite number >= 0"));
+        }
         Ok(())
     }
 
@@ -137,6 +145,7 @@ impl Calibration {
         for a in self.activations.values_mut() {
             a.amax = crate::quant::calib::pow2_amax(a.amax);
         }
+        self.outputs.values_mut().for_each(|a| *a = crate::quant::calib::pow2_amax(*a));
         self.pow2_scales = true;
         self
     }
@@ -343,6 +352,7 @@ mod tests {
                 .map(|n| (n.to_string(), ActivationScale { tensor: format!("{n}_in"), amax: 2.0 }))
                 .collect(),
             pow2_scales: false,
+            outputs: Default::default(),
         }
     }
 

@@ -107,6 +107,9 @@ struct Step {
     frees: Vec<usize>,
 }
 
+/// The most source nodes `CpuExecutor::source_value` runs for one edge.
+pub const MAX_REPLAYED_NODES: usize = 32;
+
 /// The compiled CPU executor for one graph.
 pub struct CpuExecutor {
     graph: Graph,
@@ -289,6 +292,62 @@ impl CpuExecutor {
     /// The value of edge `name` in a kept state.
     pub fn value<'s>(&self, state: &'s FrameState, name: &str) -> Option<&'s Tensor> {
         self.slot_of.get(name).and_then(|&s| state.slots[s].as_deref())
+    }
+
+    /// The value of edge `name` of `source`, the graph this executor was prepared from, in a kept
+    /// state. Preparation keeps edge names with their meaning, so an edge it kept is read from the
+    /// state; one it fused away (a BatchNormalization output, a Transpose around it, a Pad folded
+    /// into a Conv) is recomputed by running the source nodes that produce it, at most
+    /// `MAX_REPLAYED_NODES` of them. `memo` keeps recomputed values between calls for one state.
+    pub fn source_value(
+        &self,
+        source: &Graph,
+        state: &FrameState,
+        name: &str,
+        memo: &mut HashMap<String, Arc<Tensor>>,
+    ) -> Result<Arc<Tensor>> {
+        let mut budget = MAX_REPLAYED_NODES;
+        self.pool.install(|| self.replay(source, state, name, memo, &mut budget))
+    }
+
+    fn replay(
+        &self,
+        source: &Graph,
+        state: &FrameState,
+        name: &str,
+        memo: &mut HashMap<String, Arc<Tensor>>,
+        budget: &mut usize,
+    ) -> Result<Arc<Tensor>> {
+        if let Some(t) = memo.get(name) {
+            return Ok(t.clone());
+        }
+        if let Some(t) = self.slot_of.get(name).and_then(|&s| state.slots.get(s)).and_then(|t| t.clone()) {
+            return Ok(t);
+        }
+        if let Some(t) = source.initializers.get(name) {
+            return Ok(t.clone());
+        }
+        let node = source
+            .nodes
+            .iter()
+            .find(|n| n.outputs.iter().any(|o| o == name))
+            .ok_or_else(|| Error::graph(name, "edge has no value in this run and no node produces it"))?;
+        if *budget == 0 {
+            return Err(Error::graph(
+                name,
+                format!("recomputing this edge needs more than {MAX_REPLAYED_NODES} nodes the prepared graph removed"),
+            ));
+        }
+        *budget -= 1;
+        let ins = node
+            .inputs
+            .iter()
+            .map(|i| if i.is_empty() { Ok(None) } else { self.replay(source, state, i, memo, budget).map(Some) })
+            .collect::<Result<Vec<_>>>()?;
+        for (o, t) in node.outputs.iter().zip(eval_node(node, ins)?) {
+            memo.insert(o.clone(), Arc::new(t));
+        }
+        memo.get(name).cloned().ok_or_else(|| Error::graph(&node.name, format!("did not produce '{name}'")))
     }
 
     /// The graph outputs of a finished run.

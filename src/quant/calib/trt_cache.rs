@@ -14,6 +14,93 @@
 
 use std::collections::HashMap;
 
+use crate::graph::fold::is_zero_pad;
+use crate::graph::layers::Layer;
+use crate::graph::Graph;
+
+/// The tensors of the ONNX graph a calibration cache must give a scale for when one layer runs
+/// in INT8 under TensorRT's implicit quantization. TensorRT falls back to a non-INT8 kernel for
+/// any layer consuming or producing a tensor without a scale, so the cache needs:
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTensors {
+    /// The quantizable layer (ONNX node name).
+    pub layer: String,
+    /// The edge the layer reads, then each edge before it that holds the same values: the inputs
+    /// of zero `Pad`s and shuffles (Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Identity),
+    /// which TensorRT runs in INT8 on the way to the layer. All share the layer's input threshold.
+    pub reads: Vec<String>,
+    /// The edges the layer's chain writes (the layer, then the BatchNormalization, activation,
+    /// Transpose and ReduceMax nodes that only it feeds), leaving out the edges TensorRT's
+    /// documented fusions remove (Convolution + Scale, Convolution/Scale + activation). For the
+    /// PFN's MatMul -> Transpose -> BatchNormalization -> Transpose -> Relu -> ReduceMax every
+    /// edge stays: no fusion joins a MatMul to a Scale across a shuffle.
+    pub writes: Vec<String>,
+}
+
+/// Ops whose output holds exactly the values of their first input (rearranged).
+const SHUFFLES: &[&str] = &["Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"];
+/// Ops that continue a layer's chain when the layer (or the chain so far) is their only reader.
+const CHAIN: &[&str] = &["BatchNormalization", "Relu", "LeakyRelu", "Clip", "Transpose", "ReduceMax"];
+const ACTIVATIONS: &[&str] = &["Relu", "LeakyRelu", "Clip"];
+
+/// The cache tensors of every layer of `layers` (quantizable layers of `graph`, the original
+/// graph as the ONNX file has it), in layer order.
+pub fn cache_tensors(graph: &Graph, layers: &[Layer]) -> Vec<CacheTensors> {
+    let consumers = graph.consumers();
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for o in n.outputs.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o.as_str(), i);
+        }
+    }
+    let sole_reader = |edge: &str| -> Option<usize> {
+        match consumers.get(edge).map(Vec::as_slice) {
+            Some([c]) if !graph.is_output(edge) && graph.nodes[*c].input(0) == Some(edge) => Some(*c),
+            _ => None,
+        }
+    };
+    layers
+        .iter()
+        .filter_map(|layer| {
+            let node = graph.node(&layer.name)?;
+            let mut reads = vec![node.inputs.first()?.clone()];
+            while let Some(&p) = producer.get(reads.last().map(String::as_str).unwrap_or_default()) {
+                let n = &graph.nodes[p];
+                let same_values = SHUFFLES.contains(&n.op_type.as_str()) || is_zero_pad(graph, n);
+                match n.inputs.first() {
+                    Some(i) if same_values && !i.is_empty() && !reads.contains(i) && reads.len() < 64 => {
+                        reads.push(i.clone())
+                    }
+                    _ => break,
+                }
+            }
+            let mut writes = Vec::new();
+            let mut edge = node.outputs.first()?.clone();
+            let mut op = node.op_type.as_str();
+            loop {
+                let next = sole_reader(&edge).map(|c| &graph.nodes[c]);
+                let fused_away = next.is_some_and(|n| {
+                    let (p, c) = (op, n.op_type.as_str());
+                    (matches!(p, "Conv" | "ConvTranspose") && c == "BatchNormalization")
+                        || (matches!(p, "Conv" | "ConvTranspose" | "BatchNormalization") && ACTIVATIONS.contains(&c))
+                });
+                if !fused_away {
+                    writes.push(edge.clone());
+                }
+                match next {
+                    Some(n) if CHAIN.contains(&n.op_type.as_str()) && writes.len() < 64 => {
+                        let Some(o) = n.outputs.first().filter(|o| !o.is_empty()) else { break };
+                        op = &n.op_type;
+                        edge = o.clone();
+                    }
+                    _ => break,
+                }
+            }
+            Some(CacheTensors { layer: layer.name.clone(), reads, writes })
+        })
+        .collect()
+}
+
 /// The first line TensorRT expects for version `major.minor.patch` with trtexec's built-in
 /// entropy calibrator (`--calib`): `TRT-<NV_TENSORRT_VERSION>-EntropyCalibration2`, the version
 /// number being `major*1000 + minor*100 + patch` before TensorRT 10 (8.6.1 -> 8601) and
