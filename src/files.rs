@@ -52,3 +52,9 @@ pub(crate) fn read_regular_text(path: &Path) -> Result<String> {
     check_regular(path)?;
     std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
+
+/// SHA-256 of `bytes`, as 64 lowercase hex digits (model hashes, cache keys, file manifests).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Result<()> {
     let ids = calibration_ids(&data, &a.split, a.frames, a.seed)?;
     let obs =
         Observers::new(l.detector.executor(), &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers);
-    let pb = super::progress::bar(ids.len(), "observe", a.quiet);
+    let pb = crate::progress::bar(ids.len(), "observe", a.quiet);
     let hist = histograms_of(&l.detector, &obs, &data, &ids, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;

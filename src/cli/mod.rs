@@ -14,7 +14,6 @@ mod infer;
 mod inspect;
 mod merge;
 mod model_config;
-mod progress;
 mod quant_common;
 mod search;
 mod sensitivity;
@@ -117,11 +116,6 @@ enum Command {
     ///
     /// Example: pillarq bench engines/* --backend trtexec --json
     Bench(bench::Args),
-}
-
-/// A progress bar for a long library stage (stderr; hidden with `quiet`).
-pub fn progress_bar(len: usize, what: &str, quiet: bool) -> indicatif::ProgressBar {
-    progress::bar(len, what, quiet)
 }
 
 /// The bundled models live in `onnx/` of the source tree; found relative to the working

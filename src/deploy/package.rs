@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::emit::{emit_model, EmittedLayer, Fp16Form};
 use super::scripts::{build_scripts, ScriptSet};
 use crate::error::{Error, Result};
+use crate::files::sha256_hex;
 use crate::files::write_atomic;
 use crate::model::Model;
 use crate::onnx::encode_model;
@@ -29,7 +30,6 @@ use crate::pointpillars::interface::ModelIo;
 use crate::quant::calib::{trt_cache_header, trt_cache_text};
 use crate::quant::calibrate::cache_entries;
 use crate::quant::plan::{Precision, PrecisionPlan};
-use crate::search::sha256_hex;
 
 /// TensorRT version written into the calibration cache header (Jetson JetPack 6.1/6.2).
 pub const CACHE_TRT_VERSION: (u32, u32, u32) = (10, 3, 0);

@@ -206,8 +206,22 @@ fn fold_layer(graph: &Graph, idx: usize, consumers: &Consumers) -> Result<Option
         let mut new = node.clone();
         if let Some(b) = f.bn {
             let bn = &graph.nodes[b];
-            let ins: Vec<Option<Arc<Tensor>>> = bn.inputs.iter().map(|i| graph.initializers.get(i).cloned()).collect();
-            let (scale, shift) = super::super::exec::cpu::bn_params(bn, &ins)?;
+            let param = |i: usize| -> Result<Arc<Tensor>> {
+                bn.input(i)
+                    .and_then(|p| graph.initializers.get(p))
+                    .cloned()
+                    .ok_or_else(|| Error::graph(&bn.name, format!("input {i} is not a constant")))
+            };
+            let (g, b, m, v) = (param(1)?, param(2)?, param(3)?, param(4)?);
+            let eps = bn.attr().f32("epsilon", 1e-5)?;
+            let (scale, shift) = crate::numerics::bn_scale_shift(
+                f32s(&g, &bn.name)?,
+                f32s(&b, &bn.name)?,
+                f32s(&m, &bn.name)?,
+                f32s(&v, &bn.name)?,
+                eps,
+            )
+            .map_err(|e| Error::graph(&bn.name, e))?;
             let w = init(graph, node, 1)?;
             let wv = f32s(&w, &node.name)?;
             let c = scale.len();

@@ -293,7 +293,7 @@ impl Pillars {
             });
         }
         let voxels = match io.voxels.dtype {
-            DType::F16 => self.voxels.iter().map(|&v| crate::exec::cpu::precision::round_f16(v)).collect(),
+            DType::F16 => self.voxels.iter().map(|&v| crate::numerics::round_f16(v)).collect(),
             _ => self.voxels.clone(),
         };
         let mut idxs = vec![0i64; self.max_pillars * 4];

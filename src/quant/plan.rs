@@ -11,56 +11,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::graph::layers::Layer;
 
-/// A layer's arithmetic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Int8,
-    Fp16,
-    Fp32,
-}
-
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Int8 => "int8",
-            Precision::Fp16 => "fp16",
-            Precision::Fp32 => "fp32",
-        }
-    }
-
-    /// True for the floating-point precisions (the "fallback" of a mixed plan).
-    pub fn is_float(self) -> bool {
-        self != Precision::Int8
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "int8" => Ok(Precision::Int8),
-            "fp16" => Ok(Precision::Fp16),
-            "fp32" => Ok(Precision::Fp32),
-            other => Err(format!("unknown precision '{other}': use int8, fp16 or fp32")),
-        }
-    }
-}
+pub use crate::precision::{LayerPrecision, Precision};
 
 /// The per-tensor activation threshold of one layer's input (scale = amax / 127).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,17 +233,6 @@ impl PrecisionPlan {
         }
         Ok(out)
     }
-}
-
-/// One layer of a resolved plan.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerPrecision {
-    pub name: String,
-    pub precision: Precision,
-    /// INT8 layers: the activation threshold (scale = amax / 127).
-    pub act_amax: Option<f32>,
-    /// INT8 layers: round the per-channel weight scales up to powers of two.
-    pub pow2_weights: bool,
 }
 
 /// Share of the quantizable layers' multiply-accumulates that run in INT8.

@@ -99,7 +99,7 @@ impl<'a> Evaluator<'a> {
             .collect();
         if !todo.is_empty() {
             let frames: usize = todo.iter().map(|(c, _)| self.chunk_ids(*c).len()).sum();
-            let pb = crate::cli::progress_bar(frames, what, self.quiet);
+            let pb = crate::progress::bar(frames, what, self.quiet);
             let mut compiled: Vec<Option<CompiledPlan>> = vec![None; plans.len()];
             for (c, ps) in &todo {
                 for &p in ps {

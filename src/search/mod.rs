@@ -10,8 +10,6 @@ pub mod sweep;
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, Result};
 use crate::kitti::eval::EvalObject;
 use crate::kitti::label::read_labels;
@@ -40,11 +38,7 @@ impl EvalSet {
         sha256_hex(format!("{}|{}|{}", root.display(), self.split, self.ids.join(",")).as_bytes())
     }
 }
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let d = Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::files::sha256_hex;
 
 /// SHA-256 of a file's bytes (the model hash of cache keys and calibration provenance).
 pub fn file_sha256(path: &Path) -> Result<String> {

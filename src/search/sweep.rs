@@ -113,7 +113,7 @@ pub fn calibration_sweep(
     let mut plans = vec![PrecisionPlan::uniform(Precision::Fp32)];
     let mut cells_idx: Vec<(usize, usize, Vec<usize>)> = Vec::new();
     let total_draws: usize = sizes.iter().map(|&n| if n == pool.len() { 1 } else { cfg.draws }).sum();
-    let pb = crate::cli::progress_bar(total_draws, "calibrate", quiet);
+    let pb = crate::progress::bar(total_draws, "calibrate", quiet);
     let mut per_method: Vec<Vec<(usize, Vec<usize>)>> = vec![Vec::new(); cfg.methods.len()];
     for &n in &sizes {
         let draws = if n == pool.len() { 1 } else { cfg.draws };

@@ -49,7 +49,7 @@ pub const RECORD: &str = "synth.json";
 
 impl SynthOptions {
     fn record(&self) -> SynthRecord {
-        let settings = crate::search::sha256_hex(format!("{:?}|{:?}", self.scene, self.lidar).as_bytes());
+        let settings = crate::files::sha256_hex(format!("{:?}|{:?}", self.scene, self.lidar).as_bytes());
         SynthRecord { seed: self.seed, settings }
     }
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef, SharedMut};
 use crate::graph::Activation;
-use crate::quant::calib::fake_quant_slice;
+use crate::numerics::int8::fake_quant_slice;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dParams {

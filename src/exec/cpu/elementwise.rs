@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::numerics::round_f16;
 use crate::tensor::{numel, Data, Tensor};
 
 /// Output shape and, per input, the strides (0 on broadcast axes) aligned to the output rank.
@@ -99,11 +100,6 @@ pub fn where3<T: Copy + Sync + Send + Default>(
         })
         .collect();
     Some((out, shape))
-}
-
-/// Rounds to the nearest f16 value (held in f32), as a Cast to float16 does.
-pub fn round_f16(v: f32) -> f32 {
-    half::f16::from_f32(v).to_f32()
 }
 
 /// ONNX Cast. `to` is the ONNX element type code; float16 values are rounded and held as f32.

@@ -22,7 +22,7 @@ use crate::graph::{fold, Dim, Graph, Node};
 use crate::tensor::{DType, Data, Tensor};
 use op_table::F16Move;
 
-pub use crate::quant::calib::quantize_value;
+pub use crate::numerics::int8::quantize_value;
 pub use ops_shape::{
     expand_plan, flatten_shape, gather_shape, pad_plan, reshape_target, slice_plan, slice_shape_output, squeeze_shape,
     unsqueeze_shape,
@@ -546,11 +546,6 @@ pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> Option<f32> {
         }
         _ => None,
     }
-}
-
-/// Per-channel (scale, shift) of an inference-mode BatchNormalization node.
-pub fn bn_params(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<(Vec<f32>, Vec<f32>)> {
-    ops_math::bn_scale_shift(node, ins).map_err(|e| Error::graph(&node.name, e.0))
 }
 
 #[cfg(test)]

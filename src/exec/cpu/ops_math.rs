@@ -139,13 +139,7 @@ pub fn where_op(ins: &[Option<Arc<Tensor>>]) -> OpResult {
 pub fn bn_scale_shift(node: &Node, ins: &[Option<Arc<Tensor>>]) -> Result<(Vec<f32>, Vec<f32>), OpError> {
     let eps = node.attr().f32("epsilon", 1e-5)?;
     let (g, b, m, v) = (f32_in(ins, 1)?, f32_in(ins, 2)?, f32_in(ins, 3)?, f32_in(ins, 4)?);
-    let c = g.len();
-    if b.len() != c || m.len() != c || v.len() != c {
-        return Err(OpError("scale, B, mean and var must all have the channel count".into()));
-    }
-    let scale: Vec<f32> = (0..c).map(|i| g[i] / (v[i] + eps).sqrt()).collect();
-    let shift: Vec<f32> = (0..c).map(|i| b[i] - m[i] * scale[i]).collect();
-    Ok((scale, shift))
+    crate::numerics::bn_scale_shift(g, b, m, v, eps).map_err(OpError)
 }
 
 pub fn batch_norm(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {

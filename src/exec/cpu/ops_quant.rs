@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{f32_in, input, OpError, OpResult};
 use crate::graph::Node;
-use crate::quant::calib::quantize_value;
+use crate::numerics::int8::quantize_value;
 use crate::tensor::{Data, Tensor};
 
 /// For element `i` of a tensor, the index into a per-axis parameter vector.

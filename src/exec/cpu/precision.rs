@@ -13,8 +13,8 @@ use std::sync::Arc;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::quant::calib::{fake_quant, per_channel_amax, pow2_ceil, quantize_i8};
-use crate::quant::plan::{LayerPrecision, Precision};
+use crate::numerics::int8::{fake_quant, per_channel_amax, pow2_ceil, quantize_i8};
+use crate::precision::{LayerPrecision, Precision};
 use crate::tensor::{Data, Tensor};
 
 /// What one executor step does under a plan.
@@ -83,31 +83,7 @@ pub fn fake_quant_weight(w: &Tensor, axis: usize, pow2: bool) -> Result<Tensor> 
     Ok(Tensor::f32(w.shape.clone(), out))
 }
 
-/// The nearest f16 value (ties to even) of `x`, as f32: what a TensorRT FP16 layer stores.
-/// Branch-free (selects), so the slice loop vectorizes.
-#[inline]
-pub fn round_f16(x: f32) -> f32 {
-    let a = x.abs();
-    let b = x.to_bits();
-    // Normal f16: keep 10 of the 23 mantissa bits, ties to even.
-    let normal = f32::from_bits(b.wrapping_add(0x0FFF + ((b >> 13) & 1)) & !0x1FFF);
-    // f16 subnormals: multiples of 2^-24; 0.75 has an f32 ulp of 2^-24.
-    let sub = ((a + 0.75) - 0.75).copysign(x);
-    let r = if a < 6.103_515_6e-5 { sub } else { normal };
-    let r = if a >= 65_520.0 { f32::INFINITY.copysign(x) } else { r };
-    if a.is_nan() {
-        x
-    } else {
-        r
-    }
-}
-
-/// Rounds every element to the nearest f16 (as a TensorRT FP16 layer stores it).
-pub fn round_f16_slice(v: &mut [f32]) {
-    for x in v {
-        *x = round_f16(*x);
-    }
-}
+pub use crate::numerics::{round_f16, round_f16_slice};
 
 fn round_f16_tensor(t: &Tensor) -> Result<Tensor> {
     let v = t.as_f32().ok_or_else(|| Error::Other(format!("fp16 layers take float32 tensors, got {}", t.dtype())))?;
@@ -305,53 +281,5 @@ impl CpuExecutor {
     pub fn layer_weight(&self, name: &str) -> Option<(&Node, Arc<Tensor>)> {
         let idx = self.layer_step(name)?;
         Some((&self.steps[idx].node, self.step_constant(idx, 1)?))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use half::f16;
-
-    #[test]
-    fn round_f16_matches_half_everywhere_that_matters() {
-        let mut rng = crate::pointpillars::SplitMix64::new(3);
-        let mut vals: Vec<f32> = vec![
-            0.0,
-            -0.0,
-            1.0,
-            65504.0,
-            65519.99,
-            65520.0,
-            -65520.0,
-            1e-8,
-            2.98e-8,
-            5.96e-8,
-            6.1e-5,
-            6.1035156e-5,
-            1.0009766,
-            1.0004883,
-            1.0014648,
-            2049.0,
-            2051.0,
-            f32::INFINITY,
-            f32::MAX,
-            -3.0e38,
-        ];
-        for _ in 0..200_000 {
-            let e = (rng.next_u64() % 60) as i32 - 40;
-            let m = (rng.next_u64() % 1_000_000) as f32 / 1e6 + 1.0;
-            let s = if rng.next_u64().is_multiple_of(2) { 1.0 } else { -1.0 };
-            vals.push(s * m * 2f32.powi(e));
-            vals.push(f32::from_bits(rng.next_u64() as u32));
-        }
-        for v in vals {
-            if v.is_nan() {
-                assert!(round_f16(v).is_nan());
-                continue;
-            }
-            let want = f16::from_f32(v).to_f32();
-            assert_eq!(round_f16(v).to_bits(), want.to_bits(), "{v:e}: {} vs {want}", round_f16(v));
-        }
     }
 }

@@ -61,6 +61,71 @@ pub fn fake_quant_slice(data: &mut [f32], scale: f32) {
     }
 }
 
+/// `amax` if it gives a usable scale (finite, `amax / 127` a normal f32), else 1.0.
+pub(crate) fn usable_amax(amax: f32) -> f32 {
+    if amax.is_finite() && amax / 127.0 >= f32::MIN_POSITIVE {
+        amax
+    } else {
+        1.0
+    }
+}
+
+/// The smallest power of two at or above `scale` (a positive, normal, finite f32; anything else
+/// is returned unchanged). With power-of-two scales every dequantized value `q * 2^k` is exact in
+/// f32, and so is every product and partial sum of a quantized layer below 2^24 in integer units:
+/// the result no longer depends on summation order, so two implementations must agree bit for
+/// bit (shift-only requantization hardware also wants such scales).
+pub fn pow2_ceil(scale: f32) -> f32 {
+    if !(scale.is_finite() && scale >= f32::MIN_POSITIVE) {
+        return scale;
+    }
+    let b = scale.to_bits();
+    if b & 0x007f_ffff == 0 {
+        return scale;
+    }
+    let up = f32::from_bits((b & 0x7f80_0000) + 0x0080_0000);
+    if up.is_finite() {
+        up
+    } else {
+        scale
+    }
+}
+
+/// `amax` moved up so that `amax / 127` is a power of two (exactly: `127 * 2^k` is an f32 and
+/// the division is then exact).
+pub fn pow2_amax(amax: f32) -> f32 {
+    127.0 * pow2_ceil(amax / 127.0)
+}
+
+/// Symmetric per-channel weight amax: max |w| over every element with index `c` along `axis`.
+/// Conv weights are [Cout, Cin, kh, kw] (axis 0), ConvTranspose [Cin, Cout, kh, kw] (axis 1),
+/// MatMul's right operand [K, N] (axis 1). A channel of zeros (or one too small for a normal
+/// scale) gets 1.0 (`usable_amax`). Errors (for the caller to prefix with the node name)
+/// when the shape does not match the data, the axis is out of range or a weight is not finite.
+pub fn per_channel_amax(w: &[f32], shape: &[usize], axis: usize) -> Result<Vec<f32>, String> {
+    if axis >= shape.len() {
+        return Err(format!("weight of shape {shape:?} has no axis {axis}"));
+    }
+    let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if numel != Some(w.len()) {
+        return Err(format!("weight of shape {shape:?} cannot hold {} values", w.len()));
+    }
+    let channels = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut amax = vec![0.0f32; channels];
+    if inner > 0 {
+        for (i, block) in w.chunks_exact(inner).enumerate() {
+            let c = i % channels;
+            let m = block.iter().fold(0.0f32, |m, &v| if v.abs() > m { v.abs() } else { m });
+            if let Some(bad) = block.iter().find(|v| !v.is_finite()) {
+                return Err(format!("channel {c} along axis {axis} holds a non-finite weight ({bad})"));
+            }
+            amax[c] = amax[c].max(m);
+        }
+    }
+    Ok(amax.into_iter().map(usable_amax).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
