@@ -599,3 +599,40 @@ fn a_fifo_in_the_dataset_is_refused() {
         &["fifo.npy", "not a regular file"],
     );
 }
+
+/// Two small constants that broadcast to a huge output ([2^20, 1] + [1, 2^20] = 2^40 elements), and
+/// a Range whose values would leave int64: errors naming the node, not an abort or a wrap.
+#[test]
+fn broadcasts_and_ranges_beyond_the_budget_or_int64() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = build_model(
+        vec![
+            node("ConstantOfShape", "/a/ConstantOfShape", &["da"], &["a"], vec![]),
+            node("ConstantOfShape", "/b/ConstantOfShape", &["db"], &["b"], vec![]),
+            node("Add", "/grid/Add", &["a", "b"], &["y"], vec![]),
+        ],
+        vec![init_i64("da", &[2], &[1 << 20, 1]), init_i64("db", &[2], &[1, 1 << 20])],
+        vec![],
+        vec![vi("y", FLOAT, None)],
+    );
+    let p = write_model(dir.path(), "broadcast.onnx", &m);
+    fails_within(60, &["inspect", s(&p)], &["/grid/Add", "[1048576, 1048576]", "memory budget"]);
+
+    // start i64::MAX - 1999, limit i64::MAX, delta 1000: 2 values (the count went through f64,
+    // which rounded the start down and made it 3, the third wrapping past int64 to its minimum).
+    let m = build_model(
+        vec![node("Range", "/r/Range", &["start", "limit", "delta"], &["y"], vec![])],
+        vec![
+            init_i64("start", &[], &[i64::MAX - 1999]),
+            init_i64("limit", &[], &[i64::MAX]),
+            init_i64("delta", &[], &[1000]),
+        ],
+        vec![],
+        vec![vi("y", INT64, None)],
+    );
+    let p = write_model(dir.path(), "range.onnx", &m);
+    let out = Command::new(env!("CARGO_BIN_EXE_pillarq")).args(["inspect", s(&p), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["outputs"][0]["shape"], serde_json::json!([2]), "{j}");
+}

@@ -81,8 +81,10 @@ pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tenso
 /// A kernel that panics (here or in its worker threads: rayon passes the panic on) is a bug,
 /// but ends the run with an error naming the node instead of taking the process down.
 fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
-    let r = match op_table::op_def_for(node).and_then(|d| d.eval) {
-        Some(eval) => guard(|| eval(node, &mut ins, out_quant)),
+    let def = op_table::op_def_for(node);
+    let r = match def.and_then(|d| d.eval) {
+        Some(eval) => broadcast_budget(def.is_some_and(|d| d.broadcasts), &ins)
+            .and_then(|_| guard(|| eval(node, &mut ins, out_quant))),
         None => Err(OpError(format!(
             "op type '{}'{} is not supported by the CPU executor",
             node.op_type,
@@ -90,6 +92,21 @@ fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant
         ))),
     };
     r.map_err(|e| Error::Exec { node: node.name.clone(), op: node.op_type.clone(), msg: e.0 })
+}
+
+/// For a broadcasting op: its output (the broadcast of the input shapes, at the widest input
+/// element type) fits the memory budget. Incompatible shapes are left to the kernel to report.
+fn broadcast_budget(broadcasts: bool, ins: &[Option<Arc<Tensor>>]) -> std::result::Result<(), OpError> {
+    if !broadcasts {
+        return Ok(());
+    }
+    let present: Vec<&Tensor> = ins.iter().flatten().map(|t| t.as_ref()).collect();
+    let shapes: Vec<&[usize]> = present.iter().map(|t| t.shape.as_slice()).collect();
+    let width = present.iter().map(|t| t.dtype().width()).max().unwrap_or(1);
+    match elementwise::broadcast_shapes(&shapes) {
+        Some((shape, _)) => crate::memory::alloc_elements(&shape, width).map(|_| ()).map_err(OpError),
+        None => Ok(()),
+    }
 }
 
 /// Runs a kernel; a panic in it or in its worker threads becomes an `OpError`.

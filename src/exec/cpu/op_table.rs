@@ -31,39 +31,47 @@ pub struct OpDef {
     pub eval: Option<Eval>,
     pub shape: ShapeRule,
     pub f16_data_inputs: F16Move,
+    /// The output has the broadcast shape of the inputs (checked against the memory budget before
+    /// the kernel runs: two small inputs can broadcast to a huge output).
+    pub broadcasts: bool,
 }
 
 const fn op(op_types: &'static [&'static str], eval: Eval, shape: ShapeRule) -> OpDef {
-    OpDef { op_types, eval: Some(eval), shape, f16_data_inputs: F16Move::None }
+    OpDef { op_types, eval: Some(eval), shape, f16_data_inputs: F16Move::None, broadcasts: false }
 }
 
 /// An op that imports with known output shapes but fails when executed.
 const fn shape_only(op_types: &'static [&'static str], shape: ShapeRule) -> OpDef {
-    OpDef { op_types, eval: None, shape, f16_data_inputs: F16Move::None }
+    OpDef { op_types, eval: None, shape, f16_data_inputs: F16Move::None, broadcasts: false }
 }
 
 impl OpDef {
     const fn moves_f16(self, inputs: F16Move) -> OpDef {
         OpDef { f16_data_inputs: inputs, ..self }
     }
+    const fn broadcasting(self) -> OpDef {
+        OpDef { broadcasts: true, ..self }
+    }
 }
 
 /// The op families. Those with `shape_unknown` compute output shapes from input values; shape
 /// inference folds them when those inputs are constant.
 static OPS: &[OpDef] = &[
-    op(&["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"], |n, x, _| m::binary(n, x), sh::shape_broadcast),
+    op(&["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"], |n, x, _| m::binary(n, x), sh::shape_broadcast)
+        .broadcasting(),
     op(
         &["Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal", "And", "Or"],
         |n, x, _| m::binary(n, x),
         sh::shape_compare,
-    ),
+    )
+    .broadcasting(),
     op(
         &["Relu", "Sigmoid", "Exp", "Sqrt", "Tanh", "Abs", "Neg", "Floor", "Ceil", "Round", "LeakyRelu", "Clip", "Not"],
         |n, x, _| m::unary(n, x),
         sh::shape_same,
     ),
     op(&["Cast"], |n, x, _| m::cast_op(n, x), sh::shape_cast),
-    op(&["Where"], |_, x, _| m::where_op(x), sh::shape_where),
+    op(&["Where"], |_, x, _| m::where_op(x), sh::shape_where).broadcasting(),
     op(&["BatchNormalization"], |n, x, _| m::batch_norm(n, x), sh::shape_same),
     op(&["MatMul"], |n, x, _| m::matmul(n, x), sh::shape_matmul),
     op(&[PILLAR_MAX_MATMUL], |n, x, _| m::pillar_max_matmul(n, x), sh::shape_unknown),

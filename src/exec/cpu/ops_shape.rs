@@ -536,10 +536,14 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
             if a.is_empty() || b.is_empty() || c.is_empty() || c[0] == 0 {
                 return Err(OpError("Range needs scalar start, limit and a non-zero delta".into()));
             }
-            let n = ((b[0] as f64 - a[0] as f64) / c[0] as f64).ceil().max(0.0) as usize;
+            // Exact in i128: ceil((limit - start) / delta) elements, every one inside [start, limit).
+            let (a, b, c) = (a[0] as i128, b[0] as i128, c[0] as i128);
+            let n = if (c > 0 && b > a) || (c < 0 && b < a) { ((b - a).abs() + c.abs() - 1) / c.abs() } else { 0 };
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
             out_elements(&[n], DType::I64)?;
-            let v: Vec<i64> = (0..n as i64).map(|i| a[0] + i * c[0]).collect();
+            let v: Vec<i64> = (0..n as i128).map(|i| (a + i * c) as i64).collect();
             let data = match s.data {
+                // Start and limit were int32, so every value between them is too.
                 Data::I32(_) => Data::I32(v.iter().map(|&x| x as i32).collect()),
                 _ => Data::I64(v),
             };
