@@ -16,7 +16,19 @@ pub struct Model {
 impl Model {
     /// Loads and imports `path`; every error names the file.
     pub fn load(path: &Path) -> Result<Model> {
-        let file = load_model(path)?;
+        Self::from_file(load_model(path)?)
+    }
+
+    /// A model from the bytes of an ONNX file; `path` names it in errors and places its external
+    /// data.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Model> {
+        let model = crate::onnx::decode_model(bytes, path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_file(ModelFile { path: path.to_path_buf(), dir, model, file_bytes: bytes.len() as u64 })
+    }
+
+    fn from_file(file: ModelFile) -> Result<Model> {
+        let path = &file.path;
         let graph = Graph::from_model(&file.model, &file.dir).map_err(|e| match e {
             e @ (Error::Model { .. } | Error::Io { .. }) => e,
             other => Error::Model { file: path.to_path_buf(), msg: other.to_string() },

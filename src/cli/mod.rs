@@ -11,7 +11,7 @@ mod detect;
 mod emit;
 mod eval;
 mod infer;
-mod inspect;
+pub mod inspect;
 mod merge;
 mod model_config;
 mod quant_common;

@@ -11,14 +11,19 @@ pub const POINT_BYTES: usize = 16;
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let bytes = crate::files::read_regular(path)?;
-    if bytes.len() % POINT_BYTES != 0 {
+    check_size(&bytes, path)?;
+    Ok(bytes)
+}
+
+fn check_size(bytes: &[u8], path: &Path) -> Result<()> {
+    if !bytes.len().is_multiple_of(POINT_BYTES) {
         return Err(Error::kitti(
             path,
             None,
             format!("truncated: {} bytes is not a multiple of {POINT_BYTES}", bytes.len()),
         ));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 fn decode(bytes: &[u8]) -> impl Iterator<Item = [f32; 4]> + '_ {
@@ -36,9 +41,14 @@ fn is_finite(p: &[f32; 4]) -> bool {
 /// error naming the file (and the index of the first bad point).
 pub fn read_points(path: impl AsRef<Path>) -> Result<Vec<[f32; 4]>> {
     let path = path.as_ref();
-    let bytes = read_bytes(path)?;
+    parse_points(&read_bytes(path)?, path)
+}
+
+/// `read_points` of bytes already read; `path` names the file in errors.
+pub fn parse_points(bytes: &[u8], path: &Path) -> Result<Vec<[f32; 4]>> {
+    check_size(bytes, path)?;
     let mut points = Vec::with_capacity(bytes.len() / POINT_BYTES);
-    for (i, p) in decode(&bytes).enumerate() {
+    for (i, p) in decode(bytes).enumerate() {
         if !is_finite(&p) {
             return Err(Error::kitti(
                 path,

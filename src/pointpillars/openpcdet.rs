@@ -29,7 +29,7 @@ pub fn is_openpcdet(top: &Map<String, Value>) -> bool {
 
 /// Parses a YAML (or JSON) file into a JSON value; errors name the file.
 pub fn read_yaml(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = crate::files::read_regular_text(path)?;
     let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let parsed: std::result::Result<Value, String> = if is_json {
         serde_json::from_str(&text).map_err(|e| e.to_string())
