@@ -31,6 +31,7 @@ fn calibration(m: &Model, amax: f32) -> Calibration {
             .collect(),
         pow2_scales: false,
         outputs: Default::default(),
+        recipe: String::new(),
     }
 }
 
@@ -367,4 +368,58 @@ fn a_kill_inside_the_first_chunk_keeps_its_frames() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(numbers(&out), numbers(&ref_out), "resumed run differs from the uninterrupted one");
     assert!(partials(&cache).is_empty());
+}
+
+/// `--recipe sparse` (issue 14, step 1): each layer input's histogram leaves out what an empty
+/// scene gives it (the empty pillars on the canvas, bias and padding alone further down). Zeros
+/// never set a maximum, and entropy ignores the zero bin, but percentile thresholds rise on the
+/// canvas and the entropy thresholds of the maps after it stop collapsing. The recipe is in the
+/// file names and the provenance; a --calib file of another recipe is refused.
+#[test]
+fn sparse_recipes_leave_the_empty_scene_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 2, 1);
+    let model = bundled("pointpillars_small.onnx");
+    let out = tmp.path().join("calib");
+    let read = |recipe: &str| {
+        let mut args = vec!["calibrate", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
+        args.extend(["--frames", "2", "--method", "entropy,max,percentile", "--out", out.to_str().unwrap(), "-q"]);
+        args.extend(["--recipe", recipe]);
+        let (code, _, err) = pillarq_bin(&args);
+        assert_eq!(code, 0, "{err}");
+        let tag = if recipe == "none" { String::new() } else { format!("-{recipe}") };
+        let f = |m: &str| {
+            let file = out.join(format!("pointpillars_small-{m}{tag}-2.json"));
+            pillarq::quant::calibrate::CalibrationFile::read(&file).unwrap().calibration
+        };
+        [f("entropy"), f("max"), f("percentile99.99")]
+    };
+    let [entropy, max, percentile] = read("none");
+    let [s_entropy, s_max, s_percentile] = read("sparse");
+    let [z_entropy, ..] = read("sparse-zeros");
+    assert_eq!((entropy.recipe.as_str(), s_entropy.recipe.as_str()), ("", "sparse"));
+    assert_eq!(z_entropy.recipe, "sparse-zeros");
+    let amax = |c: &Calibration, l: &str| c.activations[l].amax;
+    let (canvas, after) = ("/backbone/blocks.0/blocks.0.1/Conv", "/backbone/blocks.0/blocks.0.4/Conv");
+    for l in max.activations.keys() {
+        assert_eq!(amax(&max, l), amax(&s_max, l), "{l}: the empty scene moved a maximum");
+    }
+    assert!(amax(&s_percentile, canvas) > 1.2 * amax(&percentile, canvas));
+    assert!(amax(&s_entropy, after) > 5.0 * amax(&entropy, after), "{}", amax(&s_entropy, after));
+    // A file made without the recipe is not used as if it had it.
+    let file = out.join("pointpillars_small-entropy-2.json");
+    let (code, _, err) = pillarq_bin(&[
+        "sensitivity",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--calib",
+        file.to_str().unwrap(),
+        "--recipe",
+        "sparse",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--recipe sparse applies when calibrating now") && err.contains("recipe none"), "{err}");
 }

@@ -26,6 +26,10 @@ pub struct Args {
     /// Calibrators, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "max,percentile,entropy,mse")]
     pub methods: Vec<CalibMethod>,
+    /// PTQ recipe of every calibration: none, all, or a comma list of steps (sparse,
+    /// sparse-zeros; see `pillarq calibrate --help`).
+    #[arg(long, default_value = "none")]
+    pub recipe: crate::quant::recipe::Recipe,
     /// Largest drawn set size: N runs over 1, 2, 4, ... up to this.
     #[arg(long, default_value_t = 64)]
     pub max_n: usize,
@@ -65,7 +69,14 @@ pub fn run(a: Args) -> Result<()> {
     let ev = a.sweep.evaluator(&l, &set, &cache, a.quiet)?;
     let sizes: Vec<usize> =
         std::iter::successors(Some(1usize), |n| Some(n * 2)).take_while(|&n| n <= a.max_n).collect();
-    let cfg = SweepConfig { methods: a.methods.clone(), sizes, draws: a.draws, seed: a.seed, all_frames: a.all_frames };
+    let cfg = SweepConfig {
+        methods: a.methods.clone(),
+        sizes,
+        draws: a.draws,
+        seed: a.seed,
+        all_frames: a.all_frames,
+        recipe: a.recipe,
+    };
     let Some(report) = a.sweep.until_complete(|| calibration_sweep(&ev, &calib_data, &pool, &cfg, a.quiet))? else {
         eprintln!("{}", incomplete("calibration sweep", &a.sweep));
         return Ok(());

@@ -37,6 +37,12 @@ pub struct Args {
     /// summation-order-free arithmetic, and shift-only requantization hardware.
     #[arg(long)]
     pub pow2_scales: bool,
+    /// PTQ recipe: none, all, or a comma list of steps (sparse: the positions no point reaches
+    /// leave the histograms, the empty pillars and what bias and padding alone make of them;
+    /// sparse-zeros: every exact zero too). Not `none`: the recipe is part of the file names
+    /// (<model>-<method>-<recipe>-<frames>.json).
+    #[arg(long, default_value = "none")]
+    pub recipe: crate::quant::recipe::Recipe,
     /// TensorRT version in the cache header (e.g. 100300 for 10.3, 8601 for 8.6.1).
     #[arg(long, default_value_t = 100300)]
     pub trt_version: u32,
@@ -53,8 +59,12 @@ pub fn run(a: Args) -> Result<()> {
     let l: Loaded = load(&a.model, &a.config, a.threads)?;
     let data = KittiDir::open(&a.data)?;
     let ids = calibration_ids(&data, &a.split, a.frames, a.seed)?;
-    let obs =
-        Observers::new(l.detector.executor(), &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers);
+    let exec = l.detector.executor();
+    let obs = Observers::new(exec, &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers).with_recipe(
+        exec,
+        a.recipe,
+        &l.detector.empty_scene_inputs()?,
+    )?;
     let pb = crate::progress::bar(ids.len(), "observe", a.quiet);
     let hist = histograms_of(&l.detector, &obs, &data, &ids, &mut || pb.inc(1))?;
     pb.finish_and_clear();
@@ -64,6 +74,9 @@ pub fn run(a: Args) -> Result<()> {
     for m in &a.method {
         let mut f = super::quant_common::file_from(&l, &data, &a.split, &ids, &hist, m, a.seed)?;
         let mut tag = m.to_string().replace(':', "");
+        if !a.recipe.is_none() {
+            tag.push_str(&format!("-{}", a.recipe));
+        }
         if a.pow2_scales {
             f = f.with_pow2_scales();
             tag.push_str("-pow2");

@@ -89,6 +89,7 @@ pub fn run(a: Args) -> Result<()> {
         method: vec![CalibMethod::Percentile(99.99)],
         out: calib_dir.clone(),
         pow2_scales: false,
+        recipe: Default::default(),
         trt_version: 100300,
         threads: a.threads,
         quiet: false,
@@ -103,6 +104,7 @@ pub fn run(a: Args) -> Result<()> {
         calib_split: "train".into(),
         pow2_scales: false,
         allow_other_model: false,
+        recipe: Default::default(),
     };
     let sweep = SweepArgs { cache: a.out.join("cache"), chunk: 10, shard: Shard::ALL, wait: 0 };
 

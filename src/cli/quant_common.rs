@@ -13,6 +13,7 @@ use crate::pointpillars::detect::Detector;
 use crate::quant::calib::CalibMethod;
 use crate::quant::calibrate::{weight_scales, CalibrationFile, Observers};
 use crate::quant::plan::{Calibration, PrecisionPlan};
+use crate::quant::recipe::Recipe;
 use crate::search::cache::ResultCache;
 use crate::search::evaluate::Evaluator;
 use crate::search::sweep::{draw, histograms_of};
@@ -41,6 +42,10 @@ pub struct CalibArgs {
     /// Use a --calib file computed on another network (its model_hash differs) anyway.
     #[arg(long)]
     pub allow_other_model: bool,
+    /// PTQ recipe when calibrating now: none, all, or a comma list of steps (sparse: the positions
+    /// no point reaches leave the histograms; sparse-zeros: every exact zero too).
+    #[arg(long, default_value = "none")]
+    pub recipe: Recipe,
 }
 
 /// A loaded model ready to detect, with the hash of its network (the file without pillarq's
@@ -78,9 +83,14 @@ pub fn calibrate(
     ids: &[String],
     method: &CalibMethod,
     seed: Option<u64>,
+    recipe: Recipe,
 ) -> Result<CalibrationFile> {
     let exec = l.detector.executor();
-    let obs = Observers::new(exec, &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers);
+    let obs = Observers::new(exec, &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers).with_recipe(
+        exec,
+        recipe,
+        &l.detector.empty_scene_inputs()?,
+    )?;
     let h = histograms_of(&l.detector, &obs, data, ids, &mut || {})?;
     Ok(file_from(l, data, split, ids, &h, method, seed)?)
 }
@@ -112,6 +122,15 @@ impl CalibArgs {
     pub fn resolve(&self, l: &Loaded, data_dir: &Path) -> Result<Calibration> {
         if let Some(p) = &self.calib {
             let f = CalibrationFile::read(p)?;
+            let made_with = if f.calibration.recipe.is_empty() { "none" } else { f.calibration.recipe.as_str() };
+            if !self.recipe.is_none() && made_with != self.recipe.to_string() {
+                bail!(
+                    "--recipe {} applies when calibrating now; {} was made with recipe {made_with}: drop --calib or \
+                     --recipe",
+                    self.recipe,
+                    p.display()
+                );
+            }
             if !self.allow_other_model {
                 check_model_hash(&f.calibration, &l.hash, p)?;
             }
@@ -119,7 +138,8 @@ impl CalibArgs {
         }
         let data = KittiDir::open(data_dir)?;
         let ids = calibration_ids(&data, &self.calib_split, self.calib_frames, self.calib_seed)?;
-        Ok(self.rounded(calibrate(l, &data, &self.calib_split, &ids, &self.method, self.calib_seed)?.calibration))
+        let f = calibrate(l, &data, &self.calib_split, &ids, &self.method, self.calib_seed, self.recipe)?;
+        Ok(self.rounded(f.calibration))
     }
 
     fn rounded(&self, c: Calibration) -> Calibration {

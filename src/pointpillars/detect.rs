@@ -73,6 +73,12 @@ impl Detector {
         Ok((self.inputs(&points, Some(&calib))?, calib))
     }
 
+    /// The network inputs of a scene without points (every pillar empty): what calibration's
+    /// sparse recipes compare each frame with.
+    pub fn empty_scene_inputs(&self) -> Result<NamedTensors> {
+        self.inputs(&[], None)
+    }
+
     fn inputs(&self, points: &[[f32; 4]], calib: Option<&Calib>) -> Result<NamedTensors> {
         voxelize(points, &self.cfg, calib)?.to_inputs(&self.io)
     }

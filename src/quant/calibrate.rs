@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::calib::{cache_tensors, calibrate_amax, per_channel_amax, CalibMethod, Histogram};
@@ -13,6 +14,7 @@ use crate::exec::cpu::CpuExecutor;
 use crate::exec::NamedTensors;
 use crate::graph::layers::Layer;
 use crate::graph::Graph;
+use crate::quant::recipe::{Recipe, Zeros};
 
 /// The observed tensors of a model: each layer's activation input (what its INT8 plan uses)
 /// and its fused output (for TensorRT's implicit-calibration cache), in layer order.
@@ -22,6 +24,64 @@ pub struct Observers {
     /// Further edges of the source graph to histogram (`with_cache_tensors`), and that graph.
     extra: Vec<String>,
     source: Option<Graph>,
+    /// The recipe (`with_recipe`) and, per layer input, what an empty scene gives it.
+    recipe: Recipe,
+    background: Vec<Option<Background>>,
+}
+
+/// The values an empty scene (no point) gives one tensor, per channel (axis 1 of a 4-D tensor;
+/// one set otherwise), as sorted f32 bit patterns: the interior constant and the few values the
+/// zero padding makes along the borders.
+struct Background {
+    channels: Vec<Vec<u32>>,
+    /// Elements per channel block (H * W for NCHW).
+    inner: usize,
+}
+
+impl Background {
+    fn of(t: &crate::tensor::Tensor) -> Option<Background> {
+        let v = t.as_f32()?;
+        let (c, inner) = if t.shape.len() == 4 { (t.shape[1].max(1), t.shape[2] * t.shape[3]) } else { (1, v.len()) };
+        let mut channels = vec![Vec::new(); c];
+        if inner > 0 {
+            for (i, block) in v.chunks(inner).enumerate() {
+                channels[i % c].extend(block.iter().map(|x| x.to_bits()));
+            }
+        }
+        for ch in &mut channels {
+            ch.sort_unstable();
+            ch.dedup();
+        }
+        Some(Background { channels, inner })
+    }
+
+    /// The values of `t` at positions some point reaches: those differing from every empty-scene
+    /// value of their channel; with `zeros`, exact zeros are left out too. A tensor of another
+    /// layout than the background's only loses (with `zeros`) its zeros.
+    fn occupied(&self, t: &crate::tensor::Tensor, v: &[f32], zeros: bool) -> Vec<f32> {
+        let c = self.channels.len();
+        let (same, inner) = if t.shape.len() == 4 {
+            (t.shape[1] == c && t.shape[2] * t.shape[3] == self.inner, self.inner)
+        } else {
+            (c == 1, v.len())
+        };
+        if !same || inner == 0 {
+            return v.iter().copied().filter(|&x| !(zeros && x == 0.0)).collect();
+        }
+        v.par_chunks(inner)
+            .enumerate()
+            .flat_map_iter(|(i, block)| {
+                let bg = &self.channels[i % c];
+                block.iter().copied().filter(move |&x| {
+                    !(zeros && x == 0.0)
+                        && match bg.as_slice() {
+                            [only] => x.to_bits() != *only,
+                            many => many.binary_search(&x.to_bits()).is_err(),
+                        }
+                })
+            })
+            .collect()
+    }
 }
 
 /// Histograms of one or more frames: per layer, (input, output).
@@ -32,6 +92,9 @@ pub struct LayerHistograms {
     /// The further tensors of `Observers::with_cache_tensors`, in its order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tensors: Vec<TensorHistogram>,
+    /// The recipe the histograms were observed under (`none` when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -61,7 +124,22 @@ impl Observers {
                 Ok((l.name.clone(), i.to_string(), o.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Observers { edges, extra: vec![], source: None })
+        Ok(Observers { edges, extra: vec![], source: None, recipe: Recipe::none(), background: vec![] })
+    }
+
+    /// Observes under `recipe`. For the sparse steps, `empty` are the inputs of an empty scene
+    /// (no point: `Detector::empty_scene_inputs`): one FP32 run of it gives each layer input's
+    /// background values, which the histograms then leave out.
+    pub fn with_recipe(mut self, exec: &CpuExecutor, recipe: Recipe, empty: &NamedTensors) -> Result<Observers> {
+        self.recipe = recipe;
+        self.background = Vec::new();
+        if recipe.zeros == Zeros::Keep {
+            return Ok(self);
+        }
+        let state = exec.run_keep(empty)?;
+        self.background =
+            self.edges.iter().map(|(_, input, _)| exec.value(&state, input).and_then(Background::of)).collect();
+        Ok(self)
     }
 
     /// Also observes every tensor a TensorRT calibration cache needs for `layers`
@@ -87,37 +165,44 @@ impl Observers {
     /// Runs one frame in FP32 and histograms every observed tensor.
     pub fn observe(&self, exec: &CpuExecutor, inputs: &NamedTensors) -> Result<LayerHistograms> {
         let state = exec.run_keep(inputs)?;
-        let hist = |edge: &str, t: &crate::tensor::Tensor| -> Result<Histogram> {
+        let zeros = self.recipe.zeros == Zeros::BackgroundAndZeros;
+        let hist = |edge: &str, t: &crate::tensor::Tensor, bg: Option<&Background>| -> Result<Histogram> {
             let v = t.as_f32().ok_or_else(|| Error::graph(edge, format!("observed edge is {}", t.dtype())))?;
             let mut h = Histogram::new();
-            h.observe(v);
+            match bg {
+                Some(bg) => h.observe(&bg.occupied(t, v, zeros)),
+                None => h.observe(v),
+            }
             Ok(h)
         };
-        let hist_of = |edge: &str| -> Result<Histogram> {
-            hist(edge, exec.value(&state, edge).ok_or_else(|| Error::graph(edge, "observed edge has no value"))?)
+        let hist_of = |edge: &str, bg: Option<&Background>| -> Result<Histogram> {
+            let t = exec.value(&state, edge).ok_or_else(|| Error::graph(edge, "observed edge has no value"))?;
+            hist(edge, t, bg)
         };
         let mut tensors = Vec::with_capacity(self.extra.len());
         if let Some(source) = &self.source {
             let mut memo = std::collections::HashMap::new();
             for e in &self.extra {
                 let t = exec.source_value(source, &state, e, &mut memo)?;
-                tensors.push(TensorHistogram { tensor: e.clone(), hist: hist(e, &t)? });
+                tensors.push(TensorHistogram { tensor: e.clone(), hist: hist(e, &t, None)? });
             }
         }
         let layers = self
             .edges
             .iter()
-            .map(|(l, i, o)| {
+            .enumerate()
+            .map(|(k, (l, i, o))| {
                 Ok(LayerHistogram {
                     layer: l.clone(),
                     input: i.clone(),
                     output: o.clone(),
-                    input_hist: hist_of(i)?,
-                    output_hist: hist_of(o)?,
+                    input_hist: hist_of(i, self.background.get(k).and_then(Option::as_ref))?,
+                    output_hist: hist_of(o, None)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(LayerHistograms { layers, frames: 1, tensors })
+        let recipe = if self.recipe.is_none() { String::new() } else { self.recipe.to_string() };
+        Ok(LayerHistograms { layers, frames: 1, tensors, recipe })
     }
 }
 
@@ -152,6 +237,7 @@ impl LayerHistograms {
             activations,
             pow2_scales: false,
             outputs: self.output_amax(method),
+            recipe: self.recipe.clone(),
         }
     }
 
@@ -297,5 +383,26 @@ impl CalibrationFile {
     pub fn trt_cache(&self, trt_version: u32) -> String {
         let entries: Vec<(String, f32)> = self.tensors.iter().map(|(k, &a)| (k.clone(), a / 127.0)).collect();
         super::calib::trt_cache_text(&format!("TRT-{trt_version}-EntropyCalibration2"), &entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn occupied_values_are_those_the_empty_scene_never_takes_in_their_channel() {
+        // Channel 0 of the empty scene is 1.0 everywhere, channel 1 is 0.0 inside and 2.0 on the border.
+        let empty = Tensor::f32(vec![1, 2, 2, 2], vec![1.0, 1.0, 1.0, 1.0, 0.0, 2.0, 2.0, 0.0]);
+        let bg = Background::of(&empty).unwrap();
+        let frame = Tensor::f32(vec![1, 2, 2, 2], vec![1.0, 3.0, 0.0, 1.0, 2.0, 1.0, 0.0, 5.0]);
+        let v = frame.as_f32().unwrap();
+        // 1.0 is background only in channel 0; 2.0 and 0.0 only in channel 1.
+        assert_eq!(bg.occupied(&frame, v, false), vec![3.0, 0.0, 1.0, 5.0]);
+        assert_eq!(bg.occupied(&frame, v, true), vec![3.0, 1.0, 5.0]);
+        // Another layout keeps everything but, with `zeros`, the zeros.
+        let other = Tensor::f32(vec![1, 1, 2, 2], vec![1.0, 0.0, 2.0, 3.0]);
+        assert_eq!(bg.occupied(&other, other.as_f32().unwrap(), true), vec![1.0, 2.0, 3.0]);
     }
 }

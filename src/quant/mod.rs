@@ -3,3 +3,4 @@
 pub mod calib;
 pub mod calibrate;
 pub mod plan;
+pub mod recipe;

@@ -72,16 +72,22 @@ pub struct Calibration {
     /// pillarq's own INT8 simulation does not use them. Empty in calibrations before 0.1.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, f32>,
+    /// The PTQ recipe the thresholds were made under (`quant::recipe`; empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub recipe: String,
 }
 
 impl Calibration {
-    /// The calibrator, with " pow2" for power-of-two scales (for reports).
+    /// The calibrator, with the recipe and " pow2" for power-of-two scales (for reports).
     pub fn label(&self) -> String {
-        if self.pow2_scales {
-            format!("{} pow2", self.method)
-        } else {
-            self.method.clone()
+        let mut s = self.method.clone();
+        if !self.recipe.is_empty() {
+            s.push_str(&format!(" {}", self.recipe));
         }
+        if self.pow2_scales {
+            s.push_str(" pow2");
+        }
+        s
     }
 
     /// Checks every activation threshold (see [`amax_problem`]); the message names the layer.
@@ -300,6 +306,7 @@ mod tests {
                 .collect(),
             pow2_scales: false,
             outputs: Default::default(),
+            recipe: String::new(),
         }
     }
 

@@ -20,6 +20,18 @@ pub struct SweepConfig {
     pub seed: u64,
     /// Also calibrate on every frame of the pool (one draw).
     pub all_frames: bool,
+    /// The PTQ recipe of every calibration (its name joins the method's in the report).
+    pub recipe: crate::quant::recipe::Recipe,
+}
+
+impl SweepConfig {
+    fn label(&self, method: &CalibMethod) -> String {
+        if self.recipe.is_none() {
+            method.to_string()
+        } else {
+            format!("{method} {}", self.recipe)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,7 +116,8 @@ pub fn calibration_sweep(
     cfg: &SweepConfig,
     quiet: bool,
 ) -> Result<Option<SweepReport>> {
-    let obs = Observers::new(ev.detector.executor(), ev.layers)?;
+    let exec = ev.detector.executor();
+    let obs = Observers::new(exec, ev.layers)?.with_recipe(exec, cfg.recipe, &ev.detector.empty_scene_inputs()?)?;
     let mut sizes: Vec<usize> = cfg.sizes.iter().copied().filter(|&n| n <= pool.len()).collect();
     if cfg.all_frames && !sizes.contains(&pool.len()) {
         sizes.push(pool.len());
@@ -155,7 +168,7 @@ pub fn calibration_sweep(
             let var =
                 if maps.len() > 1 { maps.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1.0) } else { 0.0 };
             SweepCell {
-                method: cfg.methods[*m].to_string(),
+                method: cfg.label(&cfg.methods[*m]),
                 n: *n,
                 mean,
                 std: var.sqrt(),
@@ -169,7 +182,7 @@ pub fn calibration_sweep(
         .methods
         .iter()
         .filter_map(|method| {
-            let name = method.to_string();
+            let name = cfg.label(method);
             let mine: Vec<&SweepCell> = cells.iter().filter(|c| c.method == name).collect();
             let largest = mine.iter().max_by_key(|c| c.n)?;
             let small = mine.iter().filter(|c| c.n <= 8 && c.n < largest.n).max_by(|a, b| a.mean.total_cmp(&b.mean))?;
