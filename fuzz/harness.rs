@@ -45,15 +45,16 @@ fn text(data: &[u8]) -> String {
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("pillarq-fuzz-{}", std::process::id()));
+        let d = std::env::temp_dir().join("pillarq-fuzz-scratch");
         std::fs::create_dir_all(&d).expect("scratch folder");
         d
     })
 }
 
 /// ONNX load (protobuf decode, graph import, shape inference, parameter checks), `inspect`'s text
-/// and JSON reports, the configuration in its metadata with input discovery, and the preparation
-/// passes of the executor.
+/// and JSON reports, the configuration in its metadata with input discovery, the calibration
+/// cache tensors, and the executor: preparation, constant folding and one run on zero inputs
+/// (when every input has a static shape of at most 1 MiB).
 pub fn onnx_model(data: &[u8]) {
     init();
     let path = Path::new("/nonexistent/fuzz.onnx");
@@ -61,8 +62,36 @@ pub fn onnx_model(data: &[u8]) {
     let _ = pillarq::cli::inspect::render(&model);
     let _ = pillarq::cli::inspect::report(&model);
     let _ = pillarq::pointpillars::config::resolve(&model.graph, path, None, None);
-    let _ = pillarq::graph::fold::prepare_for_execution(&model.graph);
     let _ = pillarq::quant::calib::cache_tensors(&model.graph, &model.layers);
+    let Ok(exec) = pillarq::exec::cpu::CpuExecutor::new(&model.graph, 1) else { return };
+    if let Some(inputs) = zero_inputs(&model.graph) {
+        let _ = exec.run(&inputs);
+    }
+}
+
+/// Zeros for every graph input, when all have static shapes and fit in 1 MiB together.
+fn zero_inputs(g: &pillarq::graph::Graph) -> Option<Vec<(String, pillarq::tensor::Tensor)>> {
+    use pillarq::tensor::{DType, Data, Tensor};
+    let mut total = 0usize;
+    g.inputs
+        .iter()
+        .map(|v| {
+            let shape = pillarq::graph::static_dims(v.shape.as_ref()?)?;
+            let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+            total = total.checked_add(n.checked_mul(8)?)?;
+            if total > 1 << 20 {
+                return None;
+            }
+            let data = match v.dtype {
+                DType::F32 | DType::F16 | DType::F64 => Data::F32(vec![0.0; n]),
+                DType::I64 => Data::I64(vec![0; n]),
+                DType::I32 => Data::I32(vec![0; n]),
+                DType::Bool => Data::Bool(vec![false; n]),
+                _ => return None,
+            };
+            Some((v.name.clone(), Tensor { shape, data }))
+        })
+        .collect()
 }
 
 pub fn npy(data: &[u8]) {
@@ -146,9 +175,10 @@ pub fn trtexec_layers(data: &[u8]) {
 pub fn model_config(data: &[u8]) {
     init();
     static MODEL: OnceLock<pillarq::model::Model> = OnceLock::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../onnx/pointpillars_small.onnx");
-    let root =
-        if root.exists() { root } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/pointpillars_small.onnx") };
+    // CARGO_MANIFEST_DIR is fuzz/ for the fuzzers, the repository for tests/fuzz_regressions.rs.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = if dir.ends_with("fuzz") { dir.join("..") } else { dir.to_path_buf() };
+    let root = repo.join("onnx/pointpillars_small.onnx");
     let model = MODEL.get_or_init(|| pillarq::model::Model::load(&root).expect("bundled small model"));
     let ext = if data.first() == Some(&b'{') { "json" } else { "yaml" };
     let file = scratch().join(format!("config.{ext}"));

@@ -225,12 +225,14 @@ def regressions():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     reg("onnx_model", "range_past_int64.onnx", m.SerializeToString())
-    # A Pad of 2^62 (a worker-thread panic), and of 100000 (1.28 TB) in front of a Conv.
-    for name, p in [("pad_2pow62", 1 << 62), ("pad_100000", 100000)]:
+    # pads[4] = 2^62 (a worker-thread panic), and 100000 on every spatial side (1.28 TB), in front
+    # of a Conv (as tests/bad_input.rs::pads_that_overflow_or_exceed_the_budget).
+    for name, pads in [("pad_2pow62", [0, 0, 0, 0, 1 << 62, 0, 0, 0]),
+                       ("pad_100000", [0, 0, 100000, 100000, 0, 0, 100000, 100000])]:
         g = helper.make_graph(
             [helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("Conv", ["p", "w"], ["y"])], "p",
             [vi("x", TensorProto.FLOAT, [1, 4, 8, 8])], [vi("y", TensorProto.FLOAT, None)],
-            [numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, p, 0], np.int64), "pads"),
+            [numpy_helper.from_array(np.array(pads, np.int64), "pads"),
              numpy_helper.from_array(np.full((6, 4, 3, 3), 0.1, np.float32), "w")])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 8
