@@ -38,6 +38,15 @@ struct Background {
     inner: usize,
 }
 
+/// The bits compared: -0.0 as +0.0 (the same value, whichever sign a kernel left).
+fn bits(x: f32) -> u32 {
+    if x == 0.0 {
+        0
+    } else {
+        x.to_bits()
+    }
+}
+
 impl Background {
     fn of(t: &crate::tensor::Tensor) -> Option<Background> {
         let v = t.as_f32()?;
@@ -45,7 +54,7 @@ impl Background {
         let mut channels = vec![Vec::new(); c];
         if inner > 0 {
             for (i, block) in v.chunks(inner).enumerate() {
-                channels[i % c].extend(block.iter().map(|x| x.to_bits()));
+                channels[i % c].extend(block.iter().map(|&x| bits(x)));
             }
         }
         for ch in &mut channels {
@@ -75,8 +84,8 @@ impl Background {
                 block.iter().copied().filter(move |&x| {
                     !(zeros && x == 0.0)
                         && match bg.as_slice() {
-                            [only] => x.to_bits() != *only,
-                            many => many.binary_search(&x.to_bits()).is_err(),
+                            [only] => bits(x) != *only,
+                            many => many.binary_search(&bits(x)).is_err(),
                         }
                 })
             })
@@ -328,7 +337,8 @@ pub struct CalibrationFile {
     pub frame_ids: Vec<String>,
     pub calibration: Calibration,
     pub weights: BTreeMap<String, WeightScales>,
-    /// amax of every observed tensor (layer inputs and fused outputs), by ONNX edge name.
+    /// amax of every tensor of the TensorRT cache (`cache_entries`: what each layer reads and
+    /// writes), by the source graph's edge names.
     pub tensors: BTreeMap<String, f32>,
 }
 
@@ -353,8 +363,8 @@ impl CalibrationFile {
             }
         }
         for (tensor, a) in &self.tensors {
-            if !(a.is_finite() && *a >= 0.0) {
-                return Err(format!("tensors['{tensor}']: amax {a} must be a finite number >= 0"));
+            if let Some(p) = super::plan::amax_problem(*a) {
+                return Err(format!("tensors['{tensor}']: {p}"));
             }
         }
         Ok(())

@@ -97,8 +97,10 @@ impl Calibration {
                 return Err(format!("calibration.activations['{layer}']: {p}"));
             }
         }
-        if let Some((tensor, a)) = self.outputs.iter().find(|(_, a)| !(a.is_finite() && **a >= 0.0)) {
-            return Err(format!("calibration.outputs['{tensor}']: amax {a} must be a finite number >= 0"));
+        for (tensor, a) in &self.outputs {
+            if let Some(p) = amax_problem(*a) {
+                return Err(format!("calibration.outputs['{tensor}']: {p}"));
+            }
         }
         Ok(())
     }

@@ -53,7 +53,8 @@ impl FromStr for Recipe {
         for step in s.split(',').map(str::trim) {
             match step {
                 "none" if s.trim() == "none" => {}
-                "all" => r.zeros = Zeros::Background,
+                "all" if r.zeros == Zeros::Keep => r.zeros = Zeros::Background,
+                "all" => {}
                 "sparse" if r.zeros != Zeros::BackgroundAndZeros => r.zeros = Zeros::Background,
                 "sparse" => {}
                 "sparse-zeros" => r.zeros = Zeros::BackgroundAndZeros,
@@ -95,6 +96,7 @@ mod tests {
             ("sparse-zeros", "sparse-zeros"),
             ("sparse,sparse-zeros", "sparse-zeros"),
             ("sparse-zeros,sparse", "sparse-zeros"),
+            ("sparse-zeros,all", "sparse-zeros"),
         ] {
             assert_eq!(text.parse::<Recipe>().unwrap().to_string(), name, "{text}");
         }

@@ -542,9 +542,9 @@ pub fn range(ins: &[Option<Arc<Tensor>>]) -> OpResult {
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             out_elements(&[n], DType::I64)?;
             let v: Vec<i64> = (0..n as i128).map(|i| (a + i * c) as i64).collect();
-            let data = match s.data {
-                // Start and limit were int32, so every value between them is too.
-                Data::I32(_) => Data::I32(v.iter().map(|&x| x as i32).collect()),
+            let data = match (&s.data, &l.data) {
+                // Start and limit are int32, so every value between them is too.
+                (Data::I32(_), Data::I32(_)) => Data::I32(v.iter().map(|&x| x as i32).collect()),
                 _ => Data::I64(v),
             };
             Ok(vec![Tensor { shape: vec![n], data }])
