@@ -37,9 +37,12 @@ impl Fusion {
     }
 }
 
-/// Whether `node` is a quantizable layer: a Conv/ConvTranspose/MatMul/Gemm with constant weights.
+/// Whether `node` is a quantizable layer: a Conv/ConvTranspose/MatMul/Gemm with constant weights,
+/// an activation input and an output (a node without them is left for the executor to refuse).
 pub fn is_layer(graph: &Graph, node: &Node) -> bool {
     (node.domain.is_empty() || node.domain == "ai.onnx")
+        && node.input(0).is_some()
+        && node.outputs.first().is_some_and(|o| !o.is_empty())
         && LAYER_OPS.contains(&node.op_type.as_str())
         && node.input(1).is_some_and(|w| graph.initializers.contains_key(w))
         && (node.op_type != "MatMul"

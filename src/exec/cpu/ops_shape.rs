@@ -34,7 +34,8 @@ fn ints(ins: &[Option<Arc<Tensor>>], i: usize, what: &str) -> Result<Option<Vec<
 fn axis(v: i64, rank: usize) -> Result<usize, OpError> {
     let r = rank as i64;
     let a = if v < 0 { v + r } else { v };
-    if a < 0 || a >= r.max(1) {
+    // A scalar has no axis: every op taking one (Gather, Concat, Squeeze, Pad, Slice) needs rank >= 1.
+    if a < 0 || a >= r {
         return Err(OpError(format!("axis {v} is out of range for rank {rank}")));
     }
     Ok(a as usize)
@@ -321,9 +322,16 @@ pub fn slice_plan(
     for i in 0..starts.len() {
         let a = match axes {
             Some(ax) => axis(*ax.get(i).ok_or_else(|| OpError("axes shorter than starts".into()))?, r)?,
-            None => i,
+            None if i < r => i,
+            None => return Err(OpError(format!("{} starts for an input of rank {r} (shape {shape:?})", starts.len()))),
         };
-        let step = steps.map(|s| s[i]).unwrap_or(1);
+        if a >= r {
+            return Err(OpError(format!("axis {a} of a rank-{r} input")));
+        }
+        let step = match steps {
+            Some(s) => *s.get(i).ok_or_else(|| OpError("steps shorter than starts".into()))?,
+            None => 1,
+        };
         if step == 0 {
             return Err(OpError("step 0".into()));
         }
@@ -335,8 +343,10 @@ pub fn slice_plan(
         } else {
             (clampi(norm(starts[i]), -1, d - 1), clampi(norm(ends[i]), -1, d - 1))
         };
-        let count =
-            if step > 0 { ((e - s).max(0) + step - 1) / step } else { ((s - e).max(0) + (-step) - 1) / (-step) };
+        // ceil(|e - s| / |step|) in i128: a step near i64's limits must not overflow.
+        let (span, stride) =
+            if step > 0 { (e as i128 - s as i128, step as i128) } else { (s as i128 - e as i128, -(step as i128)) };
+        let count = if span > 0 { (span - 1) / stride + 1 } else { 0 };
         plan[a] = (s, step, count as usize);
     }
     Ok(plan)
@@ -594,5 +604,28 @@ pub fn constant(node: &Node) -> OpResult {
         Some((_, AttrValue::Int(i))) => Ok(vec![Tensor::i64(vec![], vec![*i])]),
         Some((_, AttrValue::Ints(i))) => Ok(vec![Tensor::i64(vec![i.len()], i.clone())]),
         _ => Err(OpError("Constant has no supported value attribute".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: starts beyond the input's rank (no axes) indexed past the shape; steps
+    /// near i64's limits overflowed the element count.
+    #[test]
+    fn slice_plans_of_malformed_slices_are_errors_or_exact() {
+        assert!(slice_plan(&[], &[0], &[1], None, None).unwrap_err().0.contains("rank 0"));
+        assert!(slice_plan(&[], &[0], &[1], Some(&[0]), None).is_err());
+        assert!(slice_plan(&[4], &[0, 0], &[1, 1], None, None).is_err());
+        // Axis 0 of a scalar (Gather, Squeeze, Pad) was accepted and then indexed past the shape.
+        assert!(gather_shape(&[], &[2], 0).unwrap_err().0.contains("out of range for rank 0"));
+        assert!(squeeze_shape(&[], Some(&[0])).is_err());
+        assert!(pad_plan(&[], &[1, 1], Some(&[0])).is_err());
+        assert!(slice_plan(&[4], &[0], &[4], None, Some(&[])).unwrap_err().0.contains("steps shorter"));
+        assert_eq!(slice_plan(&[10], &[0], &[10], None, Some(&[i64::MAX])).unwrap(), vec![(0, i64::MAX, 1)]);
+        assert_eq!(slice_plan(&[10], &[9], &[i64::MIN], None, Some(&[i64::MIN])).unwrap(), vec![(9, i64::MIN, 1)]);
+        assert_eq!(slice_plan(&[10], &[1], &[8], None, Some(&[3])).unwrap(), vec![(1, 3, 3)]);
+        assert_eq!(slice_plan(&[10], &[-1], &[-11], None, Some(&[-4])).unwrap(), vec![(9, -4, 3)]);
     }
 }
