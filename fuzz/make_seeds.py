@@ -22,8 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fuzz", "seeds")
 
 
-def put(target, name, data):
-    d = os.path.join(OUT, target)
+def put(target, name, data, root=OUT):
+    d = os.path.join(root, target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
         f.write(data if isinstance(data, bytes) else data.encode())
@@ -188,13 +188,8 @@ def png_seeds():
 
 def regressions():
     """The byte-level reproducers of issue 13, as inputs of the fuzz targets (fuzz/regressions/)."""
-    out = os.path.join(ROOT, "fuzz", "regressions")
-
     def reg(target, name, data):
-        d = os.path.join(out, target)
-        os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, name), "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode())
+        put(target, name, data, root=os.path.join(ROOT, "fuzz", "regressions"))
 
     vi = helper.make_tensor_value_info
     # An initializer with dims [2^62, 4] and no data (its element count wrapped to 0).

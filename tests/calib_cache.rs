@@ -117,21 +117,7 @@ print(json.dumps(amax))
 }
 
 fn calibrate(model: &Path, data: &Path, out: &Path) -> PathBuf {
-    let (code, _, err) = pillarq_bin(&[
-        "calibrate",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--frames",
-        "2",
-        "--method",
-        "max",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    calibrate_2_frames(model, data, out, "max", &[]);
     out.join("pointpillars_small-max-2.json")
 }
 

@@ -261,22 +261,7 @@ fn calibrate_pow2_scales_writes_power_of_two_scales_everywhere() {
     synth(&data, 2, 0);
     let model = bundled("pointpillars_small.onnx");
     let out = tmp.path().join("calib");
-    let (code, _, err) = pillarq_bin(&[
-        "calibrate",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--frames",
-        "2",
-        "--method",
-        "max,mse",
-        "--pow2-scales",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    calibrate_2_frames(&model, &data, &out, "max,mse", &["--pow2-scales"]);
     let file = out.join("pointpillars_small-max-pow2-2.json");
     let f = pillarq::quant::calibrate::CalibrationFile::read(&file).unwrap();
     assert!(f.calibration.pow2_scales);
@@ -383,11 +368,7 @@ fn sparse_recipes_leave_the_empty_scene_out() {
     let model = bundled("pointpillars_small.onnx");
     let out = tmp.path().join("calib");
     let read = |recipe: &str| {
-        let mut args = vec!["calibrate", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
-        args.extend(["--frames", "2", "--method", "entropy,max,percentile", "--out", out.to_str().unwrap(), "-q"]);
-        args.extend(["--recipe", recipe]);
-        let (code, _, err) = pillarq_bin(&args);
-        assert_eq!(code, 0, "{err}");
+        calibrate_2_frames(&model, &data, &out, "entropy,max,percentile", &["--recipe", recipe]);
         let tag = if recipe == "none" { String::new() } else { format!("-{recipe}") };
         let f = |m: &str| {
             let file = out.join(format!("pointpillars_small-{m}{tag}-2.json"));

@@ -248,3 +248,13 @@ pub fn bn_node(p: &str, x: &str, y: &str) -> NodeProto {
         vec![attr_f("epsilon", 1e-3)],
     )
 }
+
+/// `pillarq calibrate` of `model` on the first 2 frames of `data`'s train split into `out`, with
+/// `--method methods` and any further arguments; panics with stderr unless it exits 0.
+pub fn calibrate_2_frames(model: &Path, data: &Path, out: &Path, methods: &str, extra: &[&str]) {
+    let mut args = vec!["calibrate", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    args.extend(["--frames", "2", "--method", methods, "--out", out.to_str().unwrap(), "--quiet"]);
+    args.extend(extra);
+    let (code, _, err) = pillarq_bin(&args);
+    assert_eq!(code, 0, "{err}");
+}
