@@ -157,37 +157,27 @@ fn numbers(path: &Path) -> serde_json::Value {
     v
 }
 
+/// `pillarq sensitivity` on `data` (max calibration of 2 frames), results cached in `cache`.
+fn sensitivity_args(model: &Path, data: &Path, cache: &Path, out: &Path, chunk: usize, threads: usize) -> Vec<String> {
+    let (chunk, threads) = (chunk.to_string(), threads.to_string());
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let mut a: Vec<String> = ["sensitivity", "--model"].map(String::from).to_vec();
+    a.extend([p(model), "--data".into(), p(data)]);
+    a.extend(
+        ["--calib-frames", "2", "--method", "max", "--chunk", &chunk, "--threads", &threads, "--quiet"]
+            .map(String::from),
+    );
+    a.extend(["--cache".into(), p(cache), "--out".into(), p(out)]);
+    a
+}
+
 #[test]
 fn sensitivity_resumes_after_sigkill_and_shards_merge_to_the_same_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     synth(&data, 2, 6);
     let model = bundled("pointpillars_small.onnx");
-    let base_args = |cache: &Path, out: &Path| -> Vec<String> {
-        [
-            "sensitivity",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--calib-frames",
-            "2",
-            "--method",
-            "max",
-            "--chunk",
-            "2",
-            "--threads",
-            "2",
-            "--quiet",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let base_args = |cache: &Path, out: &Path| sensitivity_args(&model, &data, cache, out, 2, 2);
     // Uninterrupted reference.
     let (ref_cache, ref_out) = (tmp.path().join("cache-ref"), tmp.path().join("ref.json"));
     let a = base_args(&ref_cache, &ref_out);
@@ -299,32 +289,7 @@ fn a_kill_inside_the_first_chunk_keeps_its_frames() {
     let data = tmp.path().join("data");
     synth(&data, 2, 8);
     let model = bundled("pointpillars_small.onnx");
-    let args = |cache: &Path, out: &Path| -> Vec<String> {
-        let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
-        [
-            "sensitivity",
-            "--model",
-            m,
-            "--data",
-            d,
-            "--calib-frames",
-            "2",
-            "--method",
-            "max",
-            "--chunk",
-            "8",
-            "--threads",
-            "1",
-            "--quiet",
-            "--cache",
-            cache.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
+    let args = |cache: &Path, out: &Path| sensitivity_args(&model, &data, cache, out, 8, 1);
     let (ref_cache, ref_out) = (tmp.path().join("cache-ref"), tmp.path().join("ref.json"));
     let a = args(&ref_cache, &ref_out);
     let (code, _, err) = pillarq_bin(&a.iter().map(String::as_str).collect::<Vec<_>>());
