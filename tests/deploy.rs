@@ -470,12 +470,24 @@ done
 echo "&&&& PASSED TensorRT.trtexec [TensorRT v$code] # trtexec $*"
 "#;
 
-/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+/// Whether process `pid` is gone (or a zombie nobody reaped yet). pillarq waits for the group it
+/// stopped, so this holds when it returns; the short grace only covers a reader racing the
+/// kernel's bookkeeping on a loaded machine.
 fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while !gone() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    true
 }
 
 #[test]

@@ -170,6 +170,7 @@ fn stop_group(child: &mut Child) {
         if matches!(child.try_wait(), Ok(Some(_))) {
             // The leader is gone; others in its group may not be.
             signal("KILL");
+            wait_for_group(child.id());
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -177,6 +178,36 @@ fn stop_group(child: &mut Child) {
     signal("KILL");
     let _ = child.kill();
     let _ = child.wait();
+    wait_for_group(child.id());
+}
+
+/// Waits (at most two seconds) until no live process is left in process group `pgid`: a
+/// SIGKILL is delivered when its target is next scheduled, not when `kill` returns, so on a busy
+/// machine the group's last members can outlive the call by a moment. Zombies count as gone.
+/// Where /proc cannot be read this returns at once.
+fn wait_for_group(pgid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && group_has_live_members(pgid) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether /proc lists a process of group `pgid` that is not a zombie.
+fn group_has_live_members(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        pgrp == Some(pgid) && !matches!(state, "Z" | "X")
+    })
 }
 
 /// `path` made absolute against the current directory (a build script changes directory before
