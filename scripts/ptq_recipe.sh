@@ -2,7 +2,7 @@
 # Full-INT8 mAP of every calibrator with and without each PTQ recipe step (issue 14), for
 # docs/ptq.md: calibrate on N seeded training frames, score a uniform INT8 plan on the val split.
 # Usage: scripts/ptq_recipe.sh   env: MODEL (small), DATA (data/synth), N (8), FRAMES (all val),
-#        RECIPES ("none sparse sparse-zeros"), METHODS (max,percentile,entropy,mse), THREADS (2),
+#        RECIPES ("none sparse sparse-zeros"; e.g. "sparse,equalize all"), METHODS (max,percentile,entropy,mse), THREADS (2),
 #        OUT (out/ptq-recipe), BIN (a prebuilt pillarq: no cargo build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,15 +26,15 @@ echo '{"default": "int8"}' > "$OUT/int8.json"
 printf '| recipe | method | calibrate s | full-INT8 mAP |\n|---|---|---:|---:|\n'
 for r in $RECIPES; do
   start=$SECONDS
-  "$BIN" calibrate --model "$MODEL" --data "$DATA" --frames "$N" --seed 0 --method "$METHODS" --recipe "$r" \
-    --out "$OUT/calib" --threads "$THREADS" -q > /dev/null
+  files=$("$BIN" calibrate --model "$MODEL" --data "$DATA" --frames "$N" --seed 0 --method "$METHODS" --recipe "$r" \
+    --out "$OUT/calib" --threads "$THREADS" -q --json | python3 -c '
+import json, sys
+for c in json.load(sys.stdin)["calibrations"]:
+    print(c["method"].split(":")[0], c["file"])')
   secs=$((SECONDS - start))
-  tag=""; [ "$r" != none ] && tag="-$r"
-  for m in ${METHODS//,/ }; do
-    f="$OUT/calib/$STEM-${m//:/}$tag-$N.json"
-    [ "$m" = percentile ] && f="$OUT/calib/$STEM-percentile99.99$tag-$N.json"
+  while read -r m f; do
     map=$("$BIN" eval --model "$MODEL" --data "$DATA" --split val "${FRAMES_ARG[@]}" --plan "$OUT/int8.json" \
       --calib "$f" --threads "$THREADS" --json | python3 -c 'import json,sys; print("%.2f" % json.load(sys.stdin)["map"])')
     printf '| %s | %s | %s | %s |\n' "$r" "$m" "$secs" "$map"
-  done
+  done <<< "$files"
 done

@@ -76,8 +76,10 @@ class RefError(Exception):
 
 
 def load_plan(path):
-    """Returns (default, {layer: precision}, {layer: amax float32}, pow2 weight scales?) from a
-    PrecisionPlan JSON."""
+    """Returns (default, {layer: precision}, {layer: amax float32}, pow2 weight scales?,
+    {layer: {"input_mul": float32 array, "bias": float32 array}}) from a PrecisionPlan JSON. The
+    last are a PTQ recipe's refinements (calibration.layers): input equalization and corrected
+    biases, used by INT8 layers only."""
     try:
         with open(path) as f:
             plan = json.load(f)
@@ -107,6 +109,7 @@ def load_plan(path):
 
     amax = {}
     pow2 = False
+    refined = {}
     calib = plan.get("calibration")
     if calib is not None:
         acts = calib.get("activations") if isinstance(calib, dict) else None
@@ -121,7 +124,11 @@ def load_plan(path):
         pow2 = calib.get("pow2_scales", False)
         if not isinstance(pow2, bool):
             raise RefError(f"plan {path}: calibration.pow2_scales must be true or false")
-    return default, layers, amax, pow2
+        for name, r in (calib.get("layers") or {}).items():
+            if not isinstance(r, dict):
+                raise RefError(f"plan {path}: calibration.layers[{name!r}] must be an object")
+            refined[name] = {k: np.array(r[k], dtype=F32) for k in ("input_mul", "bias") if k in r}
+    return default, layers, amax, pow2, refined
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +267,13 @@ def quantize_weight(w, axis, pow2=False):
 # build
 
 
-def build(model, default, overrides, amax, fp16_mode="native", pow2=False):
+def input_axis(node):
+    """The weight axis over input channels: Conv [Cout, Cin, ...] 1; ConvTranspose [Cin, ...] and
+    MatMul [K, N] 0."""
+    return 1 if node.op_type == "Conv" else 0
+
+
+def build(model, default, overrides, amax, fp16_mode="native", pow2=False, refined=None):
     import onnx
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
@@ -324,10 +337,26 @@ def build(model, default, overrides, amax, fp16_mode="native", pow2=False):
         is_mm = node.op_type == "MatMul"
 
         if p == "int8":
+            r = (refined or {}).get(L, {})
+            if "bias" in r:
+                if b is None or r["bias"].shape != b.shape:
+                    raise RefError(f"layer {L!r}: corrected bias of shape {r['bias'].shape} for bias {b}")
+                b = r["bias"]
+            q_in = x
+            if "input_mul" in r:
+                # x * m per input channel before the QuantizeLinear; weight input channel c / m[c]
+                mul = r["input_mul"]
+                conv = node.op_type in ("Conv", "ConvTranspose")
+                mname = add_init(f"{L}/input_mul", mul.reshape(-1, 1, 1) if conv else mul)
+                q_in = fresh(f"{L}/input_mul_output")
+                seq.append(helper.make_node("Mul", [x, mname], [q_in], name=fresh(f"{L}/input_mul_node")))
+                shape = [1] * w.ndim
+                shape[input_axis(node)] = -1
+                w = (w / mul.reshape(shape)).astype(F32)
             s_act = add_init(f"{L}/act_scale", np.array(amax[L] / F32(127), F32))
             zp_act = add_init(f"{L}/act_zero_point", np.array(0, np.int8))
             q_out, dq_out = fresh(f"{L}/act_q_output"), fresh(f"{L}/act_dq_output")
-            seq.append(helper.make_node("QuantizeLinear", [x, s_act, zp_act], [q_out], name=fresh(f"{L}/act_q")))
+            seq.append(helper.make_node("QuantizeLinear", [q_in, s_act, zp_act], [q_out], name=fresh(f"{L}/act_q")))
             seq.append(helper.make_node("DequantizeLinear", [q_out, s_act, zp_act], [dq_out], name=fresh(f"{L}/act_dq")))
             ax = weight_axis(node)
             q, ws = quantize_weight(w, ax, pow2)
@@ -461,9 +490,9 @@ def main(argv=None):
             raise RefError(f"model file not found: {a.model}")
         import onnx
 
-        default, overrides, amax, pow2 = load_plan(a.plan)
+        default, overrides, amax, pow2, refined = load_plan(a.plan)
         model = onnx.load(a.model)
-        qm, prec = build(model, default, overrides, amax, a.fp16, pow2)
+        qm, prec = build(model, default, overrides, amax, a.fp16, pow2, refined)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         onnx.save(qm, a.out)
         counts = {p: sum(1 for v in prec.values() if v == p) for p in PRECISIONS}

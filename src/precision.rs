@@ -57,4 +57,17 @@ pub struct LayerPrecision {
     pub act_amax: Option<f32>,
     /// INT8 layers: round the per-channel weight scales up to powers of two.
     pub pow2_weights: bool,
+    /// INT8 layers, PTQ recipe: the per-input-channel multipliers `m` of input equalization. The
+    /// activation is multiplied by `m[c]` before it is quantized and the weight's input channel
+    /// `c` divided by it, so in real arithmetic the layer computes the same function.
+    pub input_mul: Option<std::sync::Arc<[f32]>>,
+    /// INT8 layers, PTQ recipe: the float32 bias to use instead of the model's (bias correction).
+    pub bias: Option<std::sync::Arc<[f32]>>,
+}
+
+impl LayerPrecision {
+    /// A layer without recipe adjustments.
+    pub fn plain(name: &str, precision: Precision, act_amax: Option<f32>, pow2_weights: bool) -> LayerPrecision {
+        LayerPrecision { name: name.to_string(), precision, act_amax, pow2_weights, input_mul: None, bias: None }
+    }
 }

@@ -65,6 +65,20 @@ fn emitted_models_check_and_match_the_simulation() {
         ("mixed", mixed),
         ("int8+fp32", mixed32),
         ("int8-pow2", PrecisionPlan::uniform(Precision::Int8).with_calibration(&cal.clone().with_pow2_scales())),
+        // A PTQ recipe's refinements (equalization Mul, corrected biases), with INT8 layers only.
+        (
+            "int8-refined",
+            PrecisionPlan::uniform(Precision::Int8).with_calibration(&with_refinement(&cal, &m, &exec, &inputs)),
+        ),
+        (
+            "int8-refined-pow2",
+            PrecisionPlan::uniform(Precision::Int8).with_calibration(&with_refinement(
+                &cal.clone().with_pow2_scales(),
+                &m,
+                &exec,
+                &inputs,
+            )),
+        ),
     ];
     let tmp = tempfile::tempdir().unwrap();
     let fp32 = exec.run(&inputs).unwrap();

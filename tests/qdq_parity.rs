@@ -59,15 +59,17 @@ fn distances(pow2: bool) -> Distances {
     let fp32 = exec.run(&inputs).unwrap();
     let names: Vec<&str> = m.layers.iter().map(|l| l.name.as_str()).collect();
     let int8 = PrecisionPlan::uniform(Precision::Int8).with_calibration(&cal);
+    // Every refinement a PTQ recipe makes (issue 14): equalized pillar-net input, corrected biases.
+    let refined = PrecisionPlan::uniform(Precision::Int8).with_calibration(&with_refinement(&cal, &m, &exec, &inputs));
     let plans = if pow2 {
         // Floating-point layers only where nothing is quantized after them: the heads.
         let mut heads = PrecisionPlan::int8_except(["/head/conv_cls/Conv"], Precision::Fp16).with_calibration(&cal);
         heads.layers.insert("/head/conv_box/Conv".into(), Precision::Fp32);
-        vec![("int8", int8), ("mixed-heads", heads)]
+        vec![("int8", int8), ("mixed-heads", heads), ("int8-refined", refined)]
     } else {
         let mut mixed = PrecisionPlan::int8_except([names[0], names[4]], Precision::Fp16).with_calibration(&cal);
         mixed.layers.insert("/head/conv_cls/Conv".into(), Precision::Fp32);
-        vec![("int8", int8), ("mixed", mixed)]
+        vec![("int8", int8), ("mixed", mixed), ("int8-refined", refined)]
     };
 
     let tmp = tempfile::tempdir().unwrap();

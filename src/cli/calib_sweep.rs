@@ -27,7 +27,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "max,percentile,entropy,mse")]
     pub methods: Vec<CalibMethod>,
     /// PTQ recipe of every calibration: none, all, or a comma list of steps (sparse,
-    /// sparse-zeros; see `pillarq calibrate --help`).
+    /// sparse-zeros, equalize, thresholds, bias; see `pillarq calibrate --help`). Refinement
+    /// steps run on each draw's own frames.
     #[arg(long, default_value = "none")]
     pub recipe: crate::quant::recipe::Recipe,
     /// Largest drawn set size: N runs over 1, 2, 4, ... up to this.

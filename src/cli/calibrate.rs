@@ -39,8 +39,10 @@ pub struct Args {
     pub pow2_scales: bool,
     /// PTQ recipe: none, all, or a comma list of steps (sparse: the positions no point reaches
     /// leave the histograms, the empty pillars and what bias and padding alone make of them;
-    /// sparse-zeros: every exact zero too). Not `none`: the recipe is part of the file names
-    /// (<model>-<method>-<recipe>-<frames>.json).
+    /// sparse-zeros: every exact zero too; equalize: per-feature equalization of the pillar
+    /// net's input; thresholds: task-guided threshold search; bias: bias correction). Not
+    /// `none`: the recipe is part of the file names (<model>-<method>-<recipe>-<frames>.json,
+    /// steps joined by '+').
     #[arg(long, default_value = "none")]
     pub recipe: crate::quant::recipe::Recipe,
     /// TensorRT version in the cache header (e.g. 100300 for 10.3, 8601 for 8.6.1).
@@ -75,11 +77,17 @@ pub fn run(a: Args) -> Result<()> {
         let mut f = super::quant_common::file_from(&l, &data, &a.split, &ids, &hist, m, a.seed)?;
         let mut tag = m.to_string().replace(':', "");
         if !a.recipe.is_none() {
-            tag.push_str(&format!("-{}", a.recipe));
+            tag.push_str(&format!("-{}", a.recipe.file_tag()));
         }
         if a.pow2_scales {
             f = f.with_pow2_scales();
             tag.push_str("-pow2");
+        }
+        let f = super::quant_common::refine_file(&l, &data, &ids, &obs, &hist, m, a.recipe, f, a.quiet)?;
+        if let Some(r) = f.refinement.as_ref().filter(|_| !a.json) {
+            for (step, secs) in &r.seconds {
+                println!("{m}: {step} took {secs:.1} s");
+            }
         }
         let json_path = a.out.join(format!("{stem}-{tag}-{}.json", ids.len()));
         let cache_path = json_path.with_extension("cache");
@@ -88,7 +96,19 @@ pub fn run(a: Args) -> Result<()> {
         if !a.json {
             println!("{m}: {} and {}", json_path.display(), cache_path.display());
             for (layer, s) in &f.calibration.activations {
-                println!("  {layer:<50} {:<40} amax {:>10.4}", s.tensor, s.amax);
+                let mut extra = String::new();
+                if let Some(c) = f.refinement.as_ref().and_then(|r| r.layers.get(layer)) {
+                    if let Some(alpha) = c.alpha {
+                        extra.push_str(&format!("  equalized (alpha {alpha})"));
+                    }
+                    if let Some(fa) = c.factor.filter(|&x| x != 1.0) {
+                        extra.push_str(&format!("  x{fa} of the calibrator's"));
+                    }
+                    if let Some(b) = c.bias_shift {
+                        extra.push_str(&format!("  bias moved up to {b:.4}"));
+                    }
+                }
+                println!("  {layer:<50} {:<40} amax {:>10.4}{extra}", s.tensor, s.amax);
             }
         }
         summary.push(serde_json::json!({

@@ -11,12 +11,12 @@ use crate::model::Model;
 use crate::onnx::metadata::network_sha256;
 use crate::pointpillars::detect::Detector;
 use crate::quant::calib::CalibMethod;
-use crate::quant::calibrate::{weight_scales, CalibrationFile, Observers};
+use crate::quant::calibrate::{weight_scales, CalibrationFile, LayerHistograms, Observers};
 use crate::quant::plan::{Calibration, PrecisionPlan};
 use crate::quant::recipe::Recipe;
 use crate::search::cache::ResultCache;
 use crate::search::evaluate::Evaluator;
-use crate::search::sweep::{draw, histograms_of};
+use crate::search::sweep::{draw, histograms_of, refine_calibration};
 use crate::search::{EvalSet, Shard};
 
 /// Where INT8 activation thresholds come from.
@@ -43,7 +43,9 @@ pub struct CalibArgs {
     #[arg(long)]
     pub allow_other_model: bool,
     /// PTQ recipe when calibrating now: none, all, or a comma list of steps (sparse: the positions
-    /// no point reaches leave the histograms; sparse-zeros: every exact zero too).
+    /// no point reaches leave the histograms; sparse-zeros: every exact zero too; equalize: the
+    /// pillar net's input equalized per feature; thresholds: task-guided threshold search; bias:
+    /// bias correction). See `pillarq calibrate --help`.
     #[arg(long, default_value = "none")]
     pub recipe: Recipe,
 }
@@ -75,7 +77,9 @@ pub fn calibration_ids(data: &KittiDir, split: &str, n: usize, seed: Option<u64>
     })
 }
 
-/// Runs the observers on `ids` and builds the calibration file for `method`.
+/// Runs the observers on `ids` and builds the calibration file for `method` (power-of-two scales
+/// with `pow2`), refined by the recipe's refinement steps.
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     l: &Loaded,
     data: &KittiDir,
@@ -84,6 +88,8 @@ pub fn calibrate(
     method: &CalibMethod,
     seed: Option<u64>,
     recipe: Recipe,
+    pow2: bool,
+    quiet: bool,
 ) -> Result<CalibrationFile> {
     let exec = l.detector.executor();
     let obs = Observers::new(exec, &l.model.layers)?.with_cache_tensors(&l.model.graph, &l.model.layers).with_recipe(
@@ -91,8 +97,38 @@ pub fn calibrate(
         recipe,
         &l.detector.empty_scene_inputs()?,
     )?;
-    let h = histograms_of(&l.detector, &obs, data, ids, &mut || {})?;
-    Ok(file_from(l, data, split, ids, &h, method, seed)?)
+    let pb = crate::progress::bar(ids.len(), "observe", quiet);
+    let h = histograms_of(&l.detector, &obs, data, ids, &mut || pb.inc(1))?;
+    pb.finish_and_clear();
+    let mut f = file_from(l, data, split, ids, &h, method, seed)?;
+    if pow2 {
+        f = f.with_pow2_scales();
+    }
+    refine_file(l, data, ids, &obs, &h, method, recipe, f, quiet)
+}
+
+/// `f` with the recipe's refinement steps applied to its calibration (`quant::refine`), run on
+/// the same frames; unchanged when the recipe has none.
+#[allow(clippy::too_many_arguments)]
+pub fn refine_file(
+    l: &Loaded,
+    data: &KittiDir,
+    ids: &[String],
+    obs: &Observers,
+    h: &LayerHistograms,
+    method: &CalibMethod,
+    recipe: Recipe,
+    mut f: CalibrationFile,
+    quiet: bool,
+) -> Result<CalibrationFile> {
+    if !recipe.refines() {
+        return Ok(f);
+    }
+    let (calibration, report) =
+        refine_calibration(&l.detector, &l.model.layers, obs, h, data, ids, method, recipe, f.calibration, quiet)?;
+    f.calibration = calibration;
+    f.refinement = Some(report);
+    Ok(f)
 }
 
 pub fn file_from(
@@ -114,6 +150,7 @@ pub fn file_from(
         calibration,
         weights: weight_scales(l.detector.executor(), &l.model.layers)?,
         tensors: tensors.into_iter().collect(),
+        refinement: None,
     })
 }
 
@@ -138,8 +175,18 @@ impl CalibArgs {
         }
         let data = KittiDir::open(data_dir)?;
         let ids = calibration_ids(&data, &self.calib_split, self.calib_frames, self.calib_seed)?;
-        let f = calibrate(l, &data, &self.calib_split, &ids, &self.method, self.calib_seed, self.recipe)?;
-        Ok(self.rounded(f.calibration))
+        let f = calibrate(
+            l,
+            &data,
+            &self.calib_split,
+            &ids,
+            &self.method,
+            self.calib_seed,
+            self.recipe,
+            self.pow2_scales,
+            true,
+        )?;
+        Ok(f.calibration)
     }
 
     fn rounded(&self, c: Calibration) -> Calibration {

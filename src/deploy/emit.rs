@@ -12,7 +12,10 @@
 //! - INT8: `QuantizeLinear -> DequantizeLinear` on the layer's activation input (per tensor, scale
 //!   = amax / 127, int8 zero point 0) and the weight stored as INT8 with a per-output-channel
 //!   `DequantizeLinear` (symmetric max of the folded weight). The bias stays float32. This is
-//!   TensorRT's explicit quantization and exactly what the CPU simulation computes.
+//!   TensorRT's explicit quantization and exactly what the CPU simulation computes. With a PTQ
+//!   recipe (`quant::refine`): an equalized layer gets a `Mul` by its per-channel multipliers in
+//!   front of the QuantizeLinear and its weight divided by them before quantization; a corrected
+//!   bias replaces the folded one.
 //! - FP16, [`Fp16Form::Typed`] (strongly typed: TensorRT 11, onnxruntime): `Cast` to float16 on
 //!   the activation input, float16 weight and bias, the layer (and its bias Add) in float16, then
 //!   `Cast` back to float32 on its output.
@@ -28,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::exec::cpu::precision::{quantize_weight, weight_channel_axis};
+use crate::exec::cpu::precision::{int8_weight, weight_channel_axis};
 use crate::graph::fold::{f32s, fusion_of, prepare_for_execution};
 use crate::graph::opset::upgrade_to_13;
 use crate::graph::Node;
@@ -266,7 +269,16 @@ impl Emitter {
         let w = &f.weight;
         let wdims = w.shape.clone();
         let wv = f32s(w, l)?;
-        let bias: Option<Vec<f32>> = f.bias.as_ref().map(|b| f32s(b, l).map(<[f32]>::to_vec)).transpose()?;
+        let bias: Option<Vec<f32>> = match (&lp.bias, lp.precision) {
+            // Bias correction (INT8 only): the plan's bias replaces the folded one.
+            (Some(b), Precision::Int8) => {
+                if f.bias.is_none() {
+                    return Err(Error::graph(l, "the plan corrects the bias of a layer that has none"));
+                }
+                Some(b.to_vec())
+            }
+            _ => f.bias.as_ref().map(|b| f32s(b, l).map(<[f32]>::to_vec)).transpose()?,
+        };
         let bias_len = bias.as_ref().map_or(0, Vec::len);
         let x = orig.inputs.first().cloned().unwrap_or_default();
         let mut seq = vec![];
@@ -284,11 +296,25 @@ impl Emitter {
                 let q_out = self.fresh(format!("{l}/act_q_output"))?;
                 let dq_out = self.fresh(format!("{l}/act_dq_output"))?;
                 let (qn, dqn) = (self.fresh(format!("{l}/act_q"))?, self.fresh(format!("{l}/act_dq"))?);
-                seq.push(node("QuantizeLinear", &qn, &[&x, &s_name, &zp_name], &[&q_out], vec![]));
+                // Input equalization: x * m per input channel in front of the QuantizeLinear
+                // (TensorRT quantizes activations per tensor; a user's own pre-processing kernel
+                // can apply m instead, see the README).
+                let q_in = match &lp.input_mul {
+                    Some(m) => {
+                        let conv = matches!(f.node.op_type.as_str(), "Conv" | "ConvTranspose");
+                        let dims: Vec<usize> = if conv { vec![m.len(), 1, 1] } else { vec![m.len()] };
+                        let m_name = self.add(init_f32(&format!("{l}/input_mul"), &dims, m))?;
+                        let mul_out = self.fresh(format!("{l}/input_mul_output"))?;
+                        let mn = self.fresh(format!("{l}/input_mul_node"))?;
+                        seq.push(node("Mul", &mn, &[&x, &m_name], &[&mul_out], vec![]));
+                        mul_out
+                    }
+                    None => x.clone(),
+                };
+                seq.push(node("QuantizeLinear", &qn, &[&q_in, &s_name, &zp_name], &[&q_out], vec![]));
                 seq.push(node("DequantizeLinear", &dqn, &[&q_out, &s_name, &zp_name], &[&dq_out], vec![]));
                 let axis = weight_channel_axis(&f.node);
-                let (q, scales) =
-                    quantize_weight(w, axis, lp.pow2_weights).map_err(|e| Error::graph(l, e.to_string()))?;
+                let (q, scales) = int8_weight(&f.node, w, lp).map_err(|e| Error::graph(l, e.to_string()))?;
                 let c = scales.len();
                 let wq = self.add(init_i8(&format!("{l}/weight_int8"), &wdims, &q))?;
                 let ws = self.add(init_f32(&format!("{l}/weight_scale"), &[c], &scales))?;

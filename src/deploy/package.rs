@@ -229,6 +229,14 @@ fn cache_text(model: &Model, plan: &PrecisionPlan, layers: &[EmittedLayer], head
                     if missing.len() > 3 { ", ..." } else { "" }
                 );
             }
+            let refined: Vec<&String> = cal.layers.keys().filter(|l| int8(l)).collect();
+            if !refined.is_empty() {
+                tracing::warn!(
+                    "calib.cache: {} INT8 layer(s) have PTQ-recipe adjustments a calibration cache cannot carry                      (input equalization, corrected bias; e.g. {}): TensorRT's implicit INT8 would compute another                      function. Build from the Q/DQ model (model.onnx) for the recipe's accuracy",
+                    refined.len(),
+                    refined[0]
+                );
+            }
             entries.into_iter().map(|(t, amax)| (t, amax / 127.0)).collect()
         }
         None => vec![],

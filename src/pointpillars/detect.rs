@@ -102,6 +102,31 @@ impl Detector {
         decode_heads(outputs, &self.cfg, [&self.io.cls, &self.io.boxes, &self.io.dir])
     }
 
+    /// The head maps of one run, anchor by anchor (`postprocess::anchor_maps`).
+    pub fn anchor_maps<'t>(&self, outputs: &'t NamedTensors) -> Result<[std::borrow::Cow<'t, [f32]>; 3]> {
+        super::postprocess::anchor_maps(outputs, &self.cfg, [&self.io.cls, &self.io.boxes, &self.io.dir])
+    }
+
+    /// The reference of one frame for task-guided quantization (`quant::refine`): its FP32 head
+    /// maps.
+    pub fn head_reference(&self, fp32: &NamedTensors) -> Result<HeadReference> {
+        let [cls, boxes, _] = self.anchor_maps(fp32)?;
+        let t = self.cfg.score_threshold as f64;
+        let logit_threshold = if t <= 0.0 {
+            f32::NEG_INFINITY
+        } else if t >= 1.0 {
+            f32::INFINITY
+        } else {
+            (t / (1.0 - t)).ln() as f32
+        };
+        Ok(HeadReference {
+            cls: cls.into_owned(),
+            boxes: boxes.into_owned(),
+            classes: self.cfg.class_names.len().max(1),
+            logit_threshold,
+        })
+    }
+
     fn frame_detections(&self, id: &str, lidar: Vec<Detection>, calib: &Calib) -> FrameDetections {
         let objects = to_kitti_objects(&lidar, calib, &self.cfg.class_names);
         FrameDetections { id: id.to_string(), lidar, objects }
@@ -182,5 +207,43 @@ impl ResultsManifest {
     pub fn finish(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Other(e.to_string()))?;
         crate::files::write_atomic(&dir.join(RESULTS_MANIFEST), &bytes)
+    }
+}
+
+/// A frame's FP32 class and box maps (`Detector::head_reference`), against which a quantized
+/// run's are measured.
+pub struct HeadReference {
+    cls: Vec<f32>,
+    boxes: Vec<f32>,
+    classes: usize,
+    /// The detection threshold as a logit (scores are sigmoids of the class logits).
+    logit_threshold: f32,
+}
+
+impl HeadReference {
+    /// How far `quantized` (the outputs of a quantized run of the same frame) moves the heads
+    /// where detections come from: over the anchors whose best class score reaches the detection
+    /// threshold in FP32 or in the quantized run (kept detections, and would-be false positives),
+    /// the squared differences of the class scores (sigmoids) plus those of the 7 box
+    /// regression values. Direction logits are left out: KITTI's box overlap does not depend on
+    /// heading sign.
+    pub fn loss(&self, det: &Detector, quantized: &NamedTensors) -> Result<f64> {
+        let [cls, boxes, _] = det.anchor_maps(quantized)?;
+        if cls.len() != self.cls.len() || boxes.len() != self.boxes.len() {
+            return Err(crate::Error::Other("the quantized run's head maps differ in size from FP32's".into()));
+        }
+        let nc = self.classes;
+        let best = |v: &[f32]| v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sigmoid = |x: f32| 1.0 / (1.0 + (-(x as f64)).exp());
+        let mut loss = 0.0f64;
+        for (i, (f, q)) in self.cls.chunks_exact(nc).zip(cls.chunks_exact(nc)).enumerate() {
+            if best(f) < self.logit_threshold && best(q) < self.logit_threshold {
+                continue;
+            }
+            loss += f.iter().zip(q).map(|(&a, &b)| (sigmoid(a) - sigmoid(b)).powi(2)).sum::<f64>();
+            let (bf, bq) = (&self.boxes[i * 7..i * 7 + 7], &boxes[i * 7..i * 7 + 7]);
+            loss += bf.iter().zip(bq).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum::<f64>();
+        }
+        Ok(loss)
     }
 }

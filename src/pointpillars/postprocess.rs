@@ -214,6 +214,24 @@ fn head_map<'t>(
     Ok(Cow::Owned(out))
 }
 
+/// The class, box and direction maps of one run in the order `decode_heads` reads them
+/// (anchor `i`'s class logits at `[i * C..]`, its 7 box values at `[i * 7..]`, its 2 direction
+/// logits at `[i * 2..]`), transposed from NCHW where the model writes that.
+pub fn anchor_maps<'t>(
+    outputs: &'t [(String, Tensor)],
+    cfg: &PointPillarsConfig,
+    heads: [&HeadPort; 3],
+) -> Result<[Cow<'t, [f32]>; 3]> {
+    let anchors = generate_anchors(cfg)?;
+    let (h, w, a) = (anchors.h, anchors.w, anchors.per_location);
+    let nc = cfg.class_names.len();
+    Ok([
+        head_map(outputs, heads[0], h, w, a * nc, a)?,
+        head_map(outputs, heads[1], h, w, a * 7, a)?,
+        head_map(outputs, heads[2], h, w, a * 2, a)?,
+    ])
+}
+
 /// Output maps to detections: decode, score threshold (`>=`), top `nms_pre_max` by score (ties
 /// by anchor index; 0 = all), class-agnostic BEV NMS at `nms_iou`, at most `nms_post_max` (0 = all).
 /// Boxes that decode to non-finite values are dropped. The result is sorted by descending score.

@@ -172,6 +172,21 @@ impl Observers {
     }
 
     /// Runs one frame in FP32 and histograms every observed tensor.
+    /// The histogram layer `k`'s input would have if its value were `t` (a transformed input,
+    /// e.g. equalized): the recipe's filter is applied to `t` itself, which is exact where what
+    /// the filter leaves out is zeros (the pillar input of an empty scene is all zeros).
+    pub fn input_histogram(&self, k: usize, t: &crate::tensor::Tensor) -> Result<Histogram> {
+        let edge = self.edges.get(k).map_or("", |e| e.1.as_str());
+        let v = t.as_f32().ok_or_else(|| Error::graph(edge, format!("observed edge is {}", t.dtype())))?;
+        let zeros = self.recipe.zeros == Zeros::BackgroundAndZeros;
+        let mut h = Histogram::new();
+        match self.background.get(k).and_then(Option::as_ref) {
+            Some(bg) => h.observe(&bg.occupied(t, v, zeros)),
+            None => h.observe(v),
+        }
+        Ok(h)
+    }
+
     pub fn observe(&self, exec: &CpuExecutor, inputs: &NamedTensors) -> Result<LayerHistograms> {
         let state = exec.run_keep(inputs)?;
         let zeros = self.recipe.zeros == Zeros::BackgroundAndZeros;
@@ -247,6 +262,7 @@ impl LayerHistograms {
             pow2_scales: false,
             outputs: self.output_amax(method),
             recipe: self.recipe.clone(),
+            layers: Default::default(),
         }
     }
 
@@ -338,8 +354,12 @@ pub struct CalibrationFile {
     pub calibration: Calibration,
     pub weights: BTreeMap<String, WeightScales>,
     /// amax of every tensor of the TensorRT cache (`cache_entries`: what each layer reads and
-    /// writes), by the source graph's edge names.
+    /// writes), by the source graph's edge names. From the statistics alone: a PTQ recipe's
+    /// refinement (`quant::refine`) is in `calibration` only (a cache cannot carry it).
     pub tensors: BTreeMap<String, f32>,
+    /// What the recipe's refinement steps chose, and their wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refinement: Option<super::refine::RefineReport>,
 }
 
 impl CalibrationFile {

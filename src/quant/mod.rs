@@ -4,3 +4,4 @@ pub mod calib;
 pub mod calibrate;
 pub mod plan;
 pub mod recipe;
+pub mod refine;

@@ -75,6 +75,37 @@ pub struct Calibration {
     /// The PTQ recipe the thresholds were made under (`quant::recipe`; empty: none).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub recipe: String,
+    /// What the recipe's refinement steps changed in each INT8 layer besides its threshold
+    /// (`quant::refine`), by layer name. Empty without those steps.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, LayerRefinement>,
+}
+
+/// The recipe's adjustments of one INT8 layer (used only when the layer runs in INT8).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerRefinement {
+    /// Input equalization: the activation is multiplied by `input_mul[c]` per input channel
+    /// before it is quantized, and the weight's input channel `c` divided by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_mul: Vec<f32>,
+    /// Bias correction: the layer's float32 bias (BN folded), per output channel, with the mean
+    /// error INT8 adds over the calibration frames taken out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bias: Vec<f32>,
+}
+
+impl LayerRefinement {
+    fn problem(&self) -> Option<String> {
+        if let Some((c, m)) =
+            self.input_mul.iter().enumerate().find(|(_, m)| !(m.is_finite() && **m >= f32::MIN_POSITIVE))
+        {
+            return Some(format!("input_mul[{c}] = {m} must be a positive normal float32"));
+        }
+        if let Some((c, b)) = self.bias.iter().enumerate().find(|(_, b)| !b.is_finite()) {
+            return Some(format!("bias[{c}] = {b} must be finite"));
+        }
+        None
+    }
 }
 
 impl Calibration {
@@ -100,6 +131,11 @@ impl Calibration {
         for (tensor, a) in &self.outputs {
             if let Some(p) = amax_problem(*a) {
                 return Err(format!("calibration.outputs['{tensor}']: {p}"));
+            }
+        }
+        for (layer, r) in &self.layers {
+            if let Some(p) = r.problem() {
+                return Err(format!("calibration.layers['{layer}']: {p}"));
             }
         }
         Ok(())
@@ -237,7 +273,15 @@ impl PrecisionPlan {
                 None
             };
             let pow2_weights = act_amax.is_some() && self.calibration.as_ref().is_some_and(|c| c.pow2_scales);
-            out.push(LayerPrecision { name: l.name.clone(), precision, act_amax, pow2_weights });
+            let mut lp = LayerPrecision::plain(&l.name, precision, act_amax, pow2_weights);
+            if let Some(r) = act_amax.and(self.calibration.as_ref()).and_then(|c| c.layers.get(&l.name)) {
+                if let Some(p) = r.problem() {
+                    return Err(format!("calibration.layers['{}']: {p}", l.name));
+                }
+                lp.input_mul = (!r.input_mul.is_empty()).then(|| r.input_mul.as_slice().into());
+                lp.bias = (!r.bias.is_empty()).then(|| r.bias.as_slice().into());
+            }
+            out.push(lp);
         }
         Ok(out)
     }
@@ -309,6 +353,7 @@ mod tests {
             pow2_scales: false,
             outputs: Default::default(),
             recipe: String::new(),
+            layers: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! PTQ recipes: the steps beyond plain calibration that `--recipe R` selects (issue 14). R is
-//! `none` (plain calibration), `all` (every step implemented so far), or a comma list of steps.
+//! `none` (plain calibration), `all` (every implemented step), or a comma list of steps.
 //!
-//! Implemented:
+//! Statistics (`quant::calibrate::Observers`):
 //! - `sparse`: each layer input's histogram leaves out the positions no point reaches: the values
 //!   an empty scene gives there (per channel). On the BEV canvas these are the empty pillars'
 //!   zeros; further down, the constants that only bias and padding produce over empty ground.
@@ -10,8 +10,13 @@
 //! - `sparse-zeros`: `sparse`, and every exact zero left out as well (Relu's zeros inside occupied
 //!   regions too).
 //!
-//! Named in issue 14 and not implemented yet (refused by name): `equalize`, `bias`, `rounding`,
-//! `thresholds`.
+//! Refinement (`quant::refine`, after the thresholds are calibrated):
+//! - `equalize`: per-feature equalization of the pillar feature net's input.
+//! - `thresholds`: each layer's threshold chosen from a grid around the calibrator's by the error
+//!   it causes at the heads on the anchors the FP32 model (or the quantized one) is confident on.
+//! - `bias`: bias correction, the mean error INT8 adds per output channel taken out of the bias.
+//!
+//! Named in issue 14 and not implemented (refused by name): `rounding`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,9 +37,13 @@ pub enum Zeros {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Recipe {
     pub zeros: Zeros,
+    pub equalize: bool,
+    pub thresholds: bool,
+    pub bias: bool,
 }
 
-const PLANNED: &[&str] = &["equalize", "bias", "rounding", "thresholds"];
+const PLANNED: &[&str] = &["rounding"];
+const STEPS: &str = "sparse, sparse-zeros, equalize, thresholds, bias";
 
 impl Recipe {
     pub fn none() -> Recipe {
@@ -43,6 +52,17 @@ impl Recipe {
 
     pub fn is_none(&self) -> bool {
         *self == Recipe::none()
+    }
+
+    /// Whether a refinement step (`quant::refine`) is on: the calibration then needs the
+    /// calibration frames again after its thresholds are computed.
+    pub fn refines(&self) -> bool {
+        self.equalize || self.thresholds || self.bias
+    }
+
+    /// The canonical name in a form fit for file names (`+` between steps).
+    pub fn file_tag(&self) -> String {
+        self.to_string().replace(',', "+")
     }
 }
 
@@ -53,18 +73,25 @@ impl FromStr for Recipe {
         for step in s.split(',').map(str::trim) {
             match step {
                 "none" if s.trim() == "none" => {}
-                "all" if r.zeros == Zeros::Keep => r.zeros = Zeros::Background,
-                "all" => {}
+                "all" => {
+                    if r.zeros == Zeros::Keep {
+                        r.zeros = Zeros::Background;
+                    }
+                    r.equalize = true;
+                    r.thresholds = true;
+                    r.bias = true;
+                }
                 "sparse" if r.zeros != Zeros::BackgroundAndZeros => r.zeros = Zeros::Background,
                 "sparse" => {}
                 "sparse-zeros" => r.zeros = Zeros::BackgroundAndZeros,
+                "equalize" => r.equalize = true,
+                "thresholds" => r.thresholds = true,
+                "bias" => r.bias = true,
                 p if PLANNED.contains(&p) => {
-                    return Err(format!("recipe step '{p}' is not implemented yet; implemented: sparse, sparse-zeros"))
+                    return Err(format!("recipe step '{p}' is not implemented yet; implemented: {STEPS}"))
                 }
                 other => {
-                    return Err(format!(
-                        "unknown recipe step '{other}': use none, all, or a comma list of sparse, sparse-zeros"
-                    ))
+                    return Err(format!("unknown recipe step '{other}': use none, all, or a comma list of {STEPS}"))
                 }
             }
         }
@@ -73,12 +100,24 @@ impl FromStr for Recipe {
 }
 
 impl fmt::Display for Recipe {
-    /// The canonical name: `none`, or the steps in a fixed order (file names, provenance).
+    /// The canonical name: `none`, or the steps in a fixed order (provenance; `file_tag` for
+    /// file names).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut steps = vec![];
         match self.zeros {
-            Zeros::Keep => f.write_str("none"),
-            Zeros::Background => f.write_str("sparse"),
-            Zeros::BackgroundAndZeros => f.write_str("sparse-zeros"),
+            Zeros::Keep => {}
+            Zeros::Background => steps.push("sparse"),
+            Zeros::BackgroundAndZeros => steps.push("sparse-zeros"),
+        }
+        for (on, name) in [(self.equalize, "equalize"), (self.thresholds, "thresholds"), (self.bias, "bias")] {
+            if on {
+                steps.push(name);
+            }
+        }
+        if steps.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&steps.join(","))
         }
     }
 }
@@ -91,15 +130,21 @@ mod tests {
     fn recipes_parse_to_their_canonical_names() {
         for (text, name) in [
             ("none", "none"),
-            ("all", "sparse"),
+            ("all", "sparse,equalize,thresholds,bias"),
             ("sparse", "sparse"),
             ("sparse-zeros", "sparse-zeros"),
             ("sparse,sparse-zeros", "sparse-zeros"),
             ("sparse-zeros,sparse", "sparse-zeros"),
-            ("sparse-zeros,all", "sparse-zeros"),
+            ("sparse-zeros,all", "sparse-zeros,equalize,thresholds,bias"),
+            ("bias,sparse,equalize", "sparse,equalize,bias"),
+            ("thresholds", "thresholds"),
         ] {
-            assert_eq!(text.parse::<Recipe>().unwrap().to_string(), name, "{text}");
+            let r = text.parse::<Recipe>().unwrap();
+            assert_eq!(r.to_string(), name, "{text}");
+            // The canonical name parses back to the same recipe.
+            assert_eq!(name.parse::<Recipe>().unwrap(), r, "{name}");
         }
+        assert_eq!("all".parse::<Recipe>().unwrap().file_tag(), "sparse+equalize+thresholds+bias");
         assert!("sparse,none".parse::<Recipe>().unwrap_err().contains("unknown recipe step 'none'"));
         assert!("rounding".parse::<Recipe>().unwrap_err().contains("'rounding' is not implemented yet"));
         assert!("fast".parse::<Recipe>().unwrap_err().contains("unknown recipe step 'fast'"));

@@ -6,12 +6,16 @@ use serde::Serialize;
 
 use super::evaluate::Evaluator;
 use crate::error::{Error, Result};
+use crate::exec::NamedTensors;
+use crate::graph::layers::Layer;
 use crate::kitti::KittiDir;
 use crate::pointpillars::detect::Detector;
 use crate::pointpillars::SplitMix64;
 use crate::quant::calib::CalibMethod;
 use crate::quant::calibrate::{LayerHistograms, Observers};
-use crate::quant::plan::{Precision, PrecisionPlan};
+use crate::quant::plan::{Calibration, Precision, PrecisionPlan};
+use crate::quant::recipe::Recipe;
+use crate::quant::refine::{FrameLoss, Refine, RefineReport, TaskLoss};
 
 pub struct SweepConfig {
     pub methods: Vec<CalibMethod>,
@@ -109,6 +113,72 @@ pub fn histograms_of(
     acc.ok_or_else(|| Error::Other("no calibration frames".into()))
 }
 
+/// The task refinement preserves: the detector's head maps (`Detector::head_reference`).
+struct DetectorTask<'a>(&'a Detector);
+
+impl TaskLoss for DetectorTask<'_> {
+    fn reference<'s>(&'s self, fp32: &NamedTensors) -> Result<FrameLoss<'s>> {
+        let r = self.0.head_reference(fp32)?;
+        let d = self.0;
+        Ok(Box::new(move |q| r.loss(d, q)))
+    }
+}
+
+/// `cal` (made from `h`, the histograms of frames `ids` of `data`) refined by the recipe's
+/// refinement steps on the same frames (`quant::refine`); unchanged, with an empty report, when
+/// the recipe has none. Progress bars per pass unless `quiet`.
+#[allow(clippy::too_many_arguments)]
+pub fn refine_calibration(
+    detector: &Detector,
+    layers: &[Layer],
+    obs: &Observers,
+    h: &LayerHistograms,
+    data: &KittiDir,
+    ids: &[String],
+    method: &CalibMethod,
+    recipe: Recipe,
+    cal: Calibration,
+    quiet: bool,
+) -> Result<(Calibration, RefineReport)> {
+    if !recipe.refines() {
+        return Ok((cal, RefineReport::default()));
+    }
+    let bar: std::cell::RefCell<Option<(String, indicatif::ProgressBar)>> = Default::default();
+    let progress = |pass: &str, i: usize, n: usize| {
+        let mut b = bar.borrow_mut();
+        if b.as_ref().is_none_or(|(p, _)| p != pass) {
+            if let Some((_, old)) = b.take() {
+                old.finish_and_clear();
+            }
+            *b = Some((pass.to_string(), crate::progress::bar(n, pass, quiet)));
+        }
+        if let Some((_, pb)) = b.as_ref() {
+            pb.set_position(i as u64);
+        }
+    };
+    let frame = |i: usize| -> Result<NamedTensors> {
+        let id = &ids[i];
+        detector.frame_inputs(data, id).map(|(inputs, _)| inputs).map_err(|e| Error::Other(format!("frame {id}: {e}")))
+    };
+    let task = DetectorTask(detector);
+    let refine = Refine {
+        exec: detector.executor(),
+        layers,
+        observers: obs,
+        histograms: h,
+        method: *method,
+        task: &task,
+        frame: &frame,
+        frames: ids.len(),
+        progress: &progress,
+    };
+    let out = refine.run(cal, recipe)?;
+    if let Some((_, pb)) = bar.borrow_mut().take() {
+        pb.finish_and_clear();
+    }
+    Ok(out)
+}
+
 pub fn calibration_sweep(
     ev: &Evaluator,
     calib_data: &KittiDir,
@@ -141,6 +211,18 @@ pub fn calibration_sweep(
             for (m, method) in cfg.methods.iter().enumerate() {
                 let seed = (n != pool.len()).then(|| draw_seed(cfg.seed, n, r));
                 let c = h.calibration(method, seed, ev.model_hash);
+                let (c, _) = refine_calibration(
+                    ev.detector,
+                    ev.layers,
+                    &obs,
+                    &h,
+                    calib_data,
+                    &ids,
+                    method,
+                    cfg.recipe,
+                    c,
+                    true,
+                )?;
                 idx_per_method[m].push(plans.len());
                 plans.push(PrecisionPlan::uniform(Precision::Int8).with_calibration(&c));
             }

@@ -258,3 +258,39 @@ pub fn calibrate_2_frames(model: &Path, data: &Path, out: &Path, methods: &str, 
     let (code, _, err) = pillarq_bin(&args);
     assert_eq!(code, 0, "{err}");
 }
+
+/// `cal` with every kind of PTQ-recipe refinement a plan can carry (issue 14), for the parity
+/// tests: the pillar net's input equalized per feature (alpha 1, from `inputs`' per-feature
+/// max, its threshold recomputed for the equalized input) and every layer's bias moved per
+/// channel (as bias correction would). The values are arbitrary but realistic; what is tested
+/// is that pillarq, `emit` and an independent Q/DQ model compute the same function from them.
+pub fn with_refinement(
+    cal: &pillarq::quant::plan::Calibration,
+    m: &Model,
+    exec: &CpuExecutor,
+    inputs: &Named,
+) -> pillarq::quant::plan::Calibration {
+    let mut cal = cal.clone();
+    let pfn = &m.layers[0].name;
+    let (edge, _) = exec.layer_edges(pfn).unwrap();
+    let x = &inputs.iter().find(|(n, _)| n == edge).expect("the pillar net reads a graph input").1;
+    let c = *x.shape.last().unwrap();
+    let mut amax = vec![0f32; c];
+    for row in x.as_f32().unwrap().chunks_exact(c) {
+        for (a, v) in amax.iter_mut().zip(row) {
+            *a = a.max(v.abs());
+        }
+    }
+    let top = amax.iter().copied().fold(0f32, f32::max);
+    let mul: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { top / a } else { 1.0 }).collect();
+    let scaled_max = x.as_f32().unwrap().iter().enumerate().map(|(i, v)| (v * mul[i % c]).abs()).fold(0f32, f32::max);
+    cal.activations.get_mut(pfn).unwrap().amax =
+        if cal.pow2_scales { pillarq::quant::calib::pow2_amax(scaled_max) } else { scaled_max };
+    cal.layers.entry(pfn.clone()).or_default().input_mul = mul;
+    for l in &m.layers {
+        let b = exec.layer_bias(&l.name).unwrap();
+        let moved = b.as_f32().unwrap().iter().enumerate().map(|(k, v)| v + 0.01 * ((k % 5) as f32 - 2.0)).collect();
+        cal.layers.entry(l.name.clone()).or_default().bias = moved;
+    }
+    cal
+}

@@ -462,7 +462,10 @@ impl CpuExecutor {
                             // this reader by its producer's epilogue.
                             let on_grid = match p {
                                 StepPrecision::Fp16 { .. } => f16_exact[s0],
-                                StepPrecision::Int8 { act_scale, .. } => quantized[s0] == Some(act_scale.to_bits()),
+                                StepPrecision::Int8 { act_scale, input_mul: None, .. } => {
+                                    quantized[s0] == Some(act_scale.to_bits())
+                                }
+                                StepPrecision::Int8 { .. } => false,
                                 StepPrecision::Fp32 => false,
                             };
                             if on_grid {

@@ -21,8 +21,18 @@ use crate::tensor::{Data, Tensor};
 #[derive(Clone)]
 pub(crate) enum StepPrecision {
     Fp32,
-    Int8 { act_scale: f32, weight: Arc<Tensor> },
-    Fp16 { weight: Arc<Tensor>, bias: Option<Arc<Tensor>> },
+    Int8 {
+        act_scale: f32,
+        weight: Arc<Tensor>,
+        /// Input equalization: multipliers per channel of the activation, and that channel axis.
+        input_mul: Option<(Arc<[f32]>, usize)>,
+        /// Bias correction: the bias used instead of the layer's.
+        bias: Option<Arc<Tensor>>,
+    },
+    Fp16 {
+        weight: Arc<Tensor>,
+        bias: Option<Arc<Tensor>>,
+    },
 }
 
 /// A plan compiled for one executor: the precision of every step, with its transformed weights.
@@ -57,6 +67,58 @@ pub fn weight_channel_axis(node: &Node) -> usize {
     }
 }
 
+/// The axis of a layer's weight that runs over its input channels (what input equalization
+/// divides): Conv [Cout, Cin, k..] 1, ConvTranspose [Cin, Cout, k..] 0, MatMul [K, N] 0, Gemm 0 or
+/// 1 with transB. None for grouped convolutions (a channel multiplier would have to be shared
+/// by the group's weights in a way this does not model).
+pub fn weight_input_axis(node: &Node) -> Option<usize> {
+    let ungrouped = node.attr().i64("group", 1).unwrap_or(1) == 1;
+    match node.op_type.as_str() {
+        "Conv" if ungrouped => Some(1),
+        "ConvTranspose" if ungrouped => Some(0),
+        "Gemm" if node.attr().i64("transB", 0).unwrap_or(0) != 0 => Some(1),
+        "Conv" | "ConvTranspose" => None,
+        _ => Some(0),
+    }
+}
+
+/// The axis of a layer's activation input (of rank `rank`) that holds its input channels: 1 for
+/// convolutions (NCHW), the last for MatMul and Gemm.
+pub fn activation_channel_axis(node: &Node, rank: usize) -> usize {
+    match node.op_type.as_str() {
+        "Conv" | "ConvTranspose" => 1,
+        _ => rank.saturating_sub(1),
+    }
+}
+
+/// The INT8 weight of a layer under `lp`: the (BN-folded) float weight, divided along its input
+/// axis by `lp.input_mul` when the layer is equalized, then quantized per output channel
+/// (`quantize_weight`). The levels and scales both the simulation and `emit` use.
+pub fn int8_weight(node: &Node, w: &Tensor, lp: &LayerPrecision) -> Result<(Vec<i8>, Vec<f32>)> {
+    let axis = weight_channel_axis(node);
+    match &lp.input_mul {
+        None => quantize_weight(w, axis, lp.pow2_weights),
+        Some(m) => quantize_weight(&equalized_weight(node, w, m)?, axis, lp.pow2_weights),
+    }
+}
+
+/// `w` with its input channel `c` divided by `m[c]`.
+pub fn equalized_weight(node: &Node, w: &Tensor, m: &[f32]) -> Result<Tensor> {
+    let in_axis = weight_input_axis(node)
+        .ok_or_else(|| Error::graph(&node.name, "input equalization of a grouped convolution is not supported"))?;
+    let v = w.as_f32().ok_or_else(|| Error::Other(format!("weight must be float32, got {}", w.dtype())))?;
+    let d = *w.shape.get(in_axis).ok_or_else(|| Error::graph(&node.name, "weight has no input axis"))?;
+    if d != m.len() {
+        return Err(Error::graph(
+            &node.name,
+            format!("input equalization has {} multipliers but the weight has {d} input channels", m.len()),
+        ));
+    }
+    let inner = w.shape[in_axis + 1..].iter().product::<usize>().max(1);
+    let out = v.iter().enumerate().map(|(i, &x)| x / m[(i / inner) % d]).collect();
+    Ok(Tensor::f32(w.shape.clone(), out))
+}
+
 /// Per-output-channel symmetric INT8 of a weight tensor (symmetric max per channel along
 /// `axis`): the levels and the scale of each channel. What an INT8 layer's weights become, in the
 /// simulation and in the emitted ONNX. `pow2`: each scale rounded up to a power of two.
@@ -77,10 +139,15 @@ pub fn quantize_weight(w: &Tensor, axis: usize, pow2: bool) -> Result<(Vec<i8>, 
 /// times their channel's scale.
 pub fn fake_quant_weight(w: &Tensor, axis: usize, pow2: bool) -> Result<Tensor> {
     let (q, scales) = quantize_weight(w, axis, pow2)?;
-    let inner = w.shape[axis + 1..].iter().product::<usize>().max(1);
-    let d = w.shape[axis];
+    Ok(dequantize_weight(&w.shape, axis, &q, &scales))
+}
+
+/// The float weight INT8 levels stand for: each level times its channel's scale along `axis`.
+pub fn dequantize_weight(shape: &[usize], axis: usize, q: &[i8], scales: &[f32]) -> Tensor {
+    let inner = shape[axis + 1..].iter().product::<usize>().max(1);
+    let d = shape[axis];
     let out = q.iter().enumerate().map(|(i, &l)| l as f32 * scales[(i / inner) % d]).collect();
-    Ok(Tensor::f32(w.shape.clone(), out))
+    Tensor::f32(shape.to_vec(), out)
 }
 
 pub use crate::numerics::{round_f16, round_f16_slice};
@@ -116,8 +183,31 @@ impl CpuExecutor {
             let w = constant(1)?;
             steps[idx] = if lp.precision == Precision::Int8 {
                 let amax = lp.act_amax.ok_or_else(|| Error::graph(&lp.name, "int8 layer without a scale"))?;
-                let weight = Arc::new(fake_quant_weight(&w, weight_channel_axis(node), lp.pow2_weights)?);
-                StepPrecision::Int8 { act_scale: amax / 127.0, weight }
+                let (q, scales) = int8_weight(node, &w, lp).map_err(|e| Error::graph(&lp.name, e.to_string()))?;
+                let weight = Arc::new(dequantize_weight(&w.shape, weight_channel_axis(node), &q, &scales));
+                let input_mul = match &lp.input_mul {
+                    // The channel axis, with usize::MAX for the last one (the rank is known at run time).
+                    Some(m) => {
+                        let axis =
+                            if matches!(node.op_type.as_str(), "Conv" | "ConvTranspose") { 1 } else { usize::MAX };
+                        Some((m.clone(), axis))
+                    }
+                    None => None,
+                };
+                let bias = match &lp.bias {
+                    Some(b) => {
+                        let channels = scales.len();
+                        if b.len() != channels {
+                            return Err(Error::graph(
+                                &lp.name,
+                                format!("the corrected bias has {} values for {channels} output channels", b.len()),
+                            ));
+                        }
+                        Some(Arc::new(Tensor::f32(vec![channels], b.to_vec())))
+                    }
+                    None => None,
+                };
+                StepPrecision::Int8 { act_scale: amax / 127.0, weight, input_mul, bias }
             } else {
                 let bias = match node.input(2) {
                     Some(_) => Some(Arc::new(round_f16_tensor(&*constant(2)?)?)),
@@ -154,7 +244,7 @@ impl CpuExecutor {
             let mut scale = None;
             for i in readers(s) {
                 let st = &self.steps[i];
-                let StepPrecision::Int8 { act_scale, .. } = &steps[i] else { return None };
+                let StepPrecision::Int8 { act_scale, input_mul: None, .. } = &steps[i] else { return None };
                 if st.inputs.first() != Some(&Some(s)) || st.inputs.iter().filter(|x| **x == Some(s)).count() != 1 {
                     return None;
                 }
@@ -220,12 +310,47 @@ fn transform_activation(slot: &mut Option<Arc<Tensor>>, g: impl Fn(f32) -> f32 +
     Ok(())
 }
 
+/// The quantized activation of an equalized INT8 layer: `fake_quant(x * m[c], scale)` with `c`
+/// the element's index along `axis`. A new tensor (the multiplication is not elementwise-uniform,
+/// and the value may be shared); the result does not depend on the split.
+fn equalize_activation(slot: &mut Option<Arc<Tensor>>, m: &[f32], axis: usize, scale: f32) -> Result<()> {
+    use rayon::prelude::*;
+    let Some(arc) = slot.as_mut() else { return Ok(()) };
+    let src =
+        arc.as_f32().ok_or_else(|| Error::Other(format!("expected a float32 activation, got {}", arc.dtype())))?;
+    let axis = if axis == usize::MAX { arc.shape.len().saturating_sub(1) } else { axis };
+    let d = arc.shape.get(axis).copied().unwrap_or(0);
+    if d != m.len() {
+        return Err(Error::Other(format!(
+            "input equalization has {} multipliers but the activation {:?} has {d} channels on axis {axis}",
+            m.len(),
+            arc.shape
+        )));
+    }
+    let inner = arc.shape[axis + 1..].iter().product::<usize>().max(1);
+    let out: Vec<f32> = src
+        .par_iter()
+        .with_min_len(1 << 16)
+        .enumerate()
+        .map(|(i, &x)| fake_quant(x * m[(i / inner) % d], scale))
+        .collect();
+    *arc = Arc::new(Tensor::f32(arc.shape.clone(), out));
+    Ok(())
+}
+
 /// The activation transform of a step, as a key: two steps reading the same value with the same
 /// key get the same transformed tensor (the three heads read one concat at one scale).
 pub(crate) fn activation_key(p: &StepPrecision) -> Option<u64> {
     match p {
         StepPrecision::Fp32 => None,
-        StepPrecision::Int8 { act_scale, .. } => Some(act_scale.to_bits() as u64),
+        StepPrecision::Int8 { act_scale, input_mul: None, .. } => Some(act_scale.to_bits() as u64),
+        // Equalized: the multipliers are part of the transform (FNV-1a of their bits).
+        StepPrecision::Int8 { act_scale, input_mul: Some((m, axis)), .. } => {
+            let h = m.iter().fold(0xcbf2_9ce4_8422_2325u64 ^ *axis as u64, |h, x| {
+                (h ^ x.to_bits() as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+            Some((h << 32) ^ (h >> 32) ^ act_scale.to_bits() as u64 | 1 << 63)
+        }
         StepPrecision::Fp16 { .. } => Some(1 << 40),
     }
 }
@@ -235,12 +360,20 @@ pub(crate) fn activation_key(p: &StepPrecision) -> Option<u64> {
 pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>], act_done: bool) -> Result<()> {
     match p {
         StepPrecision::Fp32 => {}
-        StepPrecision::Int8 { act_scale, weight } => {
+        StepPrecision::Int8 { act_scale, weight, input_mul, bias } => {
             let s = *act_scale;
             if !act_done {
-                transform_activation(&mut ins[0], |x| fake_quant(x, s))?;
+                match input_mul {
+                    None => transform_activation(&mut ins[0], |x| fake_quant(x, s))?,
+                    Some((m, axis)) => equalize_activation(&mut ins[0], m, *axis, s)?,
+                }
             }
             ins[1] = Some(weight.clone());
+            if let Some(b) = bias {
+                let slot =
+                    ins.get_mut(2).ok_or_else(|| Error::Other("a corrected bias for a layer without bias".into()))?;
+                *slot = Some(b.clone());
+            }
         }
         StepPrecision::Fp16 { weight, bias } => {
             if !act_done {
@@ -281,5 +414,10 @@ impl CpuExecutor {
     pub fn layer_weight(&self, name: &str) -> Option<(&Node, Arc<Tensor>)> {
         let idx = self.layer_step(name)?;
         Some((&self.steps[idx].node, self.step_constant(idx, 1)?))
+    }
+
+    /// The (BN-folded) constant bias of layer `name`, if it has one.
+    pub fn layer_bias(&self, name: &str) -> Option<Arc<Tensor>> {
+        self.step_constant(self.layer_step(name)?, 2)
     }
 }
