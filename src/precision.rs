@@ -63,11 +63,22 @@ pub struct LayerPrecision {
     pub input_mul: Option<std::sync::Arc<[f32]>>,
     /// INT8 layers, PTQ recipe: the float32 bias to use instead of the model's (bias correction).
     pub bias: Option<std::sync::Arc<[f32]>>,
+    /// INT8 layers, PTQ recipe: the weight's INT8 levels (weight rounding) instead of
+    /// round-to-nearest; the per-channel scales stay the symmetric max.
+    pub weight_levels: Option<std::sync::Arc<[i8]>>,
 }
 
 impl LayerPrecision {
     /// A layer without recipe adjustments.
     pub fn plain(name: &str, precision: Precision, act_amax: Option<f32>, pow2_weights: bool) -> LayerPrecision {
-        LayerPrecision { name: name.to_string(), precision, act_amax, pow2_weights, input_mul: None, bias: None }
+        LayerPrecision {
+            name: name.to_string(),
+            precision,
+            act_amax,
+            pow2_weights,
+            input_mul: None,
+            bias: None,
+            weight_levels: None,
+        }
     }
 }

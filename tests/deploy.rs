@@ -219,6 +219,8 @@ fn onnxruntime_map_agrees_with_the_simulation() {
         "4",
         "--method",
         "percentile",
+        "--recipe",
+        "none",
         "--out",
         calib_dir.to_str().unwrap(),
         "--quiet",

@@ -61,6 +61,7 @@ fn calibrate(dir: &Path, pow2: bool) -> PathBuf {
     let f = fixture();
     let cal = dir.join("calib");
     let mut args = vec!["calibrate", "--model", s(&f.nvidia), "--data", s(&f.data), "--frames", "2", "--method", "max"];
+    args.extend(["--recipe", "none"]);
     args.extend(["--out", s(&cal), "-q"]);
     if pow2 {
         args.push("--pow2-scales");

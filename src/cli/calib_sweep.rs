@@ -29,7 +29,7 @@ pub struct Args {
     /// PTQ recipe of every calibration: none, all, or a comma list of steps (sparse,
     /// sparse-zeros, equalize, thresholds, bias; see `pillarq calibrate --help`). Refinement
     /// steps run on each draw's own frames.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = crate::quant::recipe::DEFAULT_RECIPE)]
     pub recipe: crate::quant::recipe::Recipe,
     /// Largest drawn set size: N runs over 1, 2, 4, ... up to this.
     #[arg(long, default_value_t = 64)]

@@ -27,8 +27,9 @@ pub struct Args {
     /// Draw the frames at random with this seed instead of taking the first N.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Calibrators, comma-separated: max, percentile[:P] (default 99.99), entropy, mse.
-    #[arg(long, value_delimiter = ',', default_value = "entropy")]
+    /// Calibrators, comma-separated: max, percentile[:P] (default 99.99), entropy, mse. The
+    /// default, max, is the best under the default recipe on both bundled models (docs/ptq.md).
+    #[arg(long, value_delimiter = ',', default_value = "max")]
     pub method: Vec<CalibMethod>,
     /// Output directory: <model>-<method>-<frames>.json and .cache (TensorRT calibration cache).
     #[arg(long, default_value = "calib")]
@@ -37,13 +38,14 @@ pub struct Args {
     /// summation-order-free arithmetic, and shift-only requantization hardware.
     #[arg(long)]
     pub pow2_scales: bool,
-    /// PTQ recipe: none, all, or a comma list of steps (sparse: the positions no point reaches
-    /// leave the histograms, the empty pillars and what bias and padding alone make of them;
-    /// sparse-zeros: every exact zero too; equalize: per-feature equalization of the pillar
-    /// net's input; thresholds: task-guided threshold search; bias: bias correction). Not
-    /// `none`: the recipe is part of the file names (<model>-<method>-<recipe>-<frames>.json,
-    /// steps joined by '+').
-    #[arg(long, default_value = "none")]
+    /// PTQ recipe (docs/ptq.md): none, all (sparse,equalize,thresholds,rounding,bias), or a comma
+    /// list of steps. sparse: the positions no point reaches leave the histograms, the empty
+    /// pillars and what bias and padding alone make of them; sparse-zeros: every exact zero too;
+    /// equalize: per-feature equalization of the pillar net's input; thresholds: each layer's
+    /// threshold chosen by the head error it causes; rounding: GPTQ weight rounding; bias: bias
+    /// correction. Not `none`: the recipe is part of the file names
+    /// (<model>-<method>-<recipe>-<frames>.json, steps joined by '+').
+    #[arg(long, default_value = crate::quant::recipe::DEFAULT_RECIPE)]
     pub recipe: crate::quant::recipe::Recipe,
     /// TensorRT version in the cache header (e.g. 100300 for 10.3, 8601 for 8.6.1).
     #[arg(long, default_value_t = 100300)]

@@ -35,7 +35,7 @@ const STEPS: usize = 8;
 
 /// The pipeline end to end: inspect the model, generate a synthetic KITTI-format data set (a
 /// seed the bundled models were not trained on), detect and print the FP32 KITTI AP table,
-/// calibrate INT8 on 8 frames (percentile: entropy clips these sparse BEV activations too hard), rank the layers by the mAP they lose in INT8, search the FP16
+/// calibrate INT8 on 8 frames (max with the default PTQ recipe, docs/ptq.md), rank the layers by the mAP they lose in INT8, search the FP16
 /// fallbacks, and run the network once on random pillars writing its tensors.
 pub fn run(a: Args) -> Result<()> {
     let model_path = a.model.unwrap_or_else(|| bundled_model("pointpillars_small.onnx"));
@@ -76,7 +76,8 @@ pub fn run(a: Args) -> Result<()> {
 
     let calib_dir = a.out.join("calib");
     println!(
-        "\n== 4/{STEPS} INT8 calibration (percentile 99.99, 8 frames of the calibration split) -> {} ==",
+        "\n== 4/{STEPS} INT8 calibration (max, recipe {}, 8 frames of the calibration split) -> {} ==",
+        crate::quant::recipe::Recipe::default_recipe(),
         calib_dir.display()
     );
     super::calibrate::run(super::calibrate::Args {
@@ -86,10 +87,10 @@ pub fn run(a: Args) -> Result<()> {
         split: "train".into(),
         frames: 8,
         seed: None,
-        method: vec![CalibMethod::Percentile(99.99)],
+        method: vec![CalibMethod::Max],
         out: calib_dir.clone(),
         pow2_scales: false,
-        recipe: Default::default(),
+        recipe: crate::quant::recipe::Recipe::default_recipe(),
         trt_version: 100300,
         threads: a.threads,
         quiet: false,
@@ -97,14 +98,16 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let stem = model_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let calib = CalibArgs {
-        calib: Some(calib_dir.join(format!("{stem}-percentile99.99-8.json"))),
-        method: CalibMethod::Percentile(99.99),
+        calib: Some(
+            calib_dir.join(format!("{stem}-max-{}-8.json", crate::quant::recipe::Recipe::default_recipe().file_tag())),
+        ),
+        method: CalibMethod::Max,
         calib_frames: 8,
         calib_seed: None,
         calib_split: "train".into(),
         pow2_scales: false,
         allow_other_model: false,
-        recipe: Default::default(),
+        recipe: None,
     };
     let sweep = SweepArgs { cache: a.out.join("cache"), chunk: 10, shard: Shard::ALL, wait: 0 };
 

@@ -26,7 +26,7 @@ pub struct CalibArgs {
     #[arg(long)]
     pub calib: Option<PathBuf>,
     /// Without --calib: calibrate now with this method (max, percentile[:P], entropy, mse) ...
-    #[arg(long, default_value = "entropy")]
+    #[arg(long, default_value = "max")]
     pub method: CalibMethod,
     /// ... on the first N frames (or N seeded random frames with --calib-seed) ...
     #[arg(long, default_value_t = 16)]
@@ -42,12 +42,13 @@ pub struct CalibArgs {
     /// Use a --calib file computed on another network (its model_hash differs) anyway.
     #[arg(long)]
     pub allow_other_model: bool,
-    /// PTQ recipe when calibrating now: none, all, or a comma list of steps (sparse: the positions
-    /// no point reaches leave the histograms; sparse-zeros: every exact zero too; equalize: the
-    /// pillar net's input equalized per feature; thresholds: task-guided threshold search; bias:
-    /// bias correction). See `pillarq calibrate --help`.
-    #[arg(long, default_value = "none")]
-    pub recipe: Recipe,
+    /// PTQ recipe when calibrating now (default: sparse,equalize,rounding): none, all, or a comma list of steps
+    /// (sparse: the positions no point reaches leave the histograms; sparse-zeros: every exact
+    /// zero too; equalize: the pillar net's input equalized per feature; thresholds: task-guided
+    /// threshold search; rounding: GPTQ weight rounding; bias: bias correction). See `pillarq
+    /// calibrate --help`. With --calib: the file must have been made with it.
+    #[arg(long)]
+    pub recipe: Option<Recipe>,
 }
 
 /// A loaded model ready to detect, with the hash of its network (the file without pillarq's
@@ -160,11 +161,10 @@ impl CalibArgs {
         if let Some(p) = &self.calib {
             let f = CalibrationFile::read(p)?;
             let made_with = if f.calibration.recipe.is_empty() { "none" } else { f.calibration.recipe.as_str() };
-            if !self.recipe.is_none() && made_with != self.recipe.to_string() {
+            if let Some(r) = self.recipe.filter(|r| made_with != r.to_string()) {
                 bail!(
-                    "--recipe {} applies when calibrating now; {} was made with recipe {made_with}: drop --calib or \
+                    "--recipe {r} applies when calibrating now; {} was made with recipe {made_with}: drop --calib or \
                      --recipe",
-                    self.recipe,
                     p.display()
                 );
             }
@@ -182,7 +182,7 @@ impl CalibArgs {
             &ids,
             &self.method,
             self.calib_seed,
-            self.recipe,
+            self.recipe.unwrap_or_else(Recipe::default_recipe),
             self.pow2_scales,
             true,
         )?;

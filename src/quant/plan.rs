@@ -92,6 +92,31 @@ pub struct LayerRefinement {
     /// error INT8 adds over the calibration frames taken out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bias: Vec<f32>,
+    /// Weight rounding: the layer's INT8 weight levels, in the layout of its (BN-folded,
+    /// equalized) float weight, as base64 of the int8 bytes. The per-channel scales stay the
+    /// symmetric max of that weight.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub weights: String,
+}
+
+impl LayerRefinement {
+    /// The weight levels of `weights`, if any.
+    pub fn weight_levels(&self) -> std::result::Result<Option<Vec<i8>>, String> {
+        use base64::Engine;
+        if self.weights.is_empty() {
+            return Ok(None);
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.weights.as_bytes())
+            .map_err(|e| format!("weights: not base64 ({e})"))?;
+        Ok(Some(bytes.into_iter().map(|b| b as i8).collect()))
+    }
+
+    pub fn set_weight_levels(&mut self, levels: &[i8]) {
+        use base64::Engine;
+        let bytes: Vec<u8> = levels.iter().map(|&l| l as u8).collect();
+        self.weights = base64::engine::general_purpose::STANDARD.encode(bytes);
+    }
 }
 
 impl LayerRefinement {
@@ -104,7 +129,7 @@ impl LayerRefinement {
         if let Some((c, b)) = self.bias.iter().enumerate().find(|(_, b)| !b.is_finite()) {
             return Some(format!("bias[{c}] = {b} must be finite"));
         }
-        None
+        self.weight_levels().err()
     }
 }
 
@@ -228,6 +253,12 @@ impl PrecisionPlan {
                 if let Some(a) = self.calibration.as_ref().and_then(|c| c.activations.get(&l.name)) {
                     s.push_str(&format!("@{:08x}", a.amax.to_bits()));
                 }
+                // A recipe's refinements change what the layer computes: part of the key (the
+                // hash of their JSON, so plans without any keep their keys).
+                if let Some(r) = self.calibration.as_ref().and_then(|c| c.layers.get(&l.name)) {
+                    let json = serde_json::to_vec(r).unwrap_or_default();
+                    s.push_str(&format!("+{}", &crate::files::sha256_hex(&json)[..16]));
+                }
             }
             s.push(';');
         }
@@ -280,6 +311,8 @@ impl PrecisionPlan {
                 }
                 lp.input_mul = (!r.input_mul.is_empty()).then(|| r.input_mul.as_slice().into());
                 lp.bias = (!r.bias.is_empty()).then(|| r.bias.as_slice().into());
+                lp.weight_levels =
+                    r.weight_levels().map_err(|e| format!("calibration.layers['{}']: {e}", l.name))?.map(Into::into);
             }
             out.push(lp);
         }
@@ -379,6 +412,25 @@ mod tests {
         let e = PrecisionPlan::uniform(Precision::Int8).with_calibration(&c).resolve(&layers).unwrap_err();
         assert!(e.contains("/b/Conv") && e.contains("must be a positive finite number"), "{e}");
         assert!(PrecisionPlan::parse(r#"{"default": "int8", "layer": {}}"#).unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn canonical_form_distinguishes_refinements() {
+        let layers = vec![layer("a", 10), layer("b", 10)];
+        let cal = calib(&["a", "b"]);
+        let plain = PrecisionPlan::uniform(Precision::Int8).with_calibration(&cal);
+        let mut refined_cal = cal.clone();
+        refined_cal.layers.entry("b".into()).or_default().bias = vec![0.5];
+        let refined = PrecisionPlan::uniform(Precision::Int8).with_calibration(&refined_cal);
+        assert_ne!(plain.canonical(&layers), refined.canonical(&layers));
+        // Only INT8 layers use them: with b in FP16 the plans compute the same.
+        let mut a = plain.clone();
+        a.layers.insert("b".into(), Precision::Fp16);
+        let mut b = refined.clone();
+        b.layers.insert("b".into(), Precision::Fp16);
+        assert_eq!(a.canonical(&layers), b.canonical(&layers));
+        // Plans without refinements keep their keys.
+        assert!(!plain.canonical(&layers).contains('+'));
     }
 
     #[test]

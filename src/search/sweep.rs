@@ -161,7 +161,9 @@ pub fn refine_calibration(
         detector.frame_inputs(data, id).map(|(inputs, _)| inputs).map_err(|e| Error::Other(format!("frame {id}: {e}")))
     };
     let task = DetectorTask(detector);
+    let empty = detector.empty_scene_inputs()?;
     let refine = Refine {
+        empty: Some(&empty),
         exec: detector.executor(),
         layers,
         observers: obs,

@@ -5,7 +5,7 @@
 
 mod conv;
 pub mod elementwise;
-mod gemm;
+pub(crate) mod gemm;
 pub mod op_table;
 mod ops_math;
 mod ops_quant;

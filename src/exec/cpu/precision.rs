@@ -94,11 +94,21 @@ pub fn activation_channel_axis(node: &Node, rank: usize) -> usize {
 /// The INT8 weight of a layer under `lp`: the (BN-folded) float weight, divided along its input
 /// axis by `lp.input_mul` when the layer is equalized, then quantized per output channel
 /// (`quantize_weight`). The levels and scales both the simulation and `emit` use.
+/// With `lp.weight_levels` (weight rounding) those levels replace round-to-nearest's, with the
+/// same scales.
 pub fn int8_weight(node: &Node, w: &Tensor, lp: &LayerPrecision) -> Result<(Vec<i8>, Vec<f32>)> {
     let axis = weight_channel_axis(node);
-    match &lp.input_mul {
-        None => quantize_weight(w, axis, lp.pow2_weights),
-        Some(m) => quantize_weight(&equalized_weight(node, w, m)?, axis, lp.pow2_weights),
+    let (q, scales) = match &lp.input_mul {
+        None => quantize_weight(w, axis, lp.pow2_weights)?,
+        Some(m) => quantize_weight(&equalized_weight(node, w, m)?, axis, lp.pow2_weights)?,
+    };
+    match &lp.weight_levels {
+        None => Ok((q, scales)),
+        Some(levels) if levels.len() == q.len() => Ok((levels.to_vec(), scales)),
+        Some(levels) => Err(Error::graph(
+            &node.name,
+            format!("the rounded weight has {} levels but the weight {:?} has {}", levels.len(), w.shape, q.len()),
+        )),
     }
 }
 
