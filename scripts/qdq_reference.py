@@ -53,6 +53,7 @@ Plan errors (unknown layer names, an int8 layer with no activation amax, an unkn
 word, unknown top-level keys) exit with status 1 and name the layer or key.
 """
 import argparse
+import base64
 import copy
 import json
 import os
@@ -77,9 +78,9 @@ class RefError(Exception):
 
 def load_plan(path):
     """Returns (default, {layer: precision}, {layer: amax float32}, pow2 weight scales?,
-    {layer: {"input_mul": float32 array, "bias": float32 array}}) from a PrecisionPlan JSON. The
-    last are a PTQ recipe's refinements (calibration.layers): input equalization and corrected
-    biases, used by INT8 layers only."""
+    {layer: {"input_mul": float32 array, "bias": float32 array, "weights": int8 levels}}) from a
+    PrecisionPlan JSON. The last are a PTQ recipe's refinements (calibration.layers): input
+    equalization, corrected biases and rounded weight levels, used by INT8 layers only."""
     try:
         with open(path) as f:
             plan = json.load(f)
@@ -128,6 +129,9 @@ def load_plan(path):
             if not isinstance(r, dict):
                 raise RefError(f"plan {path}: calibration.layers[{name!r}] must be an object")
             refined[name] = {k: np.array(r[k], dtype=F32) for k in ("input_mul", "bias") if k in r}
+            if "weights" in r:
+                # INT8 levels of the (folded, equalized) weight, base64 of the int8 bytes
+                refined[name]["weights"] = np.frombuffer(base64.b64decode(r["weights"]), dtype=np.int8)
     return default, layers, amax, pow2, refined
 
 
@@ -360,6 +364,11 @@ def build(model, default, overrides, amax, fp16_mode="native", pow2=False, refin
             seq.append(helper.make_node("DequantizeLinear", [q_out, s_act, zp_act], [dq_out], name=fresh(f"{L}/act_dq")))
             ax = weight_axis(node)
             q, ws = quantize_weight(w, ax, pow2)
+            if "weights" in r:
+                # rounded levels (GPTQ) instead of round-to-nearest; the scales stay the max's
+                if r["weights"].size != q.size:
+                    raise RefError(f"layer {L!r}: {r['weights'].size} weight levels for a weight of {q.size}")
+                q = r["weights"].reshape(q.shape)
             wq = add_init(f"{L}/w_int8", q)
             wsn = add_init(f"{L}/w_scale", ws)
             wzp = add_init(f"{L}/w_zero_point", np.zeros(ws.shape, np.int8))

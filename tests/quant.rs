@@ -456,3 +456,50 @@ fn refinement_steps_bring_full_int8_closer_to_fp32() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown recipe step 'round'") && err.contains("rounding, bias"), "{err}");
 }
+
+/// When full INT8 is already within the tolerance, the search's best candidate is full INT8 (no
+/// layer in floating point; it used to report "no candidate"), and `emit` marks the int8 engine
+/// as the best.
+#[test]
+fn full_int8_within_tolerance_is_the_best_candidate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synth(&data, 2, 2);
+    let model = bundled("pointpillars_small.onnx");
+    let out = tmp.path().join("calib");
+    calibrate_2_frames(&model, &data, &out, "max", &[]);
+    let calib = out.join("pointpillars_small-max-2.json");
+    let cands = tmp.path().join("candidates.json");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (code, stdout, err) = pillarq_bin(&[
+        "search",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&data),
+        "--calib",
+        &s(&calib),
+        "--top-k",
+        "2",
+        "--tolerance",
+        "100",
+        "--cache",
+        &s(&tmp.path().join("cache")),
+        "--out",
+        &s(&cands),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("best within 100.0 mAP of FP32: full INT8"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cands).unwrap()).unwrap();
+    assert_eq!(v["best"]["fp_layers"], serde_json::json!([]), "{}", v["best"]);
+    assert_eq!(v["best"]["map"], v["int8_map"]);
+    let engines = tmp.path().join("engines");
+    let (code, _, err) =
+        pillarq_bin(&["emit", "--model", &s(&model), "--candidates", &s(&cands), "--out", &s(&engines), "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(engines.join("index.json")).unwrap()).unwrap();
+    let best: Vec<&str> =
+        index.as_array().unwrap().iter().filter(|e| e["best"] == true).map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(best, ["int8"]);
+}

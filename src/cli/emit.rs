@@ -177,7 +177,8 @@ fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool, opts: &
             PrecisionPlan::uniform(Precision::Int8).with_calibration(cal),
             Some(c.int8_map),
             1.0,
-            false,
+            // Full INT8 within the tolerance already is the search's best.
+            c.best.as_ref().is_some_and(|b| b.fp_layers.is_empty()),
         )),
         None => tracing::warn!("{}: no calibration in any candidate; no int8 reference", path.display()),
     }

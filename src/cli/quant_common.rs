@@ -171,6 +171,13 @@ impl CalibArgs {
             if !self.allow_other_model {
                 check_model_hash(&f.calibration, &l.hash, p)?;
             }
+            if self.pow2_scales && !f.calibration.pow2_scales && f.calibration.has_scale_fitted_refinements() {
+                bail!(
+                    "{} has rounded weights or corrected biases fitted to its exact scales; --pow2-scales would \
+                     change those scales: calibrate with --pow2-scales instead",
+                    p.display()
+                );
+            }
             return Ok(self.rounded(f.calibration));
         }
         let data = KittiDir::open(data_dir)?;

@@ -102,6 +102,14 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     match &report.best {
+        Some(b) if b.fp_layers.is_empty() => println!(
+            "best within {:.1} mAP of FP32: full INT8 (no layer in {}): mAP {:.2}, weights {:.2} MB vs FP32 {:.2} MB",
+            a.tolerance.unwrap_or(1.0),
+            report.fallback,
+            b.map,
+            b.weight_bytes as f64 / 1e6,
+            report.fp32_weight_bytes as f64 / 1e6
+        ),
         Some(b) => println!(
             "best within {:.1} mAP of FP32: {} layer(s) in {} {:?}: mAP {:.2}, INT8 MAC share {:.1}%, weights {:.2} MB vs FP32 {:.2} MB",
             a.tolerance.unwrap_or(1.0),

@@ -272,8 +272,12 @@ impl Emitter {
         let bias: Option<Vec<f32>> = match (&lp.bias, lp.precision) {
             // Bias correction (INT8 only): the plan's bias replaces the folded one.
             (Some(b), Precision::Int8) => {
-                if f.bias.is_none() {
-                    return Err(Error::graph(l, "the plan corrects the bias of a layer that has none"));
+                let len = f.bias.as_ref().map(|t| t.len());
+                if len != Some(b.len()) {
+                    return Err(Error::graph(
+                        l,
+                        format!("the plan's corrected bias has {} values; the layer's bias has {len:?}", b.len()),
+                    ));
                 }
                 Some(b.to_vec())
             }

@@ -232,7 +232,9 @@ fn cache_text(model: &Model, plan: &PrecisionPlan, layers: &[EmittedLayer], head
             let refined: Vec<&String> = cal.layers.keys().filter(|l| int8(l)).collect();
             if !refined.is_empty() {
                 tracing::warn!(
-                    "calib.cache: {} INT8 layer(s) have PTQ-recipe adjustments a calibration cache cannot carry                      (input equalization, corrected bias; e.g. {}): TensorRT's implicit INT8 would compute another                      function. Build from the Q/DQ model (model.onnx) for the recipe's accuracy",
+                    "calib.cache: {} INT8 layer(s) have PTQ-recipe adjustments a calibration cache cannot carry \
+                     (input equalization, rounded weights, corrected bias; e.g. {}): TensorRT's implicit INT8 would \
+                     compute another function. Build from the Q/DQ model (model.onnx) for the recipe's accuracy",
                     refined.len(),
                     refined[0]
                 );

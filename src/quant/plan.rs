@@ -166,9 +166,24 @@ impl Calibration {
         Ok(())
     }
 
+    /// Whether the recipe fitted something to the exact weight scales (rounded weights, a
+    /// corrected bias): power-of-two scales made afterwards would not match it.
+    pub fn has_scale_fitted_refinements(&self) -> bool {
+        self.layers.values().any(|r| !r.weights.is_empty() || !r.bias.is_empty())
+    }
+
     /// The same calibration with every activation scale rounded up to a power of two, and
-    /// weight scales to follow (`crate::quant::calib::pow2_ceil`). Idempotent.
+    /// weight scales to follow (`crate::quant::calib::pow2_ceil`). Idempotent. Rounded weights
+    /// and corrected biases fitted to other scales are dropped (calibrate with power-of-two
+    /// scales to have them fitted to those); equalization stays.
     pub fn with_pow2_scales(mut self) -> Calibration {
+        if !self.pow2_scales {
+            for r in self.layers.values_mut() {
+                r.weights.clear();
+                r.bias.clear();
+            }
+            self.layers.retain(|_, r| *r != LayerRefinement::default());
+        }
         for a in self.activations.values_mut() {
             a.amax = crate::quant::calib::pow2_amax(a.amax);
         }

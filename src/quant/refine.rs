@@ -182,7 +182,8 @@ impl Refine<'_> {
                 for &f in factors {
                     let a = if cal.pow2_scales { super::calib::pow2_amax(amax * f) } else { amax * f };
                     let seen = list.iter().any(|c: &Candidate| c.alpha == alpha && c.amax == a);
-                    if seen || (f != 1.0 && (a > observed || super::plan::amax_problem(a).is_some())) {
+                    let base = f == 1.0 && m.is_none();
+                    if seen || super::plan::amax_problem(a).is_some() || (!base && f != 1.0 && a > observed) {
                         continue;
                     }
                     list.push(Candidate { amax: a, alpha, factor: f, input_mul: m.clone() });
@@ -286,7 +287,8 @@ impl Refine<'_> {
         for &alpha in ALPHAS.iter().filter(|&&a| a > 0.0) {
             let m: Arc<[f32]> = amax
                 .iter()
-                .map(|&a| if a > 0.0 { ((top as f64 / a as f64).powf(alpha as f64)) as f32 } else { 1.0 })
+                // At most 2^16: a feature that is almost always zero must not blow its weights up.
+                .map(|&a| if a > 0.0 { (top as f64 / a as f64).powf(alpha as f64).min(65536.0) as f32 } else { 1.0 })
                 .collect::<Vec<_>>()
                 .into();
             let mut h = Histogram::new();
@@ -338,7 +340,21 @@ impl Refine<'_> {
                 Some(m) => equalized_weight(node, &w, m)?,
                 None => (*w).clone(),
             };
-            let rows = WeightRows::of(node, &weight)?;
+            let rows = match WeightRows::of(node, &weight) {
+                Ok(r) if r.k <= MAX_ROUNDING_INPUTS => r,
+                Ok(r) => {
+                    tracing::warn!(
+                        "{}: {} inputs per output; weight rounding skipped (at most {MAX_ROUNDING_INPUTS})",
+                        l.name,
+                        r.k
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("{}: weight rounding skipped: {e}", l.name);
+                    continue;
+                }
+            };
             let (edge, out) = self.exec.layer_edges(&l.name).ok_or_else(|| Error::graph(&l.name, "no layer"))?;
             let k = rows.k;
             accs.push(Acc {
@@ -394,13 +410,6 @@ impl Refine<'_> {
             if acc.count[0] == 0 {
                 continue;
             }
-            if k > MAX_ROUNDING_INPUTS {
-                tracing::warn!(
-                    "{}: {k} inputs per output; weight rounding skipped (at most {MAX_ROUNDING_INPUTS})",
-                    acc.name
-                );
-                continue;
-            }
             let moments = |parts: &[usize]| -> Vec<f64> {
                 let n: usize = parts.iter().map(|&p| acc.count[p]).sum();
                 (0..k * k).map(|i| parts.iter().map(|&p| acc.h[p][i] as f64).sum::<f64>() / n.max(1) as f64).collect()
@@ -454,6 +463,13 @@ impl Refine<'_> {
         for l in self.layers {
             let Some(a) = cal.activations.get(&l.name) else { continue };
             if self.exec.layer_bias(&l.name).is_none() {
+                continue;
+            }
+            // Conv, ConvTranspose and the pillar net's MatMul (a Gemm's transposed weight is not
+            // modelled here).
+            let op = self.exec.layer_weight(&l.name).map(|(n, _)| n.op_type.clone()).unwrap_or_default();
+            if !matches!(op.as_str(), "Conv" | "ConvTranspose" | "MatMul" | PILLAR_MAX_MATMUL) {
+                tracing::warn!("{}: bias correction skipped ({op})", l.name);
                 continue;
             }
             let mut lp = LayerPrecision::plain(&l.name, Precision::Int8, Some(a.amax), cal.pow2_scales);
@@ -660,6 +676,9 @@ impl WeightRows {
                 channel: (0..co * taps).map(|r| r / taps).collect(),
             });
         }
+        if node.attr().i64("group", 1)? != 1 {
+            return Err(Error::graph(&node.name, "grouped convolutions are not handled"));
+        }
         let (cout, k, index): (usize, usize, Vec<usize>) = match (node.op_type.as_str(), s.as_slice()) {
             ("Conv", [co, ..]) => {
                 let k = v.len() / co.max(&1);
@@ -671,7 +690,7 @@ impl WeightRows {
                 let index = (0..co * k).map(|i| ((i % k) / taps * co + i / k) * taps + i % taps).collect();
                 (*co, k, index)
             }
-            (_, [kk, n]) => (*n, *kk, (0..n * kk).map(|i| (i % kk) * n + i / kk).collect()),
+            ("MatMul" | PILLAR_MAX_MATMUL, [kk, n]) => (*n, *kk, (0..n * kk).map(|i| (i % kk) * n + i / kk).collect()),
             _ => return Err(Error::graph(&node.name, format!("weight rounding does not handle weight {s:?}"))),
         };
         Ok(WeightRows { rows: Self::gather(v, &index), count: cout, k, index, channel: (0..cout).collect() })

@@ -47,7 +47,8 @@ pub struct SearchReport {
     pub prefix: Baseline,
     /// Every bisection probe in order; the last is its answer.
     pub bisect: Baseline,
-    /// The smallest greedy candidate within the tolerance (1 mAP when none was given).
+    /// The smallest greedy candidate within the tolerance (1 mAP when none was given); full INT8
+    /// (no layer in floating point) when it is within already.
     pub best: Option<Candidate>,
 }
 
@@ -168,7 +169,12 @@ pub fn search(
     }
     let bisect = Baseline { candidates: steps, evaluations: bisect_evals };
 
-    let best = path.iter().find(|c| c.map >= fp32 - tol).cloned();
+    // Full INT8 already within the tolerance: it is the smallest candidate (no layer in FP).
+    let best = if int8 >= fp32 - tol {
+        Some(candidate(&[], &r[1], fp32, plan_for(&[]), layers))
+    } else {
+        path.iter().find(|c| c.map >= fp32 - tol).cloned()
+    };
     let fp32_plan = PrecisionPlan::uniform(Precision::Fp32);
     Ok(Some(SearchReport {
         fp32_map: fp32,

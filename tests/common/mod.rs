@@ -266,8 +266,8 @@ pub fn calibrate_2_frames(model: &Path, data: &Path, out: &Path, methods: &str, 
 
 /// `cal` with every kind of PTQ-recipe refinement a plan can carry (issue 14), for the parity
 /// tests: the pillar net's input equalized per feature (alpha 1, from `inputs`' per-feature
-/// max, its threshold recomputed for the equalized input) and every layer's bias moved per
-/// channel (as bias correction would). The values are arbitrary but realistic; what is tested
+/// max, its threshold recomputed for the equalized input), rounded weight levels on a backbone
+/// conv, and every layer's bias moved per channel (as bias correction would). The values are arbitrary but realistic; what is tested
 /// is that pillarq, `emit` and an independent Q/DQ model compute the same function from them.
 pub fn with_refinement(
     cal: &pillarq::quant::plan::Calibration,
@@ -292,6 +292,23 @@ pub fn with_refinement(
     cal.activations.get_mut(pfn).unwrap().amax =
         if cal.pow2_scales { pillarq::quant::calib::pow2_amax(scaled_max) } else { scaled_max };
     cal.layers.entry(pfn.clone()).or_default().input_mul = mul;
+    // Rounded weights: round-to-nearest's levels moved by one step here and there (as GPTQ
+    // moves them) on a backbone conv.
+    let conv = &m.layers[2].name;
+    let (node, w) = exec.layer_weight(conv).unwrap();
+    let axis = pillarq::exec::cpu::precision::weight_channel_axis(node);
+    let (mut levels, _) = pillarq::exec::cpu::precision::quantize_weight(&w, axis, cal.pow2_scales).unwrap();
+    for (i, l) in levels.iter_mut().enumerate() {
+        let step = if i % 7 == 0 {
+            1
+        } else if i % 11 == 0 {
+            -1
+        } else {
+            0
+        };
+        *l = (*l as i32 + step).clamp(-127, 127) as i8;
+    }
+    cal.layers.entry(conv.clone()).or_default().set_weight_levels(&levels);
     for l in &m.layers {
         let b = exec.layer_bias(&l.name).unwrap();
         let moved = b.as_f32().unwrap().iter().enumerate().map(|(k, v)| v + 0.01 * ((k % 5) as f32 - 2.0)).collect();

@@ -205,6 +205,9 @@ impl CpuExecutor {
                     None => None,
                 };
                 let bias = match &lp.bias {
+                    Some(_) if node.input(2).is_none() => {
+                        return Err(Error::graph(&lp.name, "the plan corrects the bias of a layer that has none"));
+                    }
                     Some(b) => {
                         let channels = scales.len();
                         if b.len() != channels {
