@@ -217,10 +217,6 @@ fn onnxruntime_map_agrees_with_the_simulation() {
         "train",
         "--frames",
         "4",
-        "--method",
-        "percentile",
-        "--recipe",
-        "none",
         "--out",
         calib_dir.to_str().unwrap(),
         "--quiet",
@@ -231,11 +227,17 @@ fn onnxruntime_map_agrees_with_the_simulation() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "json"))
         .expect("calibrate wrote no .json");
+    // The default calibration (max, PTQ recipe sparse,equalize,rounding): the emitted model has
+    // the pillar net's equalization Mul and GPTQ-rounded weights.
+    let refined = pillarq::quant::calibrate::CalibrationFile::read(&calib).unwrap().calibration;
+    assert_eq!(refined.recipe, "sparse,equalize,rounding");
+    assert!(!refined.layers["/pfn/linear/MatMul"].input_mul.is_empty());
     let plan = tmp.path().join("mixed.json");
-    // FP32 fallback: onnxruntime's CPU float16 kernels round inside the layer (MatMul before its
-    // bias, half accumulation), which neither pillarq nor TensorRT's FP32-accumulating kernels do;
-    // the FP16 agreement is measured on the full split instead (docs/deploy.md).
-    std::fs::write(&plan, r#"{"default": "int8", "layers": {"/pfn/linear/MatMul": "fp32"}}"#).unwrap();
+    // Full INT8 but one FP32 layer. Not FP16: onnxruntime's CPU float16 kernels round inside the
+    // layer (MatMul before its bias, half accumulation), which neither pillarq nor TensorRT's
+    // FP32-accumulating kernels do; the FP16 agreement is measured on the full split instead
+    // (docs/deploy.md).
+    std::fs::write(&plan, r#"{"default": "int8", "layers": {"/head/conv_dir_cls/Conv": "fp32"}}"#).unwrap();
     let eng = tmp.path().join("eng");
     let (code, out, err) = pillarq_bin(&[
         "emit",
