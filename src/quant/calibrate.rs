@@ -39,7 +39,7 @@ struct Background {
 }
 
 /// The bits compared: -0.0 as +0.0 (the same value, whichever sign a kernel left).
-fn bits(x: f32) -> u32 {
+pub(crate) fn bits(x: f32) -> u32 {
     if x == 0.0 {
         0
     } else {

@@ -100,6 +100,14 @@ pub struct LayerRefinement {
 }
 
 impl LayerRefinement {
+    /// Sets what this refinement changes in an INT8 layer's `lp`.
+    pub fn apply(&self, lp: &mut LayerPrecision) -> std::result::Result<(), String> {
+        lp.input_mul = (!self.input_mul.is_empty()).then(|| self.input_mul.as_slice().into());
+        lp.bias = (!self.bias.is_empty()).then(|| self.bias.as_slice().into());
+        lp.weight_levels = self.weight_levels()?.map(Into::into);
+        Ok(())
+    }
+
     /// The weight levels of `weights`, if any.
     pub fn weight_levels(&self) -> std::result::Result<Option<Vec<i8>>, String> {
         use base64::Engine;
@@ -324,10 +332,7 @@ impl PrecisionPlan {
                 if let Some(p) = r.problem() {
                     return Err(format!("calibration.layers['{}']: {p}", l.name));
                 }
-                lp.input_mul = (!r.input_mul.is_empty()).then(|| r.input_mul.as_slice().into());
-                lp.bias = (!r.bias.is_empty()).then(|| r.bias.as_slice().into());
-                lp.weight_levels =
-                    r.weight_levels().map_err(|e| format!("calibration.layers['{}']: {e}", l.name))?.map(Into::into);
+                r.apply(&mut lp).map_err(|e| format!("calibration.layers['{}']: {e}", l.name))?;
             }
             out.push(lp);
         }

@@ -36,12 +36,15 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::calib::{calibrate_amax, fake_quant, CalibMethod, Histogram};
+use super::calibrate::bits;
 use super::calibrate::{LayerHistograms, Observers};
 use super::plan::{Calibration, LayerRefinement};
 use super::recipe::Recipe;
 use crate::error::{Error, Result};
-use crate::exec::cpu::precision::{activation_channel_axis, dequantize_weight, int8_weight, weight_channel_axis};
-use crate::exec::cpu::{eval_node, CpuExecutor};
+use crate::exec::cpu::precision::{
+    activation_channel_axis, dequantize_weight, int8_weight, map_channels, weight_channel_axis,
+};
+use crate::exec::cpu::{eval_node, CpuExecutor, FrameState};
 use crate::exec::NamedTensors;
 use crate::graph::fold::PILLAR_MAX_MATMUL;
 use crate::graph::layers::Layer;
@@ -140,14 +143,19 @@ impl Refine<'_> {
             };
             report.seconds.insert(name.into(), t.elapsed().as_secs_f64());
         }
+        // The empty scene's FP32 values: where rounding samples and bias correction averages.
+        let empty = match self.empty.filter(|_| recipe.rounding || recipe.bias) {
+            Some(e) => Some(self.exec.run_keep(e)?),
+            None => None,
+        };
         if recipe.rounding {
             let t = Instant::now();
-            self.round_weights(&mut cal, &mut report)?;
+            self.round_weights(&mut cal, &mut report, empty.as_ref())?;
             report.seconds.insert("rounding".into(), t.elapsed().as_secs_f64());
         }
         if recipe.bias {
             let t = Instant::now();
-            self.correct_bias(&mut cal, &mut report)?;
+            self.correct_bias(&mut cal, &mut report, empty.as_ref())?;
             report.seconds.insert("bias".into(), t.elapsed().as_secs_f64());
         }
         cal.recipe = if recipe.is_none() { String::new() } else { recipe.to_string() };
@@ -293,9 +301,7 @@ impl Refine<'_> {
                 .into();
             let mut h = Histogram::new();
             for x in &xs {
-                let v = x.as_f32().unwrap_or(&[]);
-                let c = m.len();
-                let scaled: Vec<f32> = v.iter().enumerate().map(|(i, &x)| x * m[i % c]).collect();
+                let scaled = map_channels(x, usize::MAX, &m, |v| v)?;
                 h.merge(&self.observers.input_histogram(k, &Tensor::f32(x.shape.clone(), scaled))?);
             }
             let a = calibrate_amax(&h, &self.method);
@@ -308,7 +314,12 @@ impl Refine<'_> {
     /// moments of its (equalized) FP32 input at up to `ROUNDING_ROWS` positions where the input
     /// differs from the empty scene's, across the frames. Kept where it lowers the output error
     /// below round-to-nearest's on frames it was not fitted on.
-    fn round_weights(&self, cal: &mut Calibration, report: &mut RefineReport) -> Result<()> {
+    fn round_weights(
+        &self,
+        cal: &mut Calibration,
+        report: &mut RefineReport,
+        empty_state: Option<&FrameState>,
+    ) -> Result<()> {
         use crate::exec::cpu::gemm::{sgemm, MatRef};
         use crate::exec::cpu::precision::{equalized_weight, quantize_weight};
         struct Acc {
@@ -325,10 +336,6 @@ impl Refine<'_> {
             h: [Vec<f32>; 2],
             count: [usize; 2],
         }
-        let empty_state = match self.empty {
-            Some(e) => Some(self.exec.run_keep(e)?),
-            None => None,
-        };
         let mut accs = vec![];
         for l in self.layers {
             if !cal.activations.contains_key(&l.name) {
@@ -370,27 +377,25 @@ impl Refine<'_> {
             });
         }
         let per_frame = ROUNDING_ROWS.div_ceil(self.frames.max(1));
-        let scaled = |node: &Node, x: &Tensor, m: &Option<Vec<f32>>| -> Tensor {
-            match (m, x.as_f32()) {
-                (Some(m), Some(v)) => {
+        let scaled = |node: &Node, x: &Tensor, m: &Option<Vec<f32>>| -> Result<Tensor> {
+            Ok(match m {
+                Some(m) => {
                     let axis = activation_channel_axis(node, x.shape.len());
-                    let inner = x.shape[axis + 1..].iter().product::<usize>().max(1);
-                    let out = v.iter().enumerate().map(|(i, &x)| x * m[(i / inner) % m.len()]).collect();
-                    Tensor::f32(x.shape.clone(), out)
+                    Tensor::f32(x.shape.clone(), map_channels(x, axis, m, |v| v)?)
                 }
-                _ => x.clone(),
-            }
+                None => x.clone(),
+            })
         };
         for f in 0..self.frames {
             let inputs = (self.frame)(f)?;
             let state = self.exec.run_keep(&inputs)?;
             for acc in &mut accs {
                 let x = self.exec.value(&state, &acc.edge).ok_or_else(|| Error::graph(&acc.edge, "no value"))?;
-                let x = scaled(&acc.node, x, &acc.input_mul);
-                let e = empty_state
-                    .as_ref()
-                    .and_then(|s| self.exec.value(s, &acc.edge))
-                    .map(|e| scaled(&acc.node, e, &acc.input_mul));
+                let x = scaled(&acc.node, x, &acc.input_mul)?;
+                let e = match empty_state.and_then(|s| self.exec.value(s, &acc.edge)) {
+                    Some(e) => Some(scaled(&acc.node, e, &acc.input_mul)?),
+                    None => None,
+                };
                 let out = self.exec.value(&state, &acc.out).ok_or_else(|| Error::graph(&acc.out, "no value"))?;
                 let out_hw = match out.shape[..] {
                     [_, _, h, w] => (h, w),
@@ -446,7 +451,12 @@ impl Refine<'_> {
 
     /// Bias correction of every layer with a threshold and a bias, under its final threshold
     /// and equalization.
-    fn correct_bias(&self, cal: &mut Calibration, report: &mut RefineReport) -> Result<()> {
+    fn correct_bias(
+        &self,
+        cal: &mut Calibration,
+        report: &mut RefineReport,
+        empty_state: Option<&FrameState>,
+    ) -> Result<()> {
         struct Acc {
             name: String,
             lp: LayerPrecision,
@@ -455,10 +465,6 @@ impl Refine<'_> {
             /// The layer's FP32 pre-activation output on the empty scene (convolutions).
             empty: Option<Tensor>,
         }
-        let empty_state = match self.empty {
-            Some(e) => Some(self.exec.run_keep(e)?),
-            None => None,
-        };
         let mut accs = vec![];
         for l in self.layers {
             let Some(a) = cal.activations.get(&l.name) else { continue };
@@ -474,10 +480,9 @@ impl Refine<'_> {
             }
             let mut lp = LayerPrecision::plain(&l.name, Precision::Int8, Some(a.amax), cal.pow2_scales);
             if let Some(r) = cal.layers.get(&l.name) {
-                lp.input_mul = (!r.input_mul.is_empty()).then(|| r.input_mul.as_slice().into());
-                lp.weight_levels = r.weight_levels().map_err(|e| Error::graph(&l.name, e))?.map(Into::into);
+                r.apply(&mut lp).map_err(|e| Error::graph(&l.name, e))?;
             }
-            let empty = match &empty_state {
+            let empty = match empty_state {
                 Some(st) => self.empty_output(&l.name, st)?,
                 None => None,
             };
@@ -517,7 +522,7 @@ impl Refine<'_> {
 
     /// A convolution's FP32 pre-activation output in the empty-scene state `st` (None for other
     /// layers).
-    fn empty_output(&self, name: &str, st: &crate::exec::cpu::FrameState) -> Result<Option<Tensor>> {
+    fn empty_output(&self, name: &str, st: &FrameState) -> Result<Option<Tensor>> {
         let (node, w) = self.exec.layer_weight(name).ok_or_else(|| Error::graph(name, "no weight"))?;
         if !matches!(node.op_type.as_str(), "Conv" | "ConvTranspose") {
             return Ok(None);
@@ -541,13 +546,9 @@ impl Refine<'_> {
         let wq = dequantize_weight(&w.shape, weight_channel_axis(node), &q, &scales);
         let s = lp.act_amax.unwrap_or(1.0) / 127.0;
         let xv = x.as_f32().ok_or_else(|| Error::graph(&lp.name, "input must be float32"))?;
-        let axis = activation_channel_axis(node, x.shape.len());
         let xq: Vec<f32> = match &lp.input_mul {
             None => xv.iter().map(|&v| fake_quant(v, s)).collect(),
-            Some(m) => {
-                let inner = x.shape[axis + 1..].iter().product::<usize>().max(1);
-                xv.iter().enumerate().map(|(i, &v)| fake_quant(v * m[(i / inner) % m.len()], s)).collect()
-            }
+            Some(m) => map_channels(x, activation_channel_axis(node, x.shape.len()), m, |v| fake_quant(v, s))?,
         };
         match node.op_type.as_str() {
             "Conv" | "ConvTranspose" => {
@@ -564,7 +565,6 @@ impl Refine<'_> {
                 let c = yf.shape.get(1).copied().unwrap_or(0).max(1);
                 let inner = yf.shape[2..].iter().product::<usize>().max(1);
                 let batches = a.len() / (c * inner).max(1);
-                let bits = |v: f32| if v == 0.0 { 0 } else { v.to_bits() };
                 let e = empty.and_then(|e| e.as_f32().filter(|v| v.len() == a.len()));
                 // Occupied output positions, per batch item.
                 let occupied: Vec<bool> = (0..batches * inner)
@@ -735,7 +735,6 @@ fn input_rows(
         return Ok((out, occupied.len().div_ceil(step)));
     }
     let [n, c, h, wd] = x.shape[..] else { return Err(Error::graph(&node.name, "input is not NCHW")) };
-    let bits = |v: f32| if v == 0.0 { 0 } else { v.to_bits() };
     let ev = empty.and_then(|e| e.as_f32().filter(|v| v.len() == xv.len()));
     let plane = h * wd;
     let occupied_px = |b: usize, p: usize| -> bool {

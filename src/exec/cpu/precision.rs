@@ -327,28 +327,29 @@ fn transform_activation(slot: &mut Option<Arc<Tensor>>, g: impl Fn(f32) -> f32 +
 /// the element's index along `axis`. A new tensor (the multiplication is not elementwise-uniform,
 /// and the value may be shared); the result does not depend on the split.
 fn equalize_activation(slot: &mut Option<Arc<Tensor>>, m: &[f32], axis: usize, scale: f32) -> Result<()> {
-    use rayon::prelude::*;
     let Some(arc) = slot.as_mut() else { return Ok(()) };
-    let src =
-        arc.as_f32().ok_or_else(|| Error::Other(format!("expected a float32 activation, got {}", arc.dtype())))?;
-    let axis = if axis == usize::MAX { arc.shape.len().saturating_sub(1) } else { axis };
-    let d = arc.shape.get(axis).copied().unwrap_or(0);
+    let out = map_channels(arc, axis, m, |x| fake_quant(x, scale))?;
+    *arc = Arc::new(Tensor::f32(arc.shape.clone(), out));
+    Ok(())
+}
+
+/// `g(x * m[c])` for every element of `x`, `c` its index along `axis` (`usize::MAX`: the last
+/// axis): input equalization's per-channel multiply, the one place its indexing lives.
+/// Elementwise, so the result does not depend on the thread split.
+pub fn map_channels(x: &Tensor, axis: usize, m: &[f32], g: impl Fn(f32) -> f32 + Sync + Send) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let src = x.as_f32().ok_or_else(|| Error::Other(format!("expected a float32 activation, got {}", x.dtype())))?;
+    let axis = if axis == usize::MAX { x.shape.len().saturating_sub(1) } else { axis };
+    let d = x.shape.get(axis).copied().unwrap_or(0);
     if d != m.len() {
         return Err(Error::Other(format!(
             "input equalization has {} multipliers but the activation {:?} has {d} channels on axis {axis}",
             m.len(),
-            arc.shape
+            x.shape
         )));
     }
-    let inner = arc.shape[axis + 1..].iter().product::<usize>().max(1);
-    let out: Vec<f32> = src
-        .par_iter()
-        .with_min_len(1 << 16)
-        .enumerate()
-        .map(|(i, &x)| fake_quant(x * m[(i / inner) % d], scale))
-        .collect();
-    *arc = Arc::new(Tensor::f32(arc.shape.clone(), out));
-    Ok(())
+    let inner = x.shape[axis + 1..].iter().product::<usize>().max(1);
+    Ok(src.par_iter().with_min_len(1 << 16).enumerate().map(|(i, &v)| g(v * m[(i / inner) % d])).collect())
 }
 
 /// The activation transform of a step, as a key: two steps reading the same value with the same
