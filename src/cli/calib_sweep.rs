@@ -78,7 +78,9 @@ pub fn run(a: Args) -> Result<()> {
         all_frames: a.all_frames,
         recipe: a.recipe,
     };
-    let Some(report) = a.sweep.until_complete(|| calibration_sweep(&ev, &calib_data, &pool, &cfg, a.quiet))? else {
+    let Some(report) =
+        a.sweep.until_complete(|| calibration_sweep(&ev, &calib_data, &pool, &cfg, super::progress::bars(a.quiet)))?
+    else {
         eprintln!("{}", incomplete("calibration sweep", &a.sweep));
         return Ok(());
     };

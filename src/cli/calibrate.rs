@@ -69,7 +69,7 @@ pub fn run(a: Args) -> Result<()> {
         a.recipe,
         &l.detector.empty_scene_inputs()?,
     )?;
-    let pb = crate::progress::bar(ids.len(), "observe", a.quiet);
+    let pb = super::progress::bar(ids.len(), "observe", a.quiet);
     let hist = histograms_of(&l.detector, &obs, &data, &ids, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;

@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<()> {
     let (data, ids) = a.split.open()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     ResultsManifest::begin(&a.out)?;
-    let pb = crate::progress::bar(ids.len(), "detect", a.quiet);
+    let pb = super::progress::bar(ids.len(), "detect", a.quiet);
     let mut boxes = 0;
     for id in &ids {
         let f = detector.detect_frame(&data, id).with_context(|| format!("frame {id}"))?;

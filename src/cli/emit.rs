@@ -188,7 +188,7 @@ fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool, opts: &
         jobs.push(job(&format!("greedy-{:02}", i + 1), k.plan.clone(), Some(k.map), k.int8_mac_fraction, best));
     }
     let _ = c.fallback;
-    let bar = crate::progress::bar(jobs.len(), "emit", quiet);
+    let bar = super::progress::bar(jobs.len(), "emit", quiet);
     let mut out = vec![];
     for Job { name, plan, map, mac, best } in jobs {
         let dir = root.join(&name);

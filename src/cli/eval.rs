@@ -53,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
                 std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
                 ResultsManifest::begin(out)?;
             }
-            let pb = crate::progress::bar(ids.len(), "detect", a.quiet);
+            let pb = super::progress::bar(ids.len(), "detect", a.quiet);
             let mut frames = Vec::with_capacity(ids.len());
             for id in &ids {
                 let f = detector.detect_frame(&data, id).with_context(|| format!("frame {id}"))?;

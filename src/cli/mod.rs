@@ -14,6 +14,7 @@ mod infer;
 pub mod inspect;
 mod merge;
 mod model_config;
+pub mod progress;
 mod quant_common;
 mod search;
 mod sensitivity;

@@ -98,7 +98,7 @@ pub fn calibrate(
         recipe,
         &l.detector.empty_scene_inputs()?,
     )?;
-    let pb = crate::progress::bar(ids.len(), "observe", quiet);
+    let pb = super::progress::bar(ids.len(), "observe", quiet);
     let h = histograms_of(&l.detector, &obs, data, ids, &mut || pb.inc(1))?;
     pb.finish_and_clear();
     let mut f = file_from(l, data, split, ids, &h, method, seed)?;
@@ -125,8 +125,18 @@ pub fn refine_file(
     if !recipe.refines() {
         return Ok(f);
     }
-    let (calibration, report) =
-        refine_calibration(&l.detector, &l.model.layers, obs, h, data, ids, method, recipe, f.calibration, quiet)?;
+    let (calibration, report) = refine_calibration(
+        &l.detector,
+        &l.model.layers,
+        obs,
+        h,
+        data,
+        ids,
+        method,
+        recipe,
+        f.calibration,
+        super::progress::bars(quiet),
+    )?;
     f.calibration = calibration;
     f.refinement = Some(report);
     Ok(f)
@@ -242,7 +252,7 @@ impl SweepArgs {
             model_hash: &l.hash,
             chunk: self.chunk,
             shard: self.shard,
-            quiet,
+            progress: super::progress::bars(quiet),
             cost: Default::default(),
         })
     }

@@ -15,6 +15,7 @@ use crate::exec::cpu::CompiledPlan;
 use crate::graph::layers::Layer;
 use crate::kitti::eval::{evaluate, ApTable, EvalObject, FrameEval};
 use crate::pointpillars::detect::Detector;
+use crate::progress::{Progress, Task};
 use crate::quant::plan::{Precision, PrecisionPlan};
 use crate::tensor::Tensor;
 
@@ -60,7 +61,8 @@ pub struct Evaluator<'a> {
     /// Frames per cache chunk.
     pub chunk: usize,
     pub shard: Shard,
-    pub quiet: bool,
+    /// Where the frames' progress goes (`progress::Silent` for none).
+    pub progress: &'a dyn Progress,
     pub cost: std::cell::Cell<Cost>,
 }
 
@@ -99,7 +101,7 @@ impl<'a> Evaluator<'a> {
             .collect();
         if !todo.is_empty() {
             let frames: usize = todo.iter().map(|(c, _)| self.chunk_ids(*c).len()).sum();
-            let pb = crate::progress::bar(frames, what, self.quiet);
+            let pb = self.progress.start(what, frames as u64);
             let mut compiled: Vec<Option<CompiledPlan>> = vec![None; plans.len()];
             for (c, ps) in &todo {
                 for &p in ps {
@@ -108,13 +110,12 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 let pkeys: Vec<&str> = ps.iter().map(|&p| keys[p].as_str()).collect();
-                let results = self.run_chunk(*c, ps, plans, &compiled, &pb, (&ek, &pkeys))?;
+                let results = self.run_chunk(*c, ps, plans, &compiled, pb.as_ref(), (&ek, &pkeys))?;
                 for (&p, r) in ps.iter().zip(&results) {
                     self.cache.write(&ek, &keys[p], *c, r)?;
                     self.cache.remove_partial(&ek, &keys[p], *c);
                 }
             }
-            pb.finish_and_clear();
         }
         keys.iter().map(|k| self.collect(&ek, k, nchunks)).collect()
     }
@@ -135,7 +136,7 @@ impl<'a> Evaluator<'a> {
         ps: &[usize],
         plans: &[PrecisionPlan],
         compiled: &[Option<CompiledPlan>],
-        pb: &indicatif::ProgressBar,
+        pb: &dyn Task,
         (ek, pkeys): (&str, &[&str]),
     ) -> Result<Vec<ChunkResult>> {
         let exec = self.detector.executor();

@@ -11,6 +11,7 @@ use crate::graph::layers::Layer;
 use crate::kitti::KittiDir;
 use crate::pointpillars::detect::Detector;
 use crate::pointpillars::SplitMix64;
+use crate::progress::{Progress, Task};
 use crate::quant::calib::CalibMethod;
 use crate::quant::calibrate::{LayerHistograms, Observers};
 use crate::quant::plan::{Calibration, Precision, PrecisionPlan};
@@ -126,7 +127,7 @@ impl TaskLoss for DetectorTask<'_> {
 
 /// `cal` (made from `h`, the histograms of frames `ids` of `data`) refined by the recipe's
 /// refinement steps on the same frames (`quant::refine`); unchanged, with an empty report, when
-/// the recipe has none. Progress bars per pass unless `quiet`.
+/// the recipe has none. Each pass is a task of `progress`.
 #[allow(clippy::too_many_arguments)]
 pub fn refine_calibration(
     detector: &Detector,
@@ -138,22 +139,20 @@ pub fn refine_calibration(
     method: &CalibMethod,
     recipe: Recipe,
     cal: Calibration,
-    quiet: bool,
+    progress: &dyn Progress,
 ) -> Result<(Calibration, RefineReport)> {
     if !recipe.refines() {
         return Ok((cal, RefineReport::default()));
     }
-    let bar: std::cell::RefCell<Option<(String, indicatif::ProgressBar)>> = Default::default();
-    let progress = |pass: &str, i: usize, n: usize| {
+    let bar: std::cell::RefCell<Option<(String, Box<dyn Task + '_>)>> = Default::default();
+    let on_pass = |pass: &str, i: usize, n: usize| {
         let mut b = bar.borrow_mut();
         if b.as_ref().is_none_or(|(p, _)| p != pass) {
-            if let Some((_, old)) = b.take() {
-                old.finish_and_clear();
-            }
-            *b = Some((pass.to_string(), crate::progress::bar(n, pass, quiet)));
+            b.take(); // the previous pass's task ends
+            *b = Some((pass.to_string(), progress.start(pass, n as u64)));
         }
-        if let Some((_, pb)) = b.as_ref() {
-            pb.set_position(i as u64);
+        if let Some((_, t)) = b.as_ref() {
+            t.set_position(i as u64);
         }
     };
     let frame = |i: usize| -> Result<NamedTensors> {
@@ -172,12 +171,10 @@ pub fn refine_calibration(
         task: &task,
         frame: &frame,
         frames: ids.len(),
-        progress: &progress,
+        progress: &on_pass,
     };
     let out = refine.run(cal, recipe)?;
-    if let Some((_, pb)) = bar.borrow_mut().take() {
-        pb.finish_and_clear();
-    }
+    bar.borrow_mut().take();
     Ok(out)
 }
 
@@ -186,7 +183,7 @@ pub fn calibration_sweep(
     calib_data: &KittiDir,
     pool: &[String],
     cfg: &SweepConfig,
-    quiet: bool,
+    progress: &dyn Progress,
 ) -> Result<Option<SweepReport>> {
     let exec = ev.detector.executor();
     let obs = Observers::new(exec, ev.layers)?.with_recipe(exec, cfg.recipe, &ev.detector.empty_scene_inputs()?)?;
@@ -198,7 +195,7 @@ pub fn calibration_sweep(
     let mut plans = vec![PrecisionPlan::uniform(Precision::Fp32)];
     let mut cells_idx: Vec<(usize, usize, Vec<usize>)> = Vec::new();
     let total_draws: usize = sizes.iter().map(|&n| if n == pool.len() { 1 } else { cfg.draws }).sum();
-    let pb = crate::progress::bar(total_draws, "calibrate", quiet);
+    let pb = progress.start("calibrate", total_draws as u64);
     let mut per_method: Vec<Vec<(usize, Vec<usize>)>> = vec![Vec::new(); cfg.methods.len()];
     for &n in &sizes {
         let draws = if n == pool.len() { 1 } else { cfg.draws };
@@ -223,7 +220,7 @@ pub fn calibration_sweep(
                     method,
                     cfg.recipe,
                     c,
-                    true,
+                    &crate::progress::Silent,
                 )?;
                 idx_per_method[m].push(plans.len());
                 plans.push(PrecisionPlan::uniform(Precision::Int8).with_calibration(&c));
@@ -234,7 +231,7 @@ pub fn calibration_sweep(
             per_method[m].push((n, v));
         }
     }
-    pb.finish_and_clear();
+    drop(pb);
     for (m, v) in per_method.into_iter().enumerate() {
         for (n, idx) in v {
             cells_idx.push((m, n, idx));
