@@ -21,6 +21,7 @@ pub mod pointpillars;
 pub mod precision;
 pub mod progress;
 pub mod quant;
+pub mod report;
 pub mod search;
 pub mod synth;
 pub mod tensor;

@@ -676,3 +676,40 @@ fn calibrations_belong_to_their_network() {
     ]);
     assert!(e.contains("other-network.json") && e.contains("another network") && !e.contains("plan.json"), "{e}");
 }
+
+#[test]
+fn run_takes_the_config() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let y = yaml();
+    let args = [
+        "run",
+        "--model",
+        s(&f.nvidia),
+        "--config",
+        s(&y),
+        "--data",
+        s(&f.data),
+        "--out",
+        s(&out),
+        "--frames",
+        "2",
+        "--calib-frames",
+        "2",
+        "--top-k",
+        "1",
+    ];
+    let (stdout, stderr) = ok(&args);
+    assert!(stdout.contains("FP32 mAP") && stdout.contains("int8"), "{stdout}\n{stderr}");
+    for f in ["sensitivity.json", "candidates.json", "engines/int8/model.onnx", "ap.json", "bench.json", "report.html"]
+    {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(r["provenance"]["config"].as_str(), Some(s(&y)));
+    // A rerun with the same model and configuration computes nothing.
+    let (_, again) = ok(&args);
+    assert!(!again.contains("ran in") && again.contains("unchanged"), "{again}");
+}

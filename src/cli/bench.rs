@@ -53,6 +53,9 @@ pub struct Args {
     pub out: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write the files, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -81,13 +84,16 @@ pub fn run(a: Args) -> Result<()> {
                 bench_cpu(d, &cfg).with_context(|| format!("bench {}", d.display()))?
             }
         };
-        if !a.json {
+        if !a.json && !a.silent {
             eprintln!("{}: median {:.2} ms", r.engine, r.median_ms);
         }
         results.push(r);
     }
     let v = serde_json::json!({ "results": results });
     write_json(&a.out, &v)?;
+    if a.silent {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -29,6 +29,26 @@ pub struct Args {
     pub timeout: u64,
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write verify.json, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
+}
+
+impl Args {
+    /// `pillarq run`'s build before a trtexec benchmark: every directory, mismatches reported
+    /// in verify.json (and the report) rather than failing the run.
+    pub fn for_run(dirs: Vec<PathBuf>, trtexec: Option<PathBuf>) -> Args {
+        Args {
+            dirs,
+            trtexec,
+            verify_only: false,
+            allow_mismatch: true,
+            native: false,
+            timeout: crate::deploy::process::BUILD_TIMEOUT_S,
+            json: false,
+            silent: true,
+        }
+    }
 }
 
 fn print(r: &BuildReport) {
@@ -57,7 +77,9 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         let t = find_trtexec(a.trtexec.as_deref())?;
         let v = trtexec_version(&t)?;
-        eprintln!("trtexec {} (TensorRT {v})", t.display());
+        if !a.silent {
+            eprintln!("trtexec {} (TensorRT {v})", t.display());
+        }
         Some((t, v))
     };
     let mut reports = vec![];
@@ -69,9 +91,9 @@ pub fn run(a: Args) -> Result<()> {
         write_json(&d.join("verify.json"), &r)?;
         reports.push(r);
     }
-    if a.json {
+    if a.json && !a.silent {
         println!("{}", serde_json::to_string_pretty(&reports)?);
-    } else {
+    } else if !a.silent {
         reports.iter().for_each(print);
     }
     if a.allow_mismatch {

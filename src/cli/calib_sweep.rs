@@ -52,6 +52,9 @@ pub struct Args {
     pub quiet: bool,
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write the files, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -85,6 +88,9 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     };
     write_json(&a.out, &report)?;
+    if a.silent {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -6,6 +6,7 @@ use super::quant_common::{calibration_ids, load, Loaded};
 use crate::kitti::KittiDir;
 use crate::quant::calib::CalibMethod;
 use crate::quant::calibrate::Observers;
+use crate::quant::recipe::Recipe;
 use crate::search::sweep::histograms_of;
 
 #[derive(clap::Args)]
@@ -57,6 +58,21 @@ pub struct Args {
     /// Print a JSON summary (written files and thresholds).
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write the files, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
+}
+
+/// The calibration file's name: <model>-<method>[-<recipe>][-pow2]-<frames>.json.
+pub fn file_name(stem: &str, m: &CalibMethod, recipe: Recipe, pow2: bool, frames: usize) -> String {
+    let mut tag = m.to_string().replace(':', "");
+    if !recipe.is_none() {
+        tag.push_str(&format!("-{}", recipe.file_tag()));
+    }
+    if pow2 {
+        tag.push_str("-pow2");
+    }
+    format!("{stem}-{tag}-{frames}.json")
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -77,25 +93,20 @@ pub fn run(a: Args) -> Result<()> {
     let mut summary = Vec::new();
     for m in &a.method {
         let mut f = super::quant_common::file_from(&l, &data, &a.split, &ids, &hist, m, a.seed)?;
-        let mut tag = m.to_string().replace(':', "");
-        if !a.recipe.is_none() {
-            tag.push_str(&format!("-{}", a.recipe.file_tag()));
-        }
         if a.pow2_scales {
             f = f.with_pow2_scales();
-            tag.push_str("-pow2");
         }
         let f = super::quant_common::refine_file(&l, &data, &ids, &obs, &hist, m, a.recipe, f, a.quiet)?;
-        if let Some(r) = f.refinement.as_ref().filter(|_| !a.json) {
+        if let Some(r) = f.refinement.as_ref().filter(|_| !a.json && !a.silent) {
             for (step, secs) in &r.seconds {
                 println!("{m}: {step} took {secs:.1} s");
             }
         }
-        let json_path = a.out.join(format!("{stem}-{tag}-{}.json", ids.len()));
+        let json_path = a.out.join(file_name(&stem, m, a.recipe, a.pow2_scales, ids.len()));
         let cache_path = json_path.with_extension("cache");
         f.write(&json_path)?;
         crate::files::write_atomic(&cache_path, f.trt_cache(a.trt_version).as_bytes())?;
-        if !a.json {
+        if !a.json && !a.silent {
             println!("{m}: {} and {}", json_path.display(), cache_path.display());
             for (layer, s) in &f.calibration.activations {
                 let mut extra = String::new();
@@ -118,7 +129,7 @@ pub fn run(a: Args) -> Result<()> {
             "activations": f.calibration.activations,
         }));
     }
-    if a.json {
+    if a.json && !a.silent {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"frames": ids, "calibrations": summary}))?);
     }
     Ok(())

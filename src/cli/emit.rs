@@ -35,11 +35,17 @@ pub struct Args {
     /// without metadata.
     #[command(flatten)]
     pub config: super::model_config::ConfigArgs,
+    /// With --candidates: emit only these (fp32, fp16, int8, greedy-NN; `best`: the search's best).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     #[arg(long, short)]
     pub quiet: bool,
     /// Print what was written as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write the files, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +108,14 @@ pub fn run(a: Args) -> Result<()> {
             vec![entry(&m, &dir, None, None, false)]
         }
         (None, Some(c)) => {
-            emit_candidates(&model, c, &a.out.clone().unwrap_or_else(|| PathBuf::from("engines")), a.quiet, &opts)?
+            let root = a.out.clone().unwrap_or_else(|| PathBuf::from("engines"));
+            emit_candidates(&model, c, &root, a.quiet, &opts, &a.only)?
         }
         (None, None) => bail!("give --plan PLAN or --candidates candidates.json"),
     };
+    if a.silent {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
@@ -161,7 +171,14 @@ struct Job {
     best: bool,
 }
 
-fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool, opts: &EmitOptions) -> Result<Vec<Entry>> {
+fn emit_candidates(
+    model: &Model,
+    path: &Path,
+    root: &Path,
+    quiet: bool,
+    opts: &EmitOptions,
+    only: &[String],
+) -> Result<Vec<Entry>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let c: CandidatesIn = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a candidates.json written by `pillarq search`", path.display()))?;
@@ -188,6 +205,13 @@ fn emit_candidates(model: &Model, path: &Path, root: &Path, quiet: bool, opts: &
         jobs.push(job(&format!("greedy-{:02}", i + 1), k.plan.clone(), Some(k.map), k.int8_mac_fraction, best));
     }
     let _ = c.fallback;
+    if !only.is_empty() {
+        let known: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+        if let Some(bad) = only.iter().find(|o| *o != "best" && !known.contains(o)) {
+            bail!("--only {bad}: {} has {} (or `best`)", path.display(), known.join(", "));
+        }
+        jobs.retain(|j| only.contains(&j.name) || (j.best && only.iter().any(|o| o == "best")));
+    }
     let bar = super::progress::bar(jobs.len(), "emit", quiet);
     let mut out = vec![];
     for Job { name, plan, map, mac, best } in jobs {

@@ -16,6 +16,8 @@ mod merge;
 mod model_config;
 pub mod progress;
 mod quant_common;
+mod report;
+mod run;
 mod search;
 mod sensitivity;
 mod synth;
@@ -117,6 +119,17 @@ enum Command {
     ///
     /// Example: pillarq bench engines/* --backend trtexec --json
     Bench(bench::Args),
+    /// The whole pipeline, resumable: calibrate, sensitivity, search, emit, evaluate, bench,
+    /// report (stages whose inputs did not change are reused).
+    ///
+    /// Examples: pillarq run --model onnx/pointpillars_small.onnx --data data/synth --out out/run
+    ///           pillarq run --print-config > pipeline.yaml; pillarq run pipeline.yaml
+    Run(run::Args),
+    /// Write report.html (self-contained, with plots), report.md (+ plots/*.svg) and results.json
+    /// for a folder of results.
+    ///
+    /// Example: pillarq report out/run
+    Report(report::Args),
 }
 
 /// The bundled models live in `onnx/` of the source tree; found relative to the working
@@ -196,6 +209,8 @@ pub fn main() -> i32 {
         Command::Emit(a) => emit::run(a),
         Command::Build(a) => build::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Run(a) => run::run(a),
     };
     match r {
         Ok(()) => 0,

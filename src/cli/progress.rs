@@ -90,6 +90,7 @@ impl Progress for Bars {
 pub struct StageLine {
     weights: Vec<u64>,
     done: u64,
+    quiet: bool,
 }
 
 impl StageLine {
@@ -109,7 +110,7 @@ impl StageLine {
                 *r = Some(RunDisplay { multi, header, stage: (0, 0) });
             }
         }
-        StageLine { weights, done: 0 }
+        StageLine { weights, done: 0, quiet }
     }
 
     /// Stage `k` (from 0) named `name` begins; the stages before it are done.
@@ -125,7 +126,10 @@ impl StageLine {
 
     /// Prints a line above the bars (bars stay at the bottom).
     pub fn println(&self, line: &str) {
-        match RUN.lock().ok().as_ref().and_then(|r| r.as_ref()) {
+        if self.quiet {
+            return;
+        }
+        match RUN.lock().ok().as_ref().and_then(|r| r.as_ref()).filter(|r| !r.multi.is_hidden()) {
             Some(r) => {
                 let _ = r.multi.println(line);
             }

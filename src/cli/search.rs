@@ -42,6 +42,9 @@ pub struct Args {
     /// Print the report as JSON (`fp32_map`, `int8_map`, `candidates`, `prefix`, `bisect`, `best`).
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write the files, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -64,6 +67,9 @@ pub fn run(a: Args) -> Result<()> {
     v["sensitivity_ranking"] = serde_json::to_value(&sens.ranking[..a.top_k.min(sens.ranking.len())])?;
     v["calibration"] = serde_json::json!({"method": calib.method, "frames": calib.frames, "seed": calib.seed, "pow2_scales": calib.pow2_scales});
     write_json(&a.out, &v)?;
+    if a.silent {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

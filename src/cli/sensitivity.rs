@@ -31,6 +31,9 @@ pub struct Args {
     /// Print the report as JSON (`fp32_map`, `int8_map`, `layers`: name, map, drop, rank, proxies).
     #[arg(long)]
     pub json: bool,
+    /// Set by `pillarq run`: write the files, print nothing.
+    #[arg(skip)]
+    pub silent: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -52,6 +55,9 @@ pub fn run(a: Args) -> Result<()> {
         "step_ratio_vs_full_passes": (cost.steps_full > 0).then(|| cost.steps_run as f64 / cost.steps_full as f64),
     });
     write_json(&a.out, &v)?;
+    if a.silent {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
