@@ -336,6 +336,30 @@ fn a_report_of_some_results_leaves_the_rest_out_and_says_why() {
     assert!(!html.contains("id=\"ap\"") && html.contains("candidates.json is missing"));
     assert!(r["engines"].as_array().unwrap().is_empty());
 
+    // One engine, built and verified on a target (its verify.json): the report says so.
+    let eng = t.path().join("engines/int8");
+    std::fs::create_dir_all(&eng).unwrap();
+    let index: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(out_dir().join("engines/index.json")).unwrap()).unwrap();
+    let int8: Vec<&Value> = index.iter().filter(|e| e["name"] == "int8").collect();
+    std::fs::write(t.path().join("engines/index.json"), serde_json::to_string(&int8).unwrap()).unwrap();
+    std::fs::copy(out_dir().join("engines/int8/emit.json"), eng.join("emit.json")).unwrap();
+    let verify = r#"{"dir": "int8", "tensorrt": {"major": 10, "minor": 3, "patch": 0}, "checks": [], "engine_layers": 40,
+        "ok": 23, "mismatches": 0, "not_found": 0, "unknown": 0}"#;
+    std::fs::write(eng.join("verify.json"), verify).unwrap();
+    let (code, _, err) = pillarq_bin(&["report", s(t.path())]);
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(t.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("built and verified with TensorRT 10.3.0: 23 layers at the planned precision"),
+        "build status"
+    );
+    assert!(html.contains("bash int8/build-trt10.sh") && html.contains("bash int8/build-trt11.sh"));
+    let r = json(&t.path().join("results.json"));
+    assert_eq!(r["engines"][0]["build"]["ok"], 23);
+    assert_eq!(r["layers"].as_array().unwrap().len(), 23);
+    assert!(r["layers"].as_array().unwrap().iter().all(|l| l["precision"]["int8"] == "int8" && l["op"] != ""));
+
     std::fs::write(t.path().join("candidates.json"), "{not json").unwrap();
     let (code, _, err) = pillarq_bin(&["report", s(t.path())]);
     assert_ne!(code, 0);

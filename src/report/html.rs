@@ -30,7 +30,7 @@ td.l,th.l{text-align:left}tr.best td{background:#e8f6ea;font-weight:600}
 .fig svg{max-width:100%;height:auto;display:block;margin:0 auto}
 details{margin:4px 8px;font-size:13px}code{background:#eef1f5;padding:1px 4px;border-radius:3px;font-size:12px}
 .missing{color:#8a5a00;background:#fff7e6;border:1px solid #f0d9a8;border-radius:6px;padding:8px 12px;margin:8px 0}
-.p8{color:#1f77b4}.pf{color:#d62728}";
+.note{color:#5b6572;font-size:13px;margin:4px 8px}.p8{color:#1f77b4}.pf{color:#d62728}";
 
 fn ap_table(r: &Results, out: &mut String) {
     let cols = ap_columns();
@@ -245,7 +245,16 @@ pub fn render(r: &Results, svgs: &[String]) -> String {
                 );
             }
         }
-        out.push_str("</table></details></div>");
+        out.push_str("</table></details>");
+        let cpu = r.engines.iter().any(|e| e.latency.as_ref().is_some_and(|l| l.backend == "cpu"));
+        if f.id == "pareto_latency" && cpu {
+            out.push_str(
+                "<p class=\"note\">CPU latencies time pillarq's executor, which simulates INT8 and FP16 in f32 \
+                 (fake quantization): they compare plans' work on this machine, not TensorRT's speed. Bench the \
+                 engines with <code>bench.backend: trtexec</code> on the target for deployment latency.</p>",
+            );
+        }
+        out.push_str("</div>");
     }
     if !r.engines.is_empty() {
         out.push_str("<h2>Engines</h2><p>Build each directory on the target (commands run inside <code>engines/</code>), or \

@@ -162,7 +162,7 @@ impl Results {
                         e2e_median_ms: b.e2e_median_ms,
                     }),
                     build: i.verify.get(&e.name).map(|v| BuildCheck {
-                        tensorrt: v.tensorrt.as_ref().map(|t| t.to_string().trim_matches('"').to_string()),
+                        tensorrt: v.tensorrt.as_ref().map(trt_version),
                         ok: v.ok,
                         mismatches: v.mismatches,
                         not_found: v.not_found,
@@ -204,6 +204,14 @@ impl Results {
             figures,
             missing,
         }
+    }
+}
+
+/// "10.3.0" from verify.json's `{"major": 10, "minor": 3, "patch": 0}`.
+fn trt_version(v: &serde_json::Value) -> String {
+    match (v["major"].as_u64(), v["minor"].as_u64(), v["patch"].as_u64()) {
+        (Some(a), Some(b), Some(c)) => format!("{a}.{b}.{c}"),
+        _ => v.to_string(),
     }
 }
 
