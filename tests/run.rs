@@ -137,6 +137,17 @@ fn parts_of_the_pipeline_and_edited_settings() {
     assert_eq!(code, 0, "{err5}");
     assert_eq!(ran(&err5), ["search"], "{err5}");
     assert_eq!(json(&o.join("candidates.json"))["top_k"], 1);
+    // A stage switched off leaves no stale result in the report.
+    let (code, _, err7) = pillarq_bin(&["run", s(&p), "--bench", "none"]);
+    assert_eq!(code, 0, "{err7}");
+    assert!(err7.contains("moved the earlier bench.json"), "{err7}");
+    assert!(o.join("bench.json.stale").exists() && !o.join("bench.json").exists());
+    let r = json(&o.join("results.json"));
+    assert!(r["missing"].as_array().unwrap().iter().any(|m| m["section"] == "latency"), "{r}");
+    assert!(!o.join("plots/pareto_latency.svg").exists(), "the stale plot is removed");
+    let (code, _, err8) = pillarq_bin(&["run", s(&p), "--from", "bench", "--until", "emit"]);
+    assert_ne!(code, 0);
+    assert!(err8.contains("comes after"), "{err8}");
     // --from a stage whose predecessors never ran is refused.
     let (code, _, err6) = pillarq_bin(&["run", s(&p1), "--from", "search", "--out", s(&t.path().join("fresh"))]);
     assert_ne!(code, 0);
@@ -364,4 +375,45 @@ fn a_report_of_some_results_leaves_the_rest_out_and_says_why() {
     let (code, _, err) = pillarq_bin(&["report", s(t.path())]);
     assert_ne!(code, 0);
     assert!(err.contains("candidates.json"), "{err}");
+}
+
+#[test]
+fn the_calibration_sweep_is_plotted_with_its_band() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    let p = pipeline(t.path(), &out, 3);
+    // Recipe `sparse` (no refinement passes) keeps the 8 calibrations quick.
+    let mut text = std::fs::read_to_string(&p).unwrap().replace("  frames: 2\n", "  frames: 2\n  recipe: sparse\n");
+    text.push_str("calib_sweep:\n  enabled: true\n  methods: [max, entropy]\n  max_n: 2\n  draws: 2\n");
+    std::fs::write(&p, text).unwrap();
+    let (code, _, err) = pillarq_bin(&["run", s(&p), "--until", "calib-sweep"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.lines().any(|l| l.starts_with("calib-sweep") && l.contains("ran in")), "{err}");
+    let (code, _, err) = pillarq_bin(&["report", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let sweep = json(&out.join("calib-sweep.json"));
+    let r = json(&out.join("results.json"));
+    let fig = r["figures"].as_array().unwrap().iter().find(|f| f["id"] == "calib_sweep").expect("sweep plot").clone();
+    assert_eq!(fig["x_log"], true);
+    let mut labels: Vec<&str> =
+        sweep["cells"].as_array().unwrap().iter().map(|c| c["method"].as_str().unwrap()).collect();
+    labels.dedup();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+    assert!(labels[0].starts_with("max") && labels[1].starts_with("entropy"), "{labels:?}");
+    for method in labels {
+        let cells: Vec<&Value> = sweep["cells"].as_array().unwrap().iter().filter(|c| c["method"] == method).collect();
+        assert_eq!(cells.len(), 2, "N = 1 and 2");
+        let series = fig["series"].as_array().unwrap().iter().find(|x| x["name"] == method).unwrap();
+        let want: Vec<(f64, f64)> =
+            cells.iter().map(|c| (c["n"].as_f64().unwrap(), c["mean"].as_f64().unwrap())).collect();
+        assert_eq!(points(&fig, method), want);
+        let band: Vec<Vec<f64>> = cells
+            .iter()
+            .map(|c| vec![c["n"].as_f64().unwrap(), c["min"].as_f64().unwrap(), c["max"].as_f64().unwrap()])
+            .collect();
+        assert_eq!(serde_json::from_value::<Vec<Vec<f64>>>(series["band"].clone()).unwrap(), band);
+    }
+    let svg = std::fs::read_to_string(out.join("plots/calib_sweep.svg")).unwrap();
+    assert!(svg.contains("<polygon"), "min-max bands are drawn");
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("id=\"fig-calib_sweep\""));
 }

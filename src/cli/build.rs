@@ -37,14 +37,14 @@ pub struct Args {
 impl Args {
     /// `pillarq run`'s build before a trtexec benchmark: every directory, mismatches reported
     /// in verify.json (and the report) rather than failing the run.
-    pub fn for_run(dirs: Vec<PathBuf>, trtexec: Option<PathBuf>) -> Args {
+    pub fn for_run(dirs: Vec<PathBuf>, trtexec: Option<PathBuf>, timeout: u64) -> Args {
         Args {
             dirs,
             trtexec,
             verify_only: false,
             allow_mismatch: true,
             native: false,
-            timeout: crate::deploy::process::BUILD_TIMEOUT_S,
+            timeout,
             json: false,
             silent: true,
         }

@@ -117,7 +117,7 @@ enum Command {
     Build(build::Args),
     /// Latency (median, p99; network and end to end) and size of engine directories.
     ///
-    /// Example: pillarq bench engines/* --backend trtexec --json
+    /// Example: pillarq bench engines/*/ --backend trtexec --json
     Bench(bench::Args),
     /// The whole pipeline, resumable: calibrate, sensitivity, search, emit, evaluate, bench,
     /// report (stages whose inputs did not change are reused).

@@ -20,7 +20,11 @@ struct RunDisplay {
 fn follow(pos: u64, len: u64) {
     if let Some(r) = RUN.lock().ok().as_ref().and_then(|r| r.as_ref()) {
         let (start, weight) = r.stage;
-        r.header.set_position(start + weight * pos.min(len) / len.max(1));
+        // Monotonic within a stage: its later passes start their own bars from 0.
+        let p = start + weight * pos.min(len) / len.max(1);
+        if p > r.header.position() {
+            r.header.set_position(p);
+        }
     }
 }
 
@@ -120,6 +124,8 @@ impl StageLine {
         if let Some(r) = RUN.lock().ok().as_mut().and_then(|r| r.as_mut()) {
             r.stage = (self.done, weight);
             r.header.set_position(self.done);
+            // Reused stages jump ahead in no time: the rate restarts with each stage.
+            r.header.reset_eta();
             r.header.set_message(format!("{}/{} {name} {note}", k + 1, self.weights.len()));
         }
     }

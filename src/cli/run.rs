@@ -495,7 +495,21 @@ impl Ctx {
         let index = self.dir.join("engines/index.json");
         let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
         let v: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| index.display().to_string())?;
-        Ok(v.iter().filter_map(|e| e["name"].as_str().map(String::from)).collect())
+        let names: Vec<String> = v.iter().filter_map(|e| e["name"].as_str().map(String::from)).collect();
+        if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.')) {
+            bail!("{}: engine name '{bad}' is not a directory name; rerun the emit stage", index.display());
+        }
+        Ok(names)
+    }
+
+    /// The calibration file's content that the later stages use: its `calibration` (scales and
+    /// refinements), not the timings of its refinement report.
+    fn calib_hash(&self) -> String {
+        std::fs::read_to_string(&self.calib_file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| sha256_hex(v["calibration"].to_string().as_bytes()))
+            .unwrap_or_else(|| "-".into())
     }
 
     /// The stage's key: what it reads.
@@ -516,12 +530,12 @@ impl Ctx {
                 p.sensitivity.chunk
             ),
             Stage::Sensitivity => {
-                format!("{}|{}|{}", self.eval_fp, self.hash(&self.rel(&self.calib_file)), p.sensitivity.chunk)
+                format!("{}|{}|{}", self.eval_fp, self.calib_hash(), p.sensitivity.chunk)
             }
+            // The search recomputes the sensitivity ranking from the result cache, not the file.
             Stage::Search => format!(
-                "{}|{}|{}|{:?}|{}",
+                "{}|{}|{:?}|{}",
                 self.key(Stage::Sensitivity)?,
-                self.hash("sensitivity.json"),
                 p.search.top_k,
                 p.search.tolerance,
                 p.search.fallback
@@ -718,16 +732,39 @@ pub fn run(a: Args) -> Result<()> {
     };
     let from = a.from.unwrap_or(Stage::Calibrate);
     let until = a.until.unwrap_or(Stage::Report);
+    if from > until {
+        bail!("--from {} comes after --until {}: nothing to run", from.name(), until.name());
+    }
     let plan: Vec<Stage> = STAGES.iter().copied().filter(|&s| s >= from && s <= until && enabled(s)).collect();
     let mut state = State::read(&dir);
     for s in STAGES.iter().copied().filter(|&s| s < from && enabled(s)) {
-        if !state.stages.contains_key(s.name()) {
-            bail!(
+        match state.stages.get(s.name()) {
+            None => bail!(
                 "--from {}: stage {} has not run in {}; run without --from first",
                 from.name(),
                 s.name(),
                 dir.display()
-            );
+            ),
+            Some(r) if r.key != ctx.key(s)? || !ctx.intact(s, r) => bail!(
+                "--from {}: stage {}'s inputs or files changed since it ran in {}; run without --from (the \
+                 unchanged stages are reused)",
+                from.name(),
+                s.name(),
+                dir.display()
+            ),
+            Some(_) => {}
+        }
+    }
+    // A stage switched off leaves no earlier result behind for the report to show as current.
+    for (s, file) in [(Stage::CalibSweep, "calib-sweep.json"), (Stage::Bench, "bench.json")] {
+        let path = dir.join(file);
+        if !enabled(s) && path.exists() {
+            let stale = dir.join(format!("{file}.stale"));
+            std::fs::rename(&path, &stale).with_context(|| format!("cannot move {}", path.display()))?;
+            state.stages.remove(s.name());
+            if !a.quiet {
+                eprintln!("{} is off: moved the earlier {file} to {}", s.name(), stale.display());
+            }
         }
     }
     let mut line = StageLine::start(plan.iter().map(|s| s.weight()).collect(), a.quiet);
@@ -744,6 +781,9 @@ pub fn run(a: Args) -> Result<()> {
         let t = Instant::now();
         run_stage(&ctx, s, a.quiet || a.json).with_context(|| format!("stage {}", s.name()))?;
         let secs = t.elapsed().as_secs_f64();
+        if let Some(f) = ctx.outputs(s).iter().find(|f| !dir.join(f).exists()) {
+            bail!("stage {} finished without writing {}", s.name(), dir.join(f).display());
+        }
         let outputs = ctx.outputs(s).into_iter().map(|f| {
             let h = ctx.hash(&f);
             (f, h)
@@ -883,10 +923,14 @@ fn run_stage(c: &Ctx, s: Stage, quiet: bool) -> Result<()> {
         }),
         Stage::Emit => {
             let engines = c.dir.join("engines");
-            // Directories of an earlier run that this one does not write would linger in the report.
+            // The earlier emit's directories go: their build results (verify.json, layers.json,
+            // engines) and plans no longer belong to what this emit writes.
             if engines.join("index.json").exists() {
-                for e in c.engines().unwrap_or_default() {
-                    let _ = std::fs::remove_file(engines.join(&e).join("emit.json"));
+                for e in c.engines()? {
+                    let d = engines.join(&e);
+                    if d.is_dir() {
+                        std::fs::remove_dir_all(&d).with_context(|| format!("cannot remove {}", d.display()))?;
+                    }
                 }
             }
             super::emit::run(super::emit::Args {
@@ -908,7 +952,7 @@ fn run_stage(c: &Ctx, s: Stage, quiet: bool) -> Result<()> {
             let Some(backend) = c.parsed.bench else { return Ok(()) };
             let dirs: Vec<PathBuf> = c.engines()?.iter().map(|e| c.dir.join("engines").join(e)).collect();
             if backend == super::bench::Backend::Trtexec {
-                super::build::run(super::build::Args::for_run(dirs.clone(), p.bench.trtexec.clone()))?;
+                super::build::run(super::build::Args::for_run(dirs.clone(), p.bench.trtexec.clone(), p.bench.timeout))?;
             }
             super::bench::run(super::bench::Args {
                 dirs,

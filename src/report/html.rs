@@ -98,12 +98,15 @@ pub fn fp_list(e: &Engine) -> String {
 
 pub fn build_status(e: &Engine) -> String {
     match &e.build {
-        Some(b) if b.mismatches == 0 && b.not_found == 0 => format!(
+        Some(b) if b.ok > 0 && b.mismatches == 0 && b.not_found == 0 && b.unknown == 0 => format!(
             "built and verified{}: {} layers at the planned precision",
             b.tensorrt.as_ref().map(|t| format!(" with TensorRT {t}")).unwrap_or_default(),
             b.ok
         ),
-        Some(b) => format!("built: {} ok, {} at another precision, {} not found", b.ok, b.mismatches, b.not_found),
+        Some(b) => format!(
+            "built: {} layers as planned, {} at another precision, {} not found, {} of unknown precision",
+            b.ok, b.mismatches, b.not_found, b.unknown
+        ),
         None => "not built here (no verify.json)".into(),
     }
 }
@@ -258,7 +261,7 @@ pub fn render(r: &Results, svgs: &[String]) -> String {
     }
     if !r.engines.is_empty() {
         out.push_str("<h2>Engines</h2><p>Build each directory on the target (commands run inside <code>engines/</code>), or \
-                      <code>pillarq build engines/*</code>, which also checks every layer's precision in the engine.</p>");
+                      <code>pillarq build engines/*/</code>, which also checks every layer's precision in the engine.</p>");
         engines_table(r, &mut out);
     }
     if !r.layers.is_empty() {

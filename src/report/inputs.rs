@@ -97,6 +97,7 @@ pub struct VerifyIn {
     pub ok: usize,
     pub mismatches: usize,
     pub not_found: usize,
+    pub unknown: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -47,6 +47,7 @@ pub struct BuildCheck {
     pub ok: usize,
     pub mismatches: usize,
     pub not_found: usize,
+    pub unknown: usize,
 }
 
 /// One emitted engine directory (fp32, fp16, int8 and the search's candidates).
@@ -147,7 +148,8 @@ impl Results {
                 let int8 = e.int8_mac_fraction.unwrap_or(0.0);
                 Engine {
                     name: e.name.clone(),
-                    dir: e.dir.clone(),
+                    // Relative to the results folder (index.json holds the path emit was given).
+                    dir: format!("engines/{}", e.name),
                     fp_layers: e.fp_layers.clone(),
                     map: ap.map(|a| a.map).or(e.map),
                     int8_mac_fraction: int8,
@@ -166,6 +168,7 @@ impl Results {
                         ok: v.ok,
                         mismatches: v.mismatches,
                         not_found: v.not_found,
+                        unknown: v.unknown,
                     }),
                     build_trt10: format!("bash {}/build-trt10.sh", e.name),
                     build_trt11: format!("bash {}/build-trt11.sh", e.name),
@@ -471,6 +474,17 @@ pub fn write(dir: &Path) -> Result<(Results, Written)> {
     }
     let plots_dir = dir.join("plots");
     std::fs::create_dir_all(&plots_dir).map_err(|source| Error::Io { path: plots_dir.clone(), source })?;
+    // Plots of an earlier report that this one leaves out go.
+    if let Ok(rd) = std::fs::read_dir(&plots_dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let keep =
+                results.figures.iter().any(|f| p.file_name() == Some(std::ffi::OsStr::new(&format!("{}.svg", f.id))));
+            if p.extension().is_some_and(|x| x == "svg") && !keep {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
     let mut plots = Vec::new();
     for (f, svg) in results.figures.iter().zip(&svgs) {
         let p = plots_dir.join(format!("{}.svg", f.id));
