@@ -629,15 +629,7 @@ impl Ctx {
 
 /// The machine the run is on (provenance).
 fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu = crate::deploy::bench::cpu_name();
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {

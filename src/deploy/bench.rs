@@ -80,7 +80,8 @@ pub fn power_mode() -> Option<String> {
     text.lines().find(|l| l.contains("Power Mode")).map(|l| l.trim().to_string())
 }
 
-fn cpu_name() -> String {
+/// The CPU's model name (/proc/cpuinfo), else the architecture.
+pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {

@@ -119,38 +119,42 @@ impl Figure {
         let (y0, y1) = range(self.ys(), false, bars);
         let integer_x = bars || self.x_log;
         let fmt_x = move |x: &f64| if integer_x { format!("{x:.0}") } else { format!("{x:.1}") };
-        let fmt_y = |y: &f64| format!("{y:.1}");
         let mut builder = ChartBuilder::on(root);
         builder.caption(&self.title, ("sans-serif", 19)).margin(12).x_label_area_size(46).y_label_area_size(62);
         if self.x_log {
             let mut chart = builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?;
-            chart
-                .configure_mesh()
-                .x_desc(&self.x_label)
-                .y_desc(&self.y_label)
-                .x_label_formatter(&fmt_x)
-                .y_label_formatter(&fmt_y)
-                .label_style(("sans-serif", 13))
-                .axis_desc_style(("sans-serif", 14))
-                .light_line_style(WHITE)
-                .draw()?;
-            self.draw_series(&mut chart, x0, x1)?;
-            chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw()?;
+            self.draw_chart(&mut chart, x0, x1, &fmt_x)?;
         } else {
             let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1)?;
-            chart
-                .configure_mesh()
-                .x_desc(&self.x_label)
-                .y_desc(&self.y_label)
-                .x_label_formatter(&fmt_x)
-                .y_label_formatter(&fmt_y)
-                .label_style(("sans-serif", 13))
-                .axis_desc_style(("sans-serif", 14))
-                .light_line_style(WHITE)
-                .draw()?;
-            self.draw_series(&mut chart, x0, x1)?;
-            chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw()?;
+            self.draw_chart(&mut chart, x0, x1, &fmt_x)?;
         }
+        Ok(())
+    }
+
+    /// Axes, series and legend on a chart with either x axis.
+    fn draw_chart<'a, DB, X>(
+        &self,
+        chart: &mut ChartContext<'a, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>,
+        x0: f64,
+        x1: f64,
+        fmt_x: &dyn Fn(&f64) -> String,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>
+    where
+        DB: DrawingBackend + 'a,
+        X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+    {
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .x_label_formatter(fmt_x)
+            .y_label_formatter(&|y: &f64| format!("{y:.1}"))
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .light_line_style(WHITE)
+            .draw()?;
+        self.draw_series(chart, x0, x1)?;
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).draw()?;
         Ok(())
     }
 
