@@ -162,6 +162,7 @@ pub fn file_from(
         weights: weight_scales(l.detector.executor(), &l.model.layers)?,
         tensors: tensors.into_iter().collect(),
         refinement: None,
+        qat: None,
     })
 }
 

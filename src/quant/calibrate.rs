@@ -360,6 +360,36 @@ pub struct CalibrationFile {
     /// What the recipe's refinement steps chose, and their wall time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refinement: Option<super::refine::RefineReport>,
+    /// Thresholds learned by quantization-aware training (scripts/qat.py; `calibration.method`
+    /// is then "qat"): how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<QatProvenance>,
+}
+
+/// How scripts/qat.py learned a calibration's thresholds (and the weights of its model).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QatProvenance {
+    /// Epochs of fine-tuning (fractional when a time budget or an iteration cap stopped it).
+    pub epochs: f64,
+    pub iterations: u64,
+    /// Training frames and their data set and split.
+    pub frames: usize,
+    pub data: String,
+    pub split: String,
+    /// The plan trained for (file name, or the candidate's name).
+    pub plan: String,
+    /// Thresholds learned (LSQ) rather than kept at the calibration's.
+    pub learned_amax: bool,
+    pub seconds: f64,
+    /// Where it started: the PTQ calibration file, its method and recipe, and the model.
+    #[serde(default)]
+    pub source_calibration: String,
+    #[serde(default)]
+    pub source_method: String,
+    #[serde(default)]
+    pub source_recipe: String,
+    #[serde(default)]
+    pub source_model: String,
 }
 
 impl CalibrationFile {
