@@ -465,4 +465,24 @@ mod tests {
         let other = Tensor::f32(vec![1, 1, 2, 2], vec![1.0, 0.0, 2.0, 3.0]);
         assert_eq!(bg.occupied(&other, other.as_f32().unwrap(), true), vec![1.0, 2.0, 3.0]);
     }
+
+    #[test]
+    fn a_learned_calibration_keeps_its_provenance() {
+        let text = r#"{"model": "m-qat.onnx", "data": "d", "split": "train", "frame_ids": ["000000"],
+            "calibration": {"method": "qat", "frames": 1, "model_hash": "",
+                "activations": {"/pfn/linear/MatMul": {"tensor": "voxels", "amax": 2.5}}},
+            "weights": {}, "tensors": {},
+            "qat": {"epochs": 1.5, "iterations": 300, "frames": 600, "data": "synth", "split": "train",
+                "plan": "int8", "learned_amax": true, "seconds": 312.0, "source_method": "max"}}"#;
+        let f: CalibrationFile = serde_json::from_str(text).unwrap();
+        assert!(f.validate().is_ok());
+        let q = f.qat.as_ref().unwrap();
+        assert_eq!((q.iterations, q.frames, q.learned_amax, q.source_method.as_str()), (300, 600, true, "max"));
+        assert_eq!(f.calibration.method, "qat");
+        let back: CalibrationFile = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back.qat, f.qat);
+        // A PTQ file has none and writes none.
+        let ptq = CalibrationFile { qat: None, ..f };
+        assert!(!serde_json::to_string(&ptq).unwrap().contains("\"qat\":"));
+    }
 }
