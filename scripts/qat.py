@@ -508,6 +508,8 @@ def qat(a):
     new = copy.deepcopy(calib_file)
     c = new["calibration"]
     c["method"] = "qat"
+    # The recipe steps whose results remain: GPTQ levels and bias corrections are dropped below.
+    c["recipe"] = ",".join(x for x in c.get("recipe", "").split(",") if x and x not in ("rounding", "bias"))
     c["model_hash"] = network_sha256(out_model)
     for name in list(c["activations"]):
         if name in spec.prec and spec.prec[name] == "int8":
