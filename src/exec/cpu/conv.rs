@@ -361,4 +361,92 @@ mod tests {
             assert!(err < 1e-4, "{p:?}: max error {err}");
         }
     }
+
+    /// ONNX ConvTranspose by its definition: every input pixel scatters its kernel into the output
+    /// at `iy * stride - pad_top + ky * dilation` (w is [Cin, Cout/group, kh, kw]).
+    fn naive_conv_transpose(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        cout: usize,
+        bias: &[f32],
+        p: &ConvTranspose2dParams,
+    ) -> Vec<f32> {
+        let [n, cin, h, wd] = xs;
+        let (oh, ow) = p.out_hw(h, wd).unwrap();
+        let (cg, og) = (cin / p.group, cout / p.group);
+        let mut y = vec![0f64; n * cout * oh * ow];
+        for b in 0..n {
+            for ci in 0..cin {
+                let gi = ci / cg;
+                for iy in 0..h {
+                    for ix in 0..wd {
+                        let xv = x[((b * cin + ci) * h + iy) * wd + ix] as f64;
+                        for c in 0..og {
+                            let co = gi * og + c;
+                            for ky in 0..p.kernel[0] {
+                                for kx in 0..p.kernel[1] {
+                                    let oy = (iy * p.strides[0] + ky * p.dilations[0]) as isize - p.pads[0] as isize;
+                                    let ox = (ix * p.strides[1] + kx * p.dilations[1]) as isize - p.pads[1] as isize;
+                                    if oy >= 0 && ox >= 0 && (oy as usize) < oh && (ox as usize) < ow {
+                                        let wv = w[((ci * og + c) * p.kernel[0] + ky) * p.kernel[1] + kx] as f64;
+                                        y[((b * cout + co) * oh + oy as usize) * ow + ox as usize] += xv * wv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (i, v) in y.iter_mut().enumerate() {
+            *v += bias[(i / (oh * ow)) % cout] as f64;
+        }
+        y.into_iter().map(|v| v as f32).collect()
+    }
+
+    #[test]
+    fn conv_transpose_matches_naive_reference() {
+        let xs = [2, 4, 5, 6];
+        let x: Vec<f32> = (0..xs.iter().product::<usize>()).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5).collect();
+        let cout = 6;
+        let bias: Vec<f32> = (0..cout).map(|c| c as f32 * 0.25 - 0.5).collect();
+        for p in [
+            // The backbone's deblocks: kernel = stride, no overlap.
+            ConvTranspose2dParams {
+                group: 1,
+                kernel: [2, 2],
+                strides: [2, 2],
+                dilations: [1, 1],
+                pads: [0; 4],
+                output_padding: [0, 0],
+            },
+            // Overlapping taps, padding, output padding, dilation, groups.
+            ConvTranspose2dParams {
+                group: 2,
+                kernel: [3, 2],
+                strides: [2, 1],
+                dilations: [1, 2],
+                pads: [1, 0, 0, 1],
+                output_padding: [1, 0],
+            },
+            ConvTranspose2dParams {
+                group: 1,
+                kernel: [1, 1],
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [0; 4],
+                output_padding: [0, 0],
+            },
+        ] {
+            let w: Vec<f32> = (0..4 * cout / p.group * p.kernel[0] * p.kernel[1])
+                .map(|i| ((i * 31) % 13) as f32 / 5.0 - 1.0)
+                .collect();
+            let (y, shape) = conv_transpose2d(&x, xs, &w, cout, Some(&bias), &p, Activation::None, None);
+            let want = naive_conv_transpose(&x, xs, &w, cout, &bias, &p);
+            assert_eq!(y.len(), want.len(), "{p:?}: shape {shape:?}");
+            let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-4, "{p:?}: max error {err}");
+        }
+    }
 }

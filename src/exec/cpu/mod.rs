@@ -6,6 +6,7 @@
 mod conv;
 pub mod elementwise;
 pub(crate) mod gemm;
+pub mod kernels;
 pub mod op_table;
 mod ops_math;
 mod ops_quant;

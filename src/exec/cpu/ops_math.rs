@@ -204,21 +204,9 @@ fn matmul_small_k(
     let zero = vec![0f32; n];
     let bias = bias.unwrap_or(&zero);
     let mut y = vec![0f32; m * n];
+    let kernels = super::kernels::best();
     y.par_chunks_mut(ROW_TILE * n).zip(a.par_chunks(ROW_TILE * k)).for_each(|(dst, src)| {
-        match n {
-            16 => rows_simd::<16>(dst, src, &w, bias, k),
-            32 => rows_simd::<32>(dst, src, &w, bias, k),
-            64 => rows_simd::<64>(dst, src, &w, bias, k),
-            128 => rows_simd::<128>(dst, src, &w, bias, k),
-            _ => {
-                for (row, ar) in dst.chunks_exact_mut(n).zip(src.chunks_exact(k)) {
-                    row.copy_from_slice(bias);
-                    for (&av, wrow) in ar.iter().zip(w.chunks_exact(n)) {
-                        row.iter_mut().zip(wrow).for_each(|(o, &wv)| *o += av * wv);
-                    }
-                }
-            }
-        }
+        (kernels.rows)(dst, src, &w, bias, k, n);
         apply_act(dst, act);
     });
     y
@@ -248,23 +236,13 @@ pub fn pillar_max_matmul(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let act = node.activation;
     let mut y = vec![0f32; p * n];
     const PILLARS_PER_TASK: usize = 64;
+    let kernels = super::kernels::best();
     y.par_chunks_mut(PILLARS_PER_TASK * n).enumerate().for_each_init(Vec::new, |rows, (t, dst)| {
         let pillars = dst.len() / n;
         rows.resize(m * n, 0.0);
         for (j, out) in dst.chunks_mut(n).enumerate() {
             let src = &xv[(t * PILLARS_PER_TASK + j) * m * k..][..m * k];
-            match n {
-                32 => rows_simd::<32>(rows, src, wv, &bias, k),
-                64 => rows_simd::<64>(rows, src, wv, &bias, k),
-                _ => {
-                    for (row, ar) in rows.chunks_exact_mut(n).zip(src.chunks_exact(k)) {
-                        row.copy_from_slice(&bias);
-                        for (&av, wrow) in ar.iter().zip(wv.chunks_exact(n)) {
-                            row.iter_mut().zip(wrow).for_each(|(o, &wv)| *o += av * wv);
-                        }
-                    }
-                }
-            }
+            (kernels.rows)(rows, src, wv, &bias, k, n);
             apply_act(rows, act);
             out.copy_from_slice(&rows[..n]);
             for r in rows.chunks_exact(n).skip(1) {
@@ -276,48 +254,6 @@ pub fn pillar_max_matmul(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let keep = node.attr().i64("keepdims", 1)? != 0;
     let shape = if keep { vec![p, 1, n] } else { vec![p, n] };
     Ok(vec![Tensor::f32(shape, y)])
-}
-
-/// [`rows_fixed`] compiled for the widest vector unit the CPU has (chosen at run time; the
-/// binary itself targets baseline x86-64). No FMA contraction: every path computes the same
-/// bits, so results do not depend on the machine's vector width.
-fn rows_simd<const N: usize>(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<const N: usize>(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize) {
-            rows_fixed::<N>(dst, src, w, bias, k)
-        }
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<const N: usize>(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize) {
-            rows_fixed::<N>(dst, src, w, bias, k)
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            return unsafe { avx512::<N>(dst, src, w, bias, k) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { avx2::<N>(dst, src, w, bias, k) };
-        }
-    }
-    rows_fixed::<N>(dst, src, w, bias, k)
-}
-
-/// One output row at a time in an `N`-wide accumulator the compiler keeps in registers.
-#[inline(always)]
-fn rows_fixed<const N: usize>(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize) {
-    let bias: &[f32; N] = bias.try_into().expect("bias has N values");
-    for (row, ar) in dst.chunks_exact_mut(N).zip(src.chunks_exact(k)) {
-        let mut acc = *bias;
-        for (&av, wrow) in ar.iter().zip(w.chunks_exact(N)) {
-            let wrow: &[f32; N] = wrow.try_into().expect("weight row has N values");
-            for j in 0..N {
-                acc[j] += av * wrow[j];
-            }
-        }
-        row.copy_from_slice(&acc);
-    }
 }
 
 /// ONNX MatMul (numpy semantics). After BN folding a third input may carry a bias on the last axis.

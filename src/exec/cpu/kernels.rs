@@ -1,0 +1,157 @@
+//! Vector kernels and their dispatch. Each kernel is generic Rust written so that the compiler
+//! vectorizes it (fixed widths kept in registers, no FMA contraction), compiled once more per
+//! instruction set the binary may meet (the binary itself targets baseline x86-64). A kernel set
+//! is chosen once per process, the widest the CPU has; `available()` lists every set this CPU can
+//! run, and the tests check each against the generic one bit for bit, so that results do not
+//! depend on the machine's vector width.
+
+use std::sync::OnceLock;
+
+/// `dst[r, :] = bias + sum_i src[r, i] * w[i, :]` for every row `r`: `src` is `[rows, k]`, `w`
+/// is `[k, n]`, `dst` is `[rows, n]` (the pillar net's thin products).
+pub type RowsFn = fn(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize);
+
+/// One instruction set's kernels.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub name: &'static str,
+    pub rows: RowsFn,
+}
+
+/// The portable set: the generic code at the binary's baseline.
+pub fn generic() -> Kernels {
+    Kernels { name: "generic", rows: rows_generic }
+}
+
+/// Every set this CPU can run, the generic one first.
+pub fn available() -> Vec<Kernels> {
+    #[allow(unused_mut)]
+    let mut v = vec![generic()];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            v.push(Kernels { name: "avx2", rows: x86::rows_avx2 });
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            v.push(Kernels { name: "avx512f", rows: x86::rows_avx512 });
+        }
+    }
+    v
+}
+
+/// The widest set this CPU runs, chosen on first use.
+pub fn best() -> &'static Kernels {
+    static BEST: OnceLock<Kernels> = OnceLock::new();
+    BEST.get_or_init(|| *available().last().expect("the generic set is always available"))
+}
+
+#[inline(always)]
+fn rows_generic(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
+    match n {
+        16 => rows_fixed::<16>(dst, src, w, bias, k),
+        32 => rows_fixed::<32>(dst, src, w, bias, k),
+        64 => rows_fixed::<64>(dst, src, w, bias, k),
+        128 => rows_fixed::<128>(dst, src, w, bias, k),
+        _ => rows_any(dst, src, w, bias, k, n),
+    }
+}
+
+/// One output row at a time in an `N`-wide accumulator the compiler keeps in registers.
+#[inline(always)]
+fn rows_fixed<const N: usize>(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize) {
+    let bias: &[f32; N] = bias.try_into().expect("bias has N values");
+    for (row, ar) in dst.chunks_exact_mut(N).zip(src.chunks_exact(k)) {
+        let mut acc = *bias;
+        for (&av, wrow) in ar.iter().zip(w.chunks_exact(N)) {
+            let wrow: &[f32; N] = wrow.try_into().expect("weight row has N values");
+            for j in 0..N {
+                acc[j] += av * wrow[j];
+            }
+        }
+        row.copy_from_slice(&acc);
+    }
+}
+
+/// Any width: the same operations in the same order as `rows_fixed`.
+#[inline(always)]
+fn rows_any(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
+    for (row, ar) in dst.chunks_exact_mut(n).zip(src.chunks_exact(k)) {
+        row.copy_from_slice(bias);
+        for (&av, wrow) in ar.iter().zip(w.chunks_exact(n)) {
+            row.iter_mut().zip(wrow).for_each(|(o, &wv)| *o += av * wv);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_avx2_impl(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
+        super::rows_generic(dst, src, w, bias, k, n)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_avx512_impl(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
+        super::rows_generic(dst, src, w, bias, k, n)
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn rows_avx2(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { rows_avx2_impl(dst, src, w, bias, k, n) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512F.
+    pub(super) fn rows_avx512(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F.
+        unsafe { rows_avx512_impl(dst, src, w, bias, k, n) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pointpillars::SplitMix64;
+
+    fn data(rng: &mut SplitMix64, len: usize) -> Vec<f32> {
+        (0..len).map(|_| rng.unit() * 4.0 - 2.0).collect()
+    }
+
+    /// A naive reference in f64: every set agrees with it to rounding.
+    fn reference(src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) -> Vec<f64> {
+        let rows = src.len() / k;
+        let mut y = vec![0f64; rows * n];
+        for r in 0..rows {
+            for j in 0..n {
+                y[r * n + j] =
+                    bias[j] as f64 + (0..k).map(|i| src[r * k + i] as f64 * w[i * n + j] as f64).sum::<f64>();
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_kernel_set_computes_the_generic_bits() {
+        let sets = available();
+        assert_eq!(sets[0].name, "generic");
+        assert!(sets.iter().any(|s| s.name == best().name), "best() is one of the available sets");
+        let mut rng = SplitMix64::new(5);
+        for &n in &[16usize, 32, 64, 128, 24, 1] {
+            for &k in &[1usize, 10, 33] {
+                let rows = 37;
+                let (src, w, bias) = (data(&mut rng, rows * k), data(&mut rng, k * n), data(&mut rng, n));
+                let mut want = vec![0f32; rows * n];
+                (generic().rows)(&mut want, &src, &w, &bias, k, n);
+                let exact = reference(&src, &w, &bias, k, n);
+                let err = want.iter().zip(&exact).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+                assert!(err < 1e-4, "generic n={n} k={k}: max error {err}");
+                for s in &sets {
+                    let mut got = vec![f32::NAN; rows * n];
+                    (s.rows)(&mut got, &src, &w, &bias, k, n);
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{} differs from the generic kernel at n={n} k={k}", s.name);
+                }
+            }
+        }
+    }
+}
