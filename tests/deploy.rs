@@ -635,3 +635,76 @@ fn build_and_bench_with_a_fake_trtexec() {
     }
     assert!(process_gone(pid), "trtexec's child {pid} still runs after Ctrl-C");
 }
+
+#[test]
+fn run_builds_verifies_and_benches_every_engine_with_trtexec() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (data, out) = (root.join("data"), root.join("run"));
+    let (code, _, err) = pillarq_bin(&["synth", "--out", &s(&data), "--train", "3", "--val", "3", "--seed", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let model = s(&small());
+    let base =
+        ["run", "--model", &model, "--data", &s(&data), "--out", &s(&out), "--frames", "3", "--calib-frames", "2"];
+    let (code, _, err) = pillarq_bin(&[&base[..], &["--top-k", "1", "--until", "emit"]].concat());
+    assert_eq!(code, 0, "{err}");
+
+    // A fake trtexec whose every build reports the int8 engine's layers (so the other engines'
+    // float layers come back as INT8: mismatches, which `run` records rather than fails on).
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let fake = root.join("bin/trtexec");
+    std::fs::write(&fake, FAKE_TRTEXEC).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layers = root.join("layers-src.json");
+    std::fs::write(&layers, fake_layer_info(&out.join("engines/int8"), "")).unwrap();
+    let perf = root.join("perf.txt");
+    std::fs::write(
+        &perf,
+        "[I] Host Latency\n[I] min: 5.1 ms (end to end 5.2 ms)\n[I] max: 5.8 ms (end to end 5.9 ms)\n\
+         [I] mean: 5.6 ms (end to end 5.7 ms)\n[I] median: 5.5 ms (end to end 5.6 ms)\n\
+         [I] percentile: 5.7 ms at 99% (end to end 5.8 ms at 99%)\n[I] throughput: 179 qps\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_pillarq"))
+        .args([&base[..], &["--top-k", "1", "--bench", "trtexec"]].concat())
+        .env("TRTEXEC", &fake)
+        .env("FAKE_TRT_LAYERS", &layers)
+        .env("FAKE_TRT_PERF", &perf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("bench") && l.contains("ran in")), "{err}");
+    assert!(err.contains("emit         unchanged"), "{err}");
+
+    let json = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let names: Vec<String> = json(&out.join("engines/index.json"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    for n in &names {
+        let v = json(&out.join("engines").join(n).join("verify.json"));
+        if n == "int8" {
+            assert_eq!(v["mismatches"], 0, "{n}: {v}");
+            assert!(v["ok"].as_u64().unwrap() > 0);
+        } else {
+            assert!(v["mismatches"].as_u64().unwrap() > 0, "{n}: float layers reported as INT8 are mismatches");
+        }
+    }
+    let bench = json(&out.join("bench.json"));
+    let results = bench["results"].as_array().unwrap();
+    assert_eq!(results.len(), names.len());
+    assert!(results.iter().all(|r| r["backend"] == "trtexec" && r["median_ms"] == 5.5), "{bench}");
+    let r = json(&out.join("results.json"));
+    let int8 = r["engines"].as_array().unwrap().iter().find(|e| e["name"] == "int8").unwrap();
+    assert_eq!(int8["latency"]["backend"], "trtexec");
+    assert_eq!(int8["build"]["tensorrt"], "10.3.0");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("built and verified with TensorRT 10.3.0"), "int8's build status");
+    assert!(html.contains("at another precision"), "the other engines' mismatches");
+    assert!(!html.contains("CPU latencies time pillarq"), "no CPU note for trtexec latencies");
+}
