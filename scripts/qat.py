@@ -172,13 +172,14 @@ class Spec:
                 act = calibration["activations"].get(n)
                 if act is None:
                     raise SystemExit(f"error: the calibration has no threshold for INT8 layer {n}")
-                key = n.replace("/", "|").replace(".", ":")
-                self.amax[key] = torch.nn.Parameter(torch.tensor(float(act["amax"])), requires_grad=learn_amax)
+                self.amax[self.key(n)] = torch.nn.Parameter(torch.tensor(float(act["amax"])), requires_grad=learn_amax)
                 m = calibration.get("layers", {}).get(n, {}).get("input_mul")
                 if m:
                     self.mul[n] = torch.tensor(m, dtype=torch.float32)
 
-    def key(self, n):
+    @staticmethod
+    def key(n):
+        """A ParameterDict key for a node name (which holds '.' and '/')."""
         return n.replace("/", "|").replace(".", ":")
 
     def amax_of(self, n):

@@ -371,6 +371,14 @@ fn a_report_of_some_results_leaves_the_rest_out_and_says_why() {
     assert_eq!(r["layers"].as_array().unwrap().len(), 23);
     assert!(r["layers"].as_array().unwrap().iter().all(|l| l["precision"]["int8"] == "int8" && l["op"] != ""));
 
+    // An index naming a path outside engines/ is refused, not followed.
+    let good = std::fs::read(t.path().join("engines/index.json")).unwrap();
+    std::fs::write(t.path().join("engines/index.json"), r#"[{"name": "../../etc"}]"#).unwrap();
+    let (code, _, err) = pillarq_bin(&["report", s(t.path())]);
+    assert_ne!(code, 0);
+    assert!(err.contains("index.json") && err.contains("not a directory name"), "{err}");
+    std::fs::write(t.path().join("engines/index.json"), good).unwrap();
+
     std::fs::write(t.path().join("candidates.json"), "{not json").unwrap();
     let (code, _, err) = pillarq_bin(&["report", s(t.path())]);
     assert_ne!(code, 0);

@@ -98,7 +98,7 @@ pub struct StageLine {
 }
 
 impl StageLine {
-    /// Shows the line (nothing when quiet) until `finish`.
+    /// Shows the line (nothing when quiet) until it is dropped.
     pub fn start(weights: Vec<u64>, quiet: bool) -> StageLine {
         if !quiet {
             let total: u64 = weights.iter().sum();
@@ -142,8 +142,6 @@ impl StageLine {
             None => eprintln!("{line}"),
         }
     }
-
-    pub fn finish(self) {}
 }
 
 impl Drop for StageLine {

@@ -492,14 +492,10 @@ impl Ctx {
     }
 
     fn engines(&self) -> Result<Vec<String>> {
-        let index = self.dir.join("engines/index.json");
-        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
-        let v: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| index.display().to_string())?;
-        let names: Vec<String> = v.iter().filter_map(|e| e["name"].as_str().map(String::from)).collect();
-        if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.')) {
-            bail!("{}: engine name '{bad}' is not a directory name; rerun the emit stage", index.display());
-        }
-        Ok(names)
+        let engines = self.dir.join("engines");
+        let index = crate::report::read_index(&engines)?
+            .ok_or_else(|| anyhow::anyhow!("{}: no index.json; run the emit stage", engines.display()))?;
+        Ok(index.into_iter().map(|e| e.name).collect())
     }
 
     /// The calibration file's content that the later stages use: its `calibration` (scales and
@@ -517,18 +513,18 @@ impl Ctx {
         let p = &self.p;
         let k = match s {
             Stage::Calibrate => format!("{:?}|{}", p.calibration, self.calib_fp),
-            Stage::CalibSweep => format!(
-                "{:?}|{}|{}|{}|{}",
-                p.calib_sweep,
-                p.calibration.recipe,
-                data_fingerprint(
-                    &KittiDir::open(&self.data_dir)?,
-                    &p.calibration.split,
-                    &KittiDir::open(&self.data_dir)?.split_ids(&p.calibration.split)?
-                ),
-                self.eval_fp,
-                p.sensitivity.chunk
-            ),
+            Stage::CalibSweep => {
+                let data = KittiDir::open(&self.data_dir)?;
+                let pool = data.split_ids(&p.calibration.split)?;
+                format!(
+                    "{:?}|{}|{}|{}|{}",
+                    p.calib_sweep,
+                    p.calibration.recipe,
+                    data_fingerprint(&data, &p.calibration.split, &pool),
+                    self.eval_fp,
+                    p.sensitivity.chunk
+                )
+            }
             Stage::Sensitivity => {
                 format!("{}|{}|{}", self.eval_fp, self.calib_hash(), p.sensitivity.chunk)
             }
@@ -787,7 +783,7 @@ pub fn run(a: Args) -> Result<()> {
         state.stages.insert(s.name().to_string(), record);
         write_json(&dir.join(STATE), &state)?;
     }
-    line.finish();
+    drop(line); // the stage line ends before the summary prints
     let results = dir.join("results.json");
     if !plan.contains(&Stage::Report) || !results.exists() {
         if a.json {

@@ -166,6 +166,23 @@ pub struct SweepIn {
     pub cells: Vec<SweepCellIn>,
 }
 
+/// `engines/index.json` of an emit (None when there is none), its names checked to be plain
+/// directory names: they are joined onto paths to read, and by `pillarq run`, to remove.
+pub fn read_index(engines: &Path) -> Result<Option<Vec<IndexEntry>>> {
+    let path = engines.join("index.json");
+    let Some(index) = read_opt::<Vec<IndexEntry>>(&path)? else { return Ok(None) };
+    if let Some(bad) =
+        index.iter().find(|e| e.name.is_empty() || e.name.contains(['/', '\\']) || e.name.starts_with('.'))
+    {
+        return Err(Error::Other(format!(
+            "{}: engine name '{}' is not a directory name; rerun the emit stage",
+            path.display(),
+            bad.name
+        )));
+    }
+    Ok(Some(index))
+}
+
 /// Everything found in a results folder.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -214,7 +231,7 @@ impl Inputs {
             i.pipeline = Some(v);
         }
         let engines = dir.join("engines");
-        match read_opt::<Vec<IndexEntry>>(&engines.join("index.json"))? {
+        match read_index(&engines)? {
             Some(index) => {
                 for e in &index {
                     let d = engines.join(&e.name);

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::kitti::eval::{CLASSES, DIFFICULTIES};
 use figure::{Figure, Kind, Point, Series};
-pub use inputs::Inputs;
+pub use inputs::{read_index, Inputs};
 
 /// Version of results.json's layout; bumped when a documented key changes meaning.
 pub const SCHEMA: u32 = 1;
