@@ -4,7 +4,16 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef, SharedMut};
+use super::winograd::WinogradFilter;
 use crate::graph::Activation;
+
+/// What a Conv step prepares once from its constant weight (when the executor is built, or when
+/// a plan is compiled for the layers it changes), chosen by the layer's shape.
+#[derive(Debug)]
+pub enum ConvPrep {
+    /// A 3x3 stride-1 convolution run by Winograd with this transformed filter.
+    Winograd(WinogradFilter),
+}
 use crate::numerics::int8::fake_quant_slice;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +64,8 @@ fn epilogue(
 /// Bias, activation and (with `quant`) the INT8 reader's input quantization of one run of
 /// output values of a channel, while they are still in cache (the same values as a separate
 /// pass over the output: the operations are elementwise).
-fn bias_act_quant(row: &mut [f32], b: f32, act: Activation, quant: Option<f32>) {
+#[inline]
+pub(super) fn bias_act_quant(row: &mut [f32], b: f32, act: Activation, quant: Option<f32>) {
     match act {
         Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
         Activation::None if b != 0.0 => row.iter_mut().for_each(|v| *v += b),

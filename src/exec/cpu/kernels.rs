@@ -7,20 +7,27 @@
 
 use std::sync::OnceLock;
 
+use super::winograd::{run_block, Block, Scratch};
+
 /// `dst[r, :] = bias + sum_i src[r, i] * w[i, :]` for every row `r`: `src` is `[rows, k]`, `w`
 /// is `[k, n]`, `dst` is `[rows, n]` (the pillar net's thin products).
 pub type RowsFn = fn(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize);
+
+/// One Winograd block (`winograd::run_block`): transforms, GEMMs and epilogue of a run of tile
+/// rows.
+pub type WinogradFn = fn(&Block, &mut Scratch);
 
 /// One instruction set's kernels.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub name: &'static str,
     pub rows: RowsFn,
+    pub winograd: WinogradFn,
 }
 
 /// The portable set: the generic code at the binary's baseline.
 pub fn generic() -> Kernels {
-    Kernels { name: "generic", rows: rows_generic }
+    Kernels { name: "generic", rows: rows_generic, winograd: |b, s| run_block(b, s) }
 }
 
 /// Every set this CPU can run, the generic one first.
@@ -30,10 +37,10 @@ pub fn available() -> Vec<Kernels> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
-            v.push(Kernels { name: "avx2", rows: x86::rows_avx2 });
+            v.push(Kernels { name: "avx2", rows: x86::rows_avx2, winograd: x86::winograd_avx2 });
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
-            v.push(Kernels { name: "avx512f", rows: x86::rows_avx512 });
+            v.push(Kernels { name: "avx512f", rows: x86::rows_avx512, winograd: x86::winograd_avx512 });
         }
     }
     v
@@ -85,6 +92,29 @@ fn rows_any(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::{run_block, Block, Scratch};
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn winograd_avx2_impl(b: &Block, s: &mut Scratch) {
+        run_block(b, s)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn winograd_avx512_impl(b: &Block, s: &mut Scratch) {
+        run_block(b, s)
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn winograd_avx2(b: &Block, s: &mut Scratch) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { winograd_avx2_impl(b, s) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512F.
+    pub(super) fn winograd_avx512(b: &Block, s: &mut Scratch) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F.
+        unsafe { winograd_avx512_impl(b, s) }
+    }
     #[target_feature(enable = "avx2")]
     unsafe fn rows_avx2_impl(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize) {
         super::rows_generic(dst, src, w, bias, k, n)

@@ -3,9 +3,9 @@
 //! Dispatch is one readable table of op families (`op_table`); speed lives in the kernels behind
 //! it (conv, gemm).
 
-mod conv;
+pub mod conv;
 pub mod elementwise;
-pub(crate) mod gemm;
+pub mod gemm;
 pub mod kernels;
 pub mod op_table;
 mod ops_math;
@@ -13,6 +13,7 @@ mod ops_quant;
 mod ops_scatter;
 mod ops_shape;
 pub mod precision;
+pub mod winograd;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +31,16 @@ pub use ops_shape::{
 };
 use precision::StepPrecision;
 pub use precision::{weight_channel_axis, CompiledPlan};
+
+/// What the executor hands a kernel beside its inputs.
+#[derive(Clone, Copy, Default)]
+pub struct KernelArgs<'a> {
+    /// Fake-quantize the output at this scale in the epilogue (a Conv or ConvTranspose read only
+    /// by INT8 layers: `CompiledPlan::out_quant`).
+    pub quant: Option<f32>,
+    /// A Conv's prepared weights (`conv::ConvPrep`), made for the weight the step is given.
+    pub prep: Option<&'a conv::ConvPrep>,
+}
 
 /// A kernel's failure; the dispatcher adds node name and op type.
 #[derive(Debug)]
@@ -74,18 +85,19 @@ pub fn can_run(node: &Node) -> bool {
 
 /// Evaluates one node on its inputs (`None` for omitted optional inputs).
 pub fn eval_node(node: &Node, ins: Vec<Option<Arc<Tensor>>>) -> Result<Vec<Tensor>> {
-    eval_node_quantized(node, ins, None)
+    eval_node_with(node, ins, &KernelArgs::default())
 }
 
-/// `eval_node`; with `out_quant`, a Conv or ConvTranspose fake-quantizes its output at that scale
-/// in its epilogue (for INT8 readers). Only those steps are given one (`CompiledPlan::out_quant`).
-/// A kernel that panics (here or in its worker threads: rayon passes the panic on) is a bug,
+/// `eval_node` with what the executor prepared for the step (`KernelArgs`): with `quant`, a Conv
+/// or ConvTranspose fake-quantizes its output at that scale in its epilogue (for INT8 readers);
+/// with `prep`, a Conv runs from its prepared weights. A kernel that panics (here or in its worker threads: rayon passes the panic on) is a bug,
 /// but ends the run with an error naming the node instead of taking the process down.
-fn eval_node_quantized(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, out_quant: Option<f32>) -> Result<Vec<Tensor>> {
+fn eval_node_with(node: &Node, mut ins: Vec<Option<Arc<Tensor>>>, args: &KernelArgs) -> Result<Vec<Tensor>> {
     let def = op_table::op_def_for(node);
     let r = match def.and_then(|d| d.eval) {
-        Some(eval) => broadcast_budget(def.is_some_and(|d| d.broadcasts), &ins)
-            .and_then(|_| guard(|| eval(node, &mut ins, out_quant))),
+        Some(eval) => {
+            broadcast_budget(def.is_some_and(|d| d.broadcasts), &ins).and_then(|_| guard(|| eval(node, &mut ins, args)))
+        }
         None => Err(OpError(format!(
             "op type '{}'{} is not supported by the CPU executor",
             node.op_type,
@@ -123,6 +135,8 @@ struct Step {
     outputs: Vec<usize>,
     /// Slots whose last reader is this step (freed after it runs).
     frees: Vec<usize>,
+    /// Weights prepared for the FP32 kernel (a Winograd filter), when the rule picks one.
+    prep: Option<Arc<conv::ConvPrep>>,
 }
 
 /// The most source nodes `CpuExecutor::source_value` runs for one edge.
@@ -177,7 +191,11 @@ impl CpuExecutor {
                 }
                 continue;
             }
-            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![] });
+            let prep = match inputs.get(1).copied().flatten().and_then(|s| constants.get(&s)) {
+                Some(w) if node.op_type == "Conv" => ops_math::conv_prep_fp32(node, w).map(Arc::new),
+                _ => None,
+            };
+            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], prep });
         }
         let output_slots: Vec<usize> = graph.outputs.iter().map(|o| slot(&o.name, &mut slots)).collect();
         // Liveness: free a non-constant, non-output slot after its last reader.
@@ -453,6 +471,13 @@ impl CpuExecutor {
                     })
                     .collect();
                 let epilogue_q = if fuse { opt.plan.and_then(|p| p.out_quant[i]) } else { None };
+                // A changed layer runs from the plan's prepared weights (its own weight), an
+                // unchanged one from the executor's.
+                let prep = match opt.plan {
+                    Some(p) if changed => p.prep[i].as_deref(),
+                    _ => st.prep.as_deref(),
+                };
+                let args = KernelArgs { quant: epilogue_q, prep };
                 let mut outs = match precision {
                     Some(p) if changed => {
                         let key = precision::activation_key(p);
@@ -487,11 +512,11 @@ impl CpuExecutor {
                                 }
                             }
                         }
-                        let mut outs = eval_node_quantized(&st.node, ins, epilogue_q)?;
+                        let mut outs = eval_node_with(&st.node, ins, &args)?;
                         precision::transform_outputs(p, &mut outs);
                         outs
                     }
-                    _ => eval_node_quantized(&st.node, ins, epilogue_q)?,
+                    _ => eval_node_with(&st.node, ins, &args)?,
                 };
                 // Values on the f16 grid stay there through pure data movement.
                 let data_inputs = match op_table::op_def_for(&st.node).map(|d| d.f16_data_inputs) {

@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use super::{input, ops_math as m, ops_quant as q, ops_scatter as sc, ops_shape as s, OpResult};
+use super::{input, ops_math as m, ops_quant as q, ops_scatter as sc, ops_shape as s, KernelArgs, OpResult};
 use crate::graph::fold::PILLAR_MAX_MATMUL;
 use crate::graph::shapes::{self as sh, ShapeRule};
 use crate::graph::Node;
 use crate::tensor::Tensor;
 
 /// Evaluates a node on its inputs (`None` for omitted optional inputs; a kernel may take an input
-/// it reads for the last time). The `Option<f32>` is the output quantization scale that a Conv or
-/// ConvTranspose applies in its epilogue (`CompiledPlan::out_quant`); other ops ignore it.
-pub type Eval = fn(&Node, &mut [Option<Arc<Tensor>>], Option<f32>) -> OpResult;
+/// it reads for the last time). The `KernelArgs` carry what the executor prepared for the step:
+/// the output quantization scale a Conv or ConvTranspose applies in its epilogue
+/// (`CompiledPlan::out_quant`) and a Conv's prepared weights; other ops ignore them.
+pub type Eval = fn(&Node, &mut [Option<Arc<Tensor>>], &KernelArgs) -> OpResult;
 
 /// Which inputs an op only moves: its outputs are on the f16 grid when those inputs are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +77,8 @@ static OPS: &[OpDef] = &[
     op(&["MatMul"], |n, x, _| m::matmul(n, x), sh::shape_matmul),
     op(&[PILLAR_MAX_MATMUL], |n, x, _| m::pillar_max_matmul(n, x), sh::shape_unknown),
     op(&["Gemm"], |n, x, _| m::gemm_op(n, x), sh::shape_gemm),
-    op(&["Conv"], |n, x, quant| m::conv_quantized(n, x, quant), sh::shape_conv),
-    op(&["ConvTranspose"], |n, x, quant| m::conv_transpose(n, x, quant), sh::shape_conv_transpose),
+    op(&["Conv"], |n, x, k| m::conv_quantized(n, x, k), sh::shape_conv),
+    op(&["ConvTranspose"], |n, x, k| m::conv_transpose(n, x, k.quant), sh::shape_conv_transpose),
     op(&["ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean"], |n, x, _| m::reduce(n, x), sh::shape_reduce),
     // Ops that only change the shape reuse the input's storage when this node is its last reader.
     op(&["Reshape"], |n, x, _| s::reshape(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_reshape)

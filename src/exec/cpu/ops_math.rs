@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::conv::{conv2d, conv_transpose2d, Conv2dParams, ConvTranspose2dParams};
+use super::conv::{conv2d, conv_transpose2d, Conv2dParams, ConvPrep, ConvTranspose2dParams};
 use super::elementwise::{cast, map2, unary_f32, where3};
 use super::gemm::{sgemm, MatRef, SharedMut};
+use super::winograd::{self, conv2d_winograd, WinogradFilter};
+use super::KernelArgs;
 use super::{f32_in, input, out_elements, OpError, OpResult};
 use crate::graph::{Activation, Node};
 use crate::tensor::{numel, DType, Data, Tensor};
@@ -416,8 +418,25 @@ fn x4(x: &Tensor) -> Result<[usize; 4], OpError> {
     }
 }
 
-/// `conv`, with the output fake-quantized at `quant` in the kernel's epilogue.
-pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f32>) -> OpResult {
+/// The FP32 kernel's prepared weights for a Conv with constant weight `w`, when the layer's
+/// shape calls for one (`winograd::applies`); `None` leaves it to im2col + GEMM.
+pub(crate) fn conv_prep_fp32(node: &Node, w: &Tensor) -> Option<ConvPrep> {
+    let ca = conv_attrs(node, w).ok()?;
+    let (cout, cin) = (w.shape[0], w.shape[1]);
+    if !winograd::applies(&conv_params(&ca), cin, cout) {
+        return None;
+    }
+    WinogradFilter::new(w.as_f32()?, cout, cin).map(ConvPrep::Winograd)
+}
+
+fn conv_params(ca: &ConvAttrs) -> Conv2dParams {
+    Conv2dParams { group: ca.group, kernel: ca.kernel, strides: ca.strides, dilations: ca.dilations, pads: ca.pads }
+}
+
+/// `conv`, with the output fake-quantized at `k.quant` in the kernel's epilogue, from the
+/// prepared weights `k.prep` when they fit the layer.
+pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], k: &KernelArgs) -> OpResult {
+    let quant = k.quant;
     let (x, w) = (input(ins, 0)?, input(ins, 1)?);
     let ca = conv_attrs(node, w)?;
     let xs = x4(x)?;
@@ -438,13 +457,7 @@ pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f3
     if bias.as_ref().is_some_and(|b| b.len() != cout) {
         return Err(OpError("bias length differs from the output channels".into()));
     }
-    let p = Conv2dParams {
-        group: ca.group,
-        kernel: ca.kernel,
-        strides: ca.strides,
-        dilations: ca.dilations,
-        pads: ca.pads,
-    };
+    let p = conv_params(&ca);
     let Some((oh, ow)) = p.out_hw(xs[2], xs[3]) else {
         return Err(OpError(format!(
             "kernel {:?} with pads {:?} does not fit input {:?}",
@@ -452,7 +465,13 @@ pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f3
         )));
     };
     out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
-    let (y, ys) = conv2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant);
+    let x = f32_in(ins, 0)?;
+    let (y, ys) = match k.prep {
+        Some(ConvPrep::Winograd(f)) if f.cin == xs[1] && f.cout == cout && winograd::applies(&p, xs[1], cout) => {
+            conv2d_winograd(x, xs, f, bias.as_deref(), p.pads, node.activation, quant)
+        }
+        _ => conv2d(x, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant),
+    };
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use super::conv::ConvPrep;
+use super::ops_math::conv_prep_fp32;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
@@ -43,6 +45,8 @@ pub struct CompiledPlan {
     /// ConvTranspose read only by INT8 layers of that scale, directly or through a Concat), so
     /// the readers skip their separate pass over the tensor.
     pub(crate) out_quant: Vec<Option<f32>>,
+    /// Per step: the prepared weights of a changed Conv (the FP16 weight's Winograd filter).
+    pub(crate) prep: Vec<Option<Arc<ConvPrep>>>,
 }
 
 impl CompiledPlan {
@@ -178,6 +182,7 @@ impl CpuExecutor {
     /// Compiles a resolved plan (`PrecisionPlan::resolve`) for this executor.
     pub fn compile_plan(&self, plan: &[LayerPrecision]) -> Result<CompiledPlan> {
         let mut steps = vec![StepPrecision::Fp32; self.steps.len()];
+        let mut prep = vec![None; self.steps.len()];
         for lp in plan {
             let idx = match lp.precision {
                 Precision::Fp32 => continue,
@@ -226,11 +231,15 @@ impl CpuExecutor {
                     Some(_) => Some(Arc::new(round_f16_tensor(&*constant(2)?)?)),
                     None => None,
                 };
-                StepPrecision::Fp16 { weight: Arc::new(round_f16_tensor(&w)?), bias }
+                let weight = Arc::new(round_f16_tensor(&w)?);
+                if node.op_type == "Conv" {
+                    prep[idx] = conv_prep_fp32(node, &weight).map(Arc::new);
+                }
+                StepPrecision::Fp16 { weight, bias }
             };
         }
         let out_quant = self.epilogue_quantization(&steps);
-        Ok(CompiledPlan { steps, out_quant })
+        Ok(CompiledPlan { steps, out_quant, prep })
     }
 
     /// The steps that quantize their output for INT8 readers in their epilogue: a Conv or

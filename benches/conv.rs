@@ -1,0 +1,70 @@
+//! The measured rule behind `exec::cpu::winograd::tile_for`: every 3x3 stride-1 convolution
+//! shape of the bundled models (and the stride-2 ones for reference), timed through im2col +
+//! GEMM and through Winograd F(4x4), single-threaded, best of several runs.
+//!
+//! ```sh
+//! cargo bench --bench conv            # all shapes
+//! cargo bench --bench conv -- 256     # shapes whose line contains "256"
+//! ```
+
+use std::time::Instant;
+
+use pillarq::exec::cpu::conv::{conv2d, Conv2dParams};
+use pillarq::exec::cpu::winograd::{conv2d_winograd, WinogradFilter};
+use pillarq::graph::Activation;
+use pillarq::pointpillars::SplitMix64;
+
+fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // (model, cin, cout, output h, output w)
+    let shapes = [
+        ("small", 32, 32, 124, 108),
+        ("small", 64, 64, 62, 54),
+        ("small", 128, 128, 31, 27),
+        ("kitti", 64, 64, 248, 216),
+        ("kitti", 128, 128, 124, 108),
+        ("kitti", 256, 256, 62, 54),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a thread pool");
+    println!("| model | cin -> cout | output | im2col ms | F(4x4) ms | im2col / F(4x4) |");
+    println!("|---|---|---|---:|---:|---:|");
+    for (model, cin, cout, oh, ow) in shapes {
+        let line = format!("| {model} | {cin} -> {cout} | {oh}x{ow} |");
+        if filter.as_deref().is_some_and(|f| !line.contains(f)) {
+            continue;
+        }
+        let mut rng = SplitMix64::new(1);
+        let xs = [1, cin, oh, ow];
+        let x: Vec<f32> = (0..cin * oh * ow).map(|_| rng.unit() - 0.5).collect();
+        let w: Vec<f32> = (0..cout * cin * 9).map(|_| rng.unit() - 0.5).collect();
+        let b: Vec<f32> = (0..cout).map(|_| rng.unit() - 0.5).collect();
+        let p = Conv2dParams { group: 1, kernel: [3, 3], strides: [1, 1], dilations: [1, 1], pads: [1; 4] };
+        let runs = 7;
+        let im2col = pool.install(|| {
+            best_ms(runs, || {
+                std::hint::black_box(conv2d(&x, xs, &w, cout, Some(&b), &p, Activation::Relu, None));
+            })
+        });
+        let wino = || {
+            let f = WinogradFilter::new(&w, cout, cin).expect("a 3x3 filter");
+            pool.install(|| {
+                best_ms(runs, || {
+                    std::hint::black_box(conv2d_winograd(&x, xs, &f, Some(&b), [1; 4], Activation::Relu, None));
+                })
+            })
+        };
+        let f4 = wino();
+        println!("{line} {im2col:.2} | {f4:.2} | {:.2} |", im2col / f4);
+    }
+}
