@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use pillarq::exec::cpu::conv::{conv2d, Conv2dParams};
+use pillarq::exec::cpu::int8conv::{conv2d_int8, Int8Conv};
 use pillarq::exec::cpu::winograd::{conv2d_winograd, WinogradFilter};
 use pillarq::graph::Activation;
 use pillarq::pointpillars::SplitMix64;
@@ -66,5 +67,54 @@ fn main() {
         };
         let f4 = wino();
         println!("{line} {im2col:.2} | {f4:.2} | {:.2} |", im2col / f4);
+    }
+    int8(&pool, filter.as_deref());
+}
+
+/// INT8 layers in integers (`int8conv`) against the FP32 kernels of the same shape.
+fn int8(pool: &rayon::ThreadPool, filter: Option<&str>) {
+    // (name, cin, cout, kernel, stride, pads, input h, w)
+    let shapes = [
+        ("kitti blocks.0.1", 64, 64, 3, 2, [0, 0, 1, 1], 496, 432),
+        ("kitti blocks.0.4", 64, 64, 3, 1, [1; 4], 248, 216),
+        ("kitti blocks.2.4", 256, 256, 3, 1, [1; 4], 62, 54),
+        ("kitti head box", 384, 42, 1, 1, [0; 4], 248, 216),
+        ("small head box", 96, 42, 1, 1, [0; 4], 248, 216),
+    ];
+    println!();
+    println!("| layer | FP32 ms | INT8 ms | FP32 / INT8 |");
+    println!("|---|---:|---:|---:|");
+    for (name, cin, cout, k, s, pads, h, w) in shapes {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let mut rng = SplitMix64::new(2);
+        let xs = [1, cin, h, w];
+        let x: Vec<f32> = (0..cin * h * w).map(|_| rng.unit() - 0.5).collect();
+        let wt: Vec<f32> = (0..cout * cin * k * k).map(|_| rng.unit() - 0.5).collect();
+        let q: Vec<i8> = wt.iter().map(|v| (v * 254.0) as i8).collect();
+        let b: Vec<f32> = (0..cout).map(|_| rng.unit() - 0.5).collect();
+        let p = Conv2dParams { group: 1, kernel: [k, k], strides: [s, s], dilations: [1, 1], pads };
+        let layer = Int8Conv::new(&q, &[cout, cin, k, k], &vec![0.004; cout], 0.01, None).expect("a layer");
+        let fp32 = if k == 3 && s == 1 && cin >= 64 && cout >= 64 {
+            let f = WinogradFilter::new(&wt, cout, cin).expect("a 3x3 filter");
+            pool.install(|| {
+                best_ms(5, || {
+                    std::hint::black_box(conv2d_winograd(&x, xs, &f, Some(&b), pads, Activation::Relu, None));
+                })
+            })
+        } else {
+            pool.install(|| {
+                best_ms(5, || {
+                    std::hint::black_box(conv2d(&x, xs, &wt, cout, Some(&b), &p, Activation::Relu, None));
+                })
+            })
+        };
+        let i8ms = pool.install(|| {
+            best_ms(5, || {
+                std::hint::black_box(conv2d_int8(&x, xs, &layer, Some(&b), &p, Activation::Relu, None));
+            })
+        });
+        println!("| {name} | {fp32:.2} | {i8ms:.2} | {:.2} |", fp32 / i8ms);
     }
 }

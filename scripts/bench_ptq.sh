@@ -14,9 +14,10 @@ BIN=target/release/pillarq
 cargo build --release -q
 mkdir -p "$OUT"
 [ -f "$OUT/data/ImageSets/train.txt" ] || "$BIN" synth --out "$OUT/data" --train 8 --val 0 --seed 11 >/dev/null
+rm -rf "$OUT/calib"
 "$BIN" calibrate --model "$MODEL" --data "$OUT/data" --frames 8 --method max --out "$OUT/calib" -q >/dev/null
-STEM=$(basename "$MODEL" .onnx)
-CALIB="$OUT/calib/$STEM-max-8.json"
+# The one calibration just written (its name carries the default recipe).
+CALIB=$(ls "$OUT"/calib/*.json)
 echo '{"default": "fp32"}' > "$OUT/fp32.json"
 echo '{"default": "int8"}' > "$OUT/int8.json"
 echo '{"default": "fp16"}' > "$OUT/fp16.json"

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef, SharedMut};
+use super::int8conv::{conv2d_int8, Int8Conv};
 use super::winograd::WinogradFilter;
 use crate::graph::Activation;
 
@@ -13,6 +14,8 @@ use crate::graph::Activation;
 pub enum ConvPrep {
     /// A 3x3 stride-1 convolution run by Winograd with this transformed filter.
     Winograd(WinogradFilter),
+    /// An INT8 layer of a plan, run in integers.
+    Int8(Int8Conv),
 }
 use crate::numerics::int8::fake_quant_slice;
 
@@ -82,10 +85,11 @@ fn tile_pixels(k: usize) -> usize {
     ((64 * 1024) / k.max(1)).clamp(64, 4096) / 16 * 16
 }
 
-/// Fills `col[K x (p1 - p0)]` with the receptive fields of output pixels `[p0, p1)`.
+/// Fills `col[K x (p1 - p0)]` with the receptive fields of output pixels `[p0, p1)`; `zero` is
+/// the padding value (0.0, or the INT8 kernels' offset level 0 + 128).
 #[allow(clippy::too_many_arguments)]
-fn im2col(
-    x: &[f32],
+pub(super) fn im2col<T: Copy>(
+    x: &[T],
     cin: usize,
     h: usize,
     w: usize,
@@ -93,7 +97,8 @@ fn im2col(
     p: &Conv2dParams,
     p0: usize,
     p1: usize,
-    col: &mut [f32],
+    col: &mut [T],
+    zero: T,
 ) {
     let n = p1 - p0;
     let [kh, kw] = p.kernel;
@@ -114,7 +119,7 @@ fn im2col(
                     let iy = (oy * sh) as isize - pt + (ky * dh) as isize;
                     let dst = &mut row[i..i + seg];
                     if iy < 0 || iy >= h as isize {
-                        dst.fill(0.0);
+                        dst.fill(zero);
                     } else {
                         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                         let ix0 = (ox * sw) as isize - pl + (kx * dw) as isize;
@@ -123,13 +128,17 @@ fn im2col(
                         let j_lo = if ix0 >= 0 { 0 } else { ((-ix0 + swi - 1) / swi) as usize }.min(seg);
                         let j_hi = if ix0 >= w as isize { 0 } else { ((w as isize - ix0 + swi - 1) / swi) as usize }
                             .clamp(j_lo, seg);
-                        dst[..j_lo].fill(0.0);
-                        dst[j_hi..].fill(0.0);
+                        dst[..j_lo].fill(zero);
+                        dst[j_hi..].fill(zero);
                         if j_hi > j_lo {
                             let first = (ix0 + (j_lo * sw) as isize) as usize;
                             let body = &mut dst[j_lo..j_hi];
                             if sw == 1 {
                                 body.copy_from_slice(&src[first..first + body.len()]);
+                            } else if sw == 2 && src.len() >= first + 2 * body.len() {
+                                // Every other value: a deinterleave the compiler vectorizes.
+                                let pairs = src[first..first + 2 * body.len()].chunks_exact(2);
+                                body.iter_mut().zip(pairs).for_each(|(d, pr)| *d = pr[0]);
                             } else {
                                 let strided = src[first..].iter().step_by(sw);
                                 body.iter_mut().zip(strided).for_each(|(d, &v)| *d = v);
@@ -183,7 +192,7 @@ pub fn conv2d(
             sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(&xg[p0..], hw), dst, hw, false);
         } else {
             col.resize(k * (p1 - p0), 0.0);
-            im2col(xg, cin_g, h, wd, ow, p, p0, p1, col);
+            im2col(xg, cin_g, h, wd, ow, p, p0, p1, col, 0.0);
             sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(col, p1 - p0), dst, hw, false);
         }
         epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act, quant);
@@ -230,6 +239,32 @@ pub fn conv_transpose2d(
     act: Activation,
     quant: Option<f32>,
 ) -> (Vec<f32>, [usize; 4]) {
+    conv_transpose2d_from(x, xs, DeconvWeights::Float(w), cout, bias, p, act, quant)
+}
+
+/// How a transposed convolution computes its columns `[Cout/group * kh * kw, H * W]`.
+#[derive(Clone, Copy)]
+pub enum DeconvWeights<'a> {
+    /// `w[Cin, Cout/group, kh, kw]` in f32: a GEMM per group.
+    Float(&'a [f32]),
+    /// An INT8 layer (ungrouped): its columns are a 1x1 convolution to `Cout * kh * kw` channels
+    /// computed in integers (`int8conv`), dequantized per output channel.
+    Int8(&'a Int8Conv),
+}
+
+/// `conv_transpose2d` with the columns from `w` (float GEMM or integer kernel); the col2im
+/// placement, bias, activation and output quantization are the same for both.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_from(
+    x: &[f32],
+    xs: [usize; 4],
+    w: DeconvWeights,
+    cout: usize,
+    bias: Option<&[f32]>,
+    p: &ConvTranspose2dParams,
+    act: Activation,
+    quant: Option<f32>,
+) -> (Vec<f32>, [usize; 4]) {
     let [n, cin, h, wd] = xs;
     let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
     let g = p.group;
@@ -238,30 +273,44 @@ pub fn conv_transpose2d(
     let rows = cout_g * kh * kw;
     let hw_in = h * wd;
     let mut y = vec![0f32; n * cout * oh * ow];
-    let mut col = vec![0f32; rows * hw_in];
+    // The columns, in a buffer kept between calls: tens of megabytes for the neck's
+    // deconvolutions, whose fresh pages cost more than the GEMM.
+    let mut col = COL.take();
+    col.resize(rows * hw_in, 0.0);
     let tile = tile_pixels(cin_g);
     let tiles = hw_in.div_ceil(tile);
     for b in 0..n {
         for gi in 0..g {
             let xg = &x[(b * cin + gi * cin_g) * hw_in..(b * cin + (gi + 1) * cin_g) * hw_in];
-            // w for this group: [cin_g, rows] row-major; we need its transpose [rows, cin_g].
-            let wg = &w[gi * cin_g * rows..(gi + 1) * cin_g * rows];
-            let colp = SharedMut::new(&mut col);
-            (0..tiles).into_par_iter().for_each(|t| {
-                let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw_in));
-                // SAFETY: each tile writes its own columns of `col`.
-                let c = unsafe { colp.slice() };
-                sgemm(
-                    rows,
-                    p1 - p0,
-                    cin_g,
-                    MatRef::transposed(wg, rows),
-                    MatRef::rows(&xg[p0..], hw_in),
-                    &mut c[p0..],
-                    hw_in,
-                    false,
-                );
-            });
+            match w {
+                DeconvWeights::Float(w) => {
+                    // w for this group: [cin_g, rows] row-major; we need its transpose [rows, cin_g].
+                    let wg = &w[gi * cin_g * rows..(gi + 1) * cin_g * rows];
+                    let colp = SharedMut::new(&mut col);
+                    (0..tiles).into_par_iter().for_each(|t| {
+                        let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw_in));
+                        // SAFETY: each tile writes its own columns of `col`.
+                        let c = unsafe { colp.slice() };
+                        sgemm(
+                            rows,
+                            p1 - p0,
+                            cin_g,
+                            MatRef::transposed(wg, rows),
+                            MatRef::rows(&xg[p0..], hw_in),
+                            &mut c[p0..],
+                            hw_in,
+                            false,
+                        );
+                    });
+                }
+                DeconvWeights::Int8(c) => {
+                    assert!(g == 1 && c.cout == rows && c.cin == cin, "the INT8 layer was prepared for another shape");
+                    let one =
+                        Conv2dParams { group: 1, kernel: [1, 1], strides: [1, 1], dilations: [1, 1], pads: [0; 4] };
+                    let (v, _) = conv2d_int8(xg, [1, cin, h, wd], c, None, &one, Activation::None, None);
+                    col.copy_from_slice(&v);
+                }
+            }
             let yg = &mut y[(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
             let col = &col;
             if p.kernel == p.strides && p.dilations == [1, 1] && p.pads == [0; 4] {
@@ -270,16 +319,25 @@ pub fn conv_transpose2d(
                 yg.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
                     let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
                     for ky in 0..kh {
-                        for kx in 0..kw {
-                            let src = &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in];
-                            for iy in 0..h {
-                                let orow = &mut plane[(iy * kh + ky) * ow..(iy * kh + ky + 1) * ow];
-                                let srow = &src[iy * wd..(iy + 1) * wd];
-                                if kw == 1 {
-                                    orow[..wd].copy_from_slice(srow);
-                                } else {
-                                    for (ix, &v) in srow.iter().enumerate() {
-                                        orow[ix * kw + kx] = v;
+                        // The kw column rows of (co, ky), interleaved into each output row.
+                        let srcs: Vec<&[f32]> =
+                            (0..kw).map(|kx| &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in]).collect();
+                        for iy in 0..h {
+                            let orow = &mut plane[(iy * kh + ky) * ow..(iy * kh + ky + 1) * ow];
+                            match srcs.as_slice() {
+                                [s0] => orow[..wd].copy_from_slice(&s0[iy * wd..(iy + 1) * wd]),
+                                [s0, s1] => {
+                                    let (r0, r1) = (&s0[iy * wd..(iy + 1) * wd], &s1[iy * wd..(iy + 1) * wd]);
+                                    for ((o, &a), &b) in orow[..2 * wd].chunks_exact_mut(2).zip(r0).zip(r1) {
+                                        o[0] = a;
+                                        o[1] = b;
+                                    }
+                                }
+                                _ => {
+                                    for (ix, o) in orow[..kw * wd].chunks_exact_mut(kw).enumerate() {
+                                        for (d, sr) in o.iter_mut().zip(&srcs) {
+                                            *d = sr[iy * wd + ix];
+                                        }
                                     }
                                 }
                             }
@@ -313,7 +371,13 @@ pub fn conv_transpose2d(
             });
         }
     }
+    COL.set(col);
     (y, [n, cout, oh, ow])
+}
+
+thread_local! {
+    /// The calling thread's column buffer of `conv_transpose2d_from`.
+    static COL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use super::int8conv::{igemm_generic, quantize_plane, run_tile, IgemmFn, TileJob, TileScratch};
 use super::winograd::{run_block, Block, Scratch};
 
 /// `dst[r, :] = bias + sum_i src[r, i] * w[i, :]` for every row `r`: `src` is `[rows, k]`, `w`
@@ -23,11 +24,29 @@ pub struct Kernels {
     pub name: &'static str,
     pub rows: RowsFn,
     pub winograd: WinogradFn,
+    /// The INT8 layers' integer GEMM (`int8conv`).
+    pub igemm: IgemmFn,
+    /// An INT8 layer's input levels (`int8conv::quantize_plane`).
+    pub quantize: QuantizeFn,
+    /// An INT8 layer's tile: packing, `igemm`, epilogue (`int8conv::run_tile`).
+    pub int8_tile: Int8TileFn,
 }
+
+/// `int8conv::quantize_plane`.
+pub type QuantizeFn = fn(dst: &mut [u8], src: &[f32], mul: f32, scale: f32);
+/// `int8conv::run_tile`.
+pub type Int8TileFn = fn(&TileJob, usize, &mut TileScratch);
 
 /// The portable set: the generic code at the binary's baseline.
 pub fn generic() -> Kernels {
-    Kernels { name: "generic", rows: rows_generic, winograd: |b, s| run_block(b, s) }
+    Kernels {
+        name: "generic",
+        rows: rows_generic,
+        winograd: |b, s| run_block(b, s),
+        igemm: |w, p, k, m, n, acc| igemm_generic(w, p, k, m, n, acc),
+        quantize: |d, x, m, sc| quantize_plane(d, x, m, sc),
+        int8_tile: |j, t, sc| run_tile(j, t, sc),
+    }
 }
 
 /// Every set this CPU can run, the generic one first.
@@ -36,11 +55,34 @@ pub fn available() -> Vec<Kernels> {
     let mut v = vec![generic()];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            v.push(Kernels { name: "avx2", rows: x86::rows_avx2, winograd: x86::winograd_avx2 });
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            v.push(Kernels { name: "avx512f", rows: x86::rows_avx512, winograd: x86::winograd_avx512 });
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") {
+            let avx2 = Kernels {
+                name: "avx2",
+                rows: x86::rows_avx2,
+                winograd: x86::winograd_avx2,
+                igemm: x86::igemm_avx2,
+                quantize: x86::quantize_avx2,
+                int8_tile: x86::int8_tile_avx2,
+            };
+            v.push(avx2);
+            if has!("avxvnni") {
+                v.push(Kernels { name: "avx2+avxvnni", igemm: x86::igemm_avxvnni, ..avx2 });
+            }
+            if has!("avx512f") && has!("avx512bw") {
+                let avx512 = Kernels {
+                    name: "avx512f",
+                    rows: x86::rows_avx512,
+                    winograd: x86::winograd_avx512,
+                    quantize: x86::quantize_avx512,
+                    int8_tile: x86::int8_tile_avx512,
+                    ..avx2
+                };
+                v.push(avx512);
+                if has!("avx512vnni") {
+                    v.push(Kernels { name: "avx512f+vnni", igemm: x86::igemm_avx512vnni, ..avx512 });
+                }
+            }
         }
     }
     v
@@ -92,7 +134,70 @@ fn rows_any(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{run_block, Block, Scratch};
+    use super::super::int8conv::x86 as i8x86;
+    use super::{quantize_plane, run_block, run_tile, Block, Scratch, TileJob, TileScratch};
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize_avx2_impl(d: &mut [u8], x: &[f32], m: f32, s: f32) {
+        quantize_plane(d, x, m, s)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn quantize_avx512_impl(d: &mut [u8], x: &[f32], m: f32, s: f32) {
+        quantize_plane(d, x, m, s)
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn int8_tile_avx2_impl(j: &TileJob, t: usize, sc: &mut TileScratch) {
+        run_tile(j, t, sc)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn int8_tile_avx512_impl(j: &TileJob, t: usize, sc: &mut TileScratch) {
+        run_tile(j, t, sc)
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn quantize_avx2(d: &mut [u8], x: &[f32], m: f32, s: f32) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { quantize_avx2_impl(d, x, m, s) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512F and BW.
+    pub(super) fn quantize_avx512(d: &mut [u8], x: &[f32], m: f32, s: f32) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F and BW.
+        unsafe { quantize_avx512_impl(d, x, m, s) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn int8_tile_avx2(j: &TileJob, t: usize, sc: &mut TileScratch) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { int8_tile_avx2_impl(j, t, sc) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512F and BW.
+    pub(super) fn int8_tile_avx512(j: &TileJob, t: usize, sc: &mut TileScratch) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F and BW.
+        unsafe { int8_tile_avx512_impl(j, t, sc) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn igemm_avx2(w: &[i8], p: &[u8], kp4: usize, mb: usize, ntp: usize, acc: &mut [i32]) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { i8x86::igemm_avx2(w, p, kp4, mb, ntp, acc) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-VNNI.
+    pub(super) fn igemm_avxvnni(w: &[i8], p: &[u8], kp4: usize, mb: usize, ntp: usize, acc: &mut [i32]) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2 and AVX-VNNI.
+        unsafe { i8x86::igemm_avxvnni(w, p, kp4, mb, ntp, acc) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512 VNNI.
+    pub(super) fn igemm_avx512vnni(w: &[i8], p: &[u8], kp4: usize, mb: usize, ntp: usize, acc: &mut [i32]) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F, BW and VNNI.
+        unsafe { i8x86::igemm_avx512vnni(w, p, kp4, mb, ntp, acc) }
+    }
 
     #[target_feature(enable = "avx2")]
     unsafe fn winograd_avx2_impl(b: &Block, s: &mut Scratch) {

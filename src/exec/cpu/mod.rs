@@ -6,6 +6,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod int8conv;
 pub mod kernels;
 pub mod op_table;
 mod ops_math;
@@ -482,8 +483,10 @@ impl CpuExecutor {
                     Some(p) if changed => {
                         let key = precision::activation_key(p);
                         let s0 = st.inputs.first().copied().flatten();
-                        let mut act_done = false;
-                        if let (Some(k), Some(s0)) = (key, s0) {
+                        // An integer kernel quantizes its input itself (from the raw value).
+                        let kernel_quantizes = matches!(prep, Some(conv::ConvPrep::Int8(_)));
+                        let mut act_done = kernel_quantizes;
+                        if let (Some(k), Some(s0), false) = (key, s0, kernel_quantizes) {
                             // Already on the grid: an FP16 layer's output, or quantized for
                             // this reader by its producer's epilogue.
                             let on_grid = match p {

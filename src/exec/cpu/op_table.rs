@@ -78,7 +78,7 @@ static OPS: &[OpDef] = &[
     op(&[PILLAR_MAX_MATMUL], |n, x, _| m::pillar_max_matmul(n, x), sh::shape_unknown),
     op(&["Gemm"], |n, x, _| m::gemm_op(n, x), sh::shape_gemm),
     op(&["Conv"], |n, x, k| m::conv_quantized(n, x, k), sh::shape_conv),
-    op(&["ConvTranspose"], |n, x, k| m::conv_transpose(n, x, k.quant), sh::shape_conv_transpose),
+    op(&["ConvTranspose"], |n, x, k| m::conv_transpose(n, x, k), sh::shape_conv_transpose),
     op(&["ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean"], |n, x, _| m::reduce(n, x), sh::shape_reduce),
     // Ops that only change the shape reuse the input's storage when this node is its last reader.
     op(&["Reshape"], |n, x, _| s::reshape(n, x).map(|shape| vec![s::retarget(x, shape)]), sh::shape_reshape)

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::conv::{conv2d, conv_transpose2d, Conv2dParams, ConvPrep, ConvTranspose2dParams};
+use super::conv::{conv2d, conv_transpose2d_from, Conv2dParams, ConvPrep, ConvTranspose2dParams, DeconvWeights};
 use super::elementwise::{cast, map2, unary_f32, where3};
 use super::gemm::{sgemm, MatRef, SharedMut};
+use super::int8conv::conv2d_int8;
 use super::winograd::{self, conv2d_winograd, WinogradFilter};
 use super::KernelArgs;
 use super::{f32_in, input, out_elements, OpError, OpResult};
@@ -465,18 +466,31 @@ pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], k: &KernelArgs) 
         )));
     };
     out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
+    let x_shape = &x.shape;
     let x = f32_in(ins, 0)?;
     let (y, ys) = match k.prep {
         Some(ConvPrep::Winograd(f)) if f.cin == xs[1] && f.cout == cout && winograd::applies(&p, xs[1], cout) => {
             conv2d_winograd(x, xs, f, bias.as_deref(), p.pads, node.activation, quant)
+        }
+        // The executor left the input unquantized for this kernel: no float fallback.
+        Some(ConvPrep::Int8(c)) => {
+            if c.cin != xs[1] || c.cout != cout || p.group != 1 || p.kernel != c.kernel {
+                return Err(OpError(format!(
+                    "the INT8 layer was prepared for {} -> {} channels, kernel {:?}, but runs on input {:?}",
+                    c.cin, c.cout, c.kernel, x_shape
+                )));
+            }
+            conv2d_int8(x, xs, c, bias.as_deref(), &p, node.activation, quant)
         }
         _ => conv2d(x, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant),
     };
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 
-/// ConvTranspose, with the output fake-quantized at `quant` per output plane.
-pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f32>) -> OpResult {
+/// ConvTranspose, with the output fake-quantized at `k.quant` per output plane; an INT8 layer's
+/// columns in integers from `k.prep`.
+pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>], k: &KernelArgs) -> OpResult {
+    let quant = k.quant;
     let (x, w) = (input(ins, 0)?, input(ins, 1)?);
     let ca = conv_attrs(node, w)?;
     let xs = x4(x)?;
@@ -505,8 +519,21 @@ pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>], quant: Option<f3
     };
     out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
     out_elements(&[w.shape[1], ca.kernel[0], ca.kernel[1], xs[2], xs[3]], DType::F32)?;
+    let weights = match k.prep {
+        // The executor left the input unquantized for this kernel: no float fallback.
+        Some(ConvPrep::Int8(c)) => {
+            if c.cin != xs[1] || c.cout != cout * ca.kernel[0] * ca.kernel[1] || ca.group != 1 {
+                return Err(OpError(format!(
+                    "the INT8 layer was prepared for {} input channels and {} columns, but runs on input {:?}",
+                    c.cin, c.cout, x.shape
+                )));
+            }
+            DeconvWeights::Int8(c)
+        }
+        _ => DeconvWeights::Float(f32_in(ins, 1)?),
+    };
     let (y, ys) =
-        conv_transpose2d(f32_in(ins, 0)?, xs, f32_in(ins, 1)?, cout, bias.as_deref(), &p, node.activation, quant);
+        conv_transpose2d_from(f32_in(ins, 0)?, xs, weights, cout, bias.as_deref(), &p, node.activation, quant);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
 }
 

@@ -2,15 +2,18 @@
 //!
 //! - INT8 layer: its activation input is quantized per tensor (scale = amax / 127, round half to
 //!   even, saturate to [-128, 127]) and its (BN-folded) weights per output channel (symmetric
-//!   max); the kernel then computes from those integer values times their scales. The bias stays
-//!   FP32, as in TensorRT's explicit quantization and in the emitted Q/DQ ONNX. A calibration
-//!   with `pow2_scales` rounds the weight scales up to powers of two as well.
+//!   max). An ungrouped Conv or ConvTranspose then computes in integers (`int8conv`: i32 sums, dequantized once
+//!   by `s_a * s_w[c]`, as TensorRT's INT8 kernels); other INT8 layers compute in f32 from those
+//!   levels times their scales. The bias stays FP32, as in TensorRT's explicit quantization and
+//!   in the emitted Q/DQ ONNX. A calibration with `pow2_scales` rounds the weight scales up to
+//!   powers of two as well.
 //! - FP16 layer: activation input, weights, bias and output are rounded to f16.
 //! - FP32: unchanged.
 
 use std::sync::Arc;
 
 use super::conv::ConvPrep;
+use super::int8conv::Int8Conv;
 use super::ops_math::conv_prep_fp32;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
@@ -45,7 +48,8 @@ pub struct CompiledPlan {
     /// ConvTranspose read only by INT8 layers of that scale, directly or through a Concat), so
     /// the readers skip their separate pass over the tensor.
     pub(crate) out_quant: Vec<Option<f32>>,
-    /// Per step: the prepared weights of a changed Conv (the FP16 weight's Winograd filter).
+    /// Per step: the prepared weights of a changed Conv: an INT8 layer's packed levels for the
+    /// integer kernels, an FP16 weight's Winograd filter.
     pub(crate) prep: Vec<Option<Arc<ConvPrep>>>,
 }
 
@@ -114,6 +118,39 @@ pub fn int8_weight(node: &Node, w: &Tensor, lp: &LayerPrecision) -> Result<(Vec<
             format!("the rounded weight has {} levels but the weight {:?} has {}", levels.len(), w.shape, q.len()),
         )),
     }
+}
+
+/// The integer kernels' form of an INT8 layer (`int8conv`), for an ungrouped Conv or
+/// ConvTranspose; `None` for other layers (they compute in f32 from the dequantized levels).
+/// A ConvTranspose `[Cin, Cout, kh, kw]` becomes the 1x1 convolution to its `Cout * kh * kw`
+/// columns, each with its output channel's scale.
+fn int8_prep(
+    node: &Node,
+    shape: &[usize],
+    q: &[i8],
+    scales: &[f32],
+    act_scale: f32,
+    mul: Option<&[f32]>,
+) -> Option<ConvPrep> {
+    if node.attr().i64("group", 1).unwrap_or(1) != 1 {
+        return None;
+    }
+    match (node.op_type.as_str(), shape) {
+        ("Conv", _) => Int8Conv::new(q, shape, scales, act_scale, mul),
+        ("ConvTranspose", &[cin, cout, kh, kw]) => {
+            let rows = cout * kh * kw;
+            let mut qr = vec![0i8; rows * cin];
+            for ci in 0..cin {
+                for r in 0..rows {
+                    qr[r * cin + ci] = q[ci * rows + r];
+                }
+            }
+            let sr: Vec<f32> = (0..rows).map(|r| scales[r / (kh * kw)]).collect();
+            Int8Conv::new(&qr, &[rows, cin, 1, 1], &sr, act_scale, mul)
+        }
+        _ => None,
+    }
+    .map(ConvPrep::Int8)
 }
 
 /// `w` with its input channel `c` divided by `m[c]`.
@@ -225,7 +262,9 @@ impl CpuExecutor {
                     }
                     None => None,
                 };
-                StepPrecision::Int8 { act_scale: amax / 127.0, weight, input_mul, bias }
+                let act_scale = amax / 127.0;
+                prep[idx] = int8_prep(node, &w.shape, &q, &scales, act_scale, lp.input_mul.as_deref()).map(Arc::new);
+                StepPrecision::Int8 { act_scale, weight, input_mul, bias }
             } else {
                 let bias = match node.input(2) {
                     Some(_) => Some(Arc::new(round_f16_tensor(&*constant(2)?)?)),
@@ -358,7 +397,18 @@ pub fn map_channels(x: &Tensor, axis: usize, m: &[f32], g: impl Fn(f32) -> f32 +
         )));
     }
     let inner = x.shape[axis + 1..].iter().product::<usize>().max(1);
-    Ok(src.par_iter().with_min_len(1 << 16).enumerate().map(|(i, &v)| g(v * m[(i / inner) % d])).collect())
+    let mut out = vec![0f32; src.len()];
+    // Whole cycles of the channel axis (d runs of `inner` values), many per job.
+    let cycle = (inner * d).max(1);
+    let per_job = cycle * (1usize << 16).div_ceil(cycle);
+    out.par_chunks_mut(per_job).zip(src.par_chunks(per_job)).for_each(|(o, s)| {
+        for (oc, sc) in o.chunks_mut(cycle).zip(s.chunks(cycle)) {
+            for ((orun, srun), &mc) in oc.chunks_mut(inner).zip(sc.chunks(inner)).zip(m) {
+                orun.iter_mut().zip(srun).for_each(|(ov, &v)| *ov = g(v * mc));
+            }
+        }
+    });
+    Ok(out)
 }
 
 /// The activation transform of a step, as a key: two steps reading the same value with the same

@@ -95,6 +95,9 @@ fn enabled() -> bool {
 /// only on the layer's shape, never on the thread count.
 const BLOCK_TILES: usize = 64;
 
+/// The fewest blocks a layer is split into when it has that many tile rows.
+const MIN_BLOCKS: usize = 4;
+
 /// One tile row of the input transform: `V[xi][ci][t0..t0 + tiles_x]` from the phase rows.
 /// B^T d for one column of taps, with the common subexpressions of F(4x4)'s B^T factored out:
 /// `dst[d[i] + x] = sum_j B^T[i][j] src[so[j] + x]` for `x < len`.
@@ -332,7 +335,9 @@ pub fn conv2d_winograd_with(
     let cout = f.cout;
     let (oh, ow) = (h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2);
     let (tiles_y, tiles_x) = (oh.div_ceil(M), ow.div_ceil(M));
-    let rows_per_block = BLOCK_TILES.div_ceil(tiles_x.max(1)).clamp(1, tiles_y.max(1));
+    // About BLOCK_TILES tiles per block, but at least MIN_BLOCKS blocks where the image has the
+    // tile rows, so that small layers still spread over the threads.
+    let rows_per_block = BLOCK_TILES.div_ceil(tiles_x.max(1)).min(tiles_y / MIN_BLOCKS).max(1);
     let blocks = tiles_y.div_ceil(rows_per_block);
     let mut y = vec![0f32; n * cout * oh * ow];
     if oh * ow == 0 || cout == 0 {
