@@ -132,7 +132,7 @@ fn int8_prep(
     act_scale: f32,
     mul: Option<&[f32]>,
 ) -> Option<ConvPrep> {
-    if node.attr().i64("group", 1).unwrap_or(1) != 1 {
+    if node.attr().i64("group", 1).unwrap_or(1) != 1 || !int8_kernels_enabled() {
         return None;
     }
     match (node.op_type.as_str(), shape) {
@@ -151,6 +151,13 @@ fn int8_prep(
         _ => None,
     }
     .map(ConvPrep::Int8)
+}
+
+/// `PILLARQ_INT8_KERNELS=0` computes INT8 layers in f32 from the dequantized levels instead (the
+/// simulation before the integer kernels), for comparisons.
+fn int8_kernels_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("PILLARQ_INT8_KERNELS").map_or(true, |v| v != "0"))
 }
 
 /// `w` with its input channel `c` divided by `m[c]`.
