@@ -184,13 +184,7 @@ impl<'a> Evaluator<'a> {
                 cost.plan_runs += 1;
                 cost.steps_run += state.steps_run;
                 cost.steps_full += base.steps_run;
-                let outs = exec.outputs_of(&state)?;
                 let mut proxy = ProxySums::default();
-                for ((_, a), (_, b)) in outs.iter().zip(&base_out) {
-                    let (s, n) = signal_noise(b, a);
-                    proxy.head_signal += s;
-                    proxy.head_noise += n;
-                }
                 if let Some(edge) = &probes[k] {
                     if let (Some(a), Some(b)) = (exec.value(&state, edge), exec.value(&base, edge)) {
                         let (s, n) = signal_noise(b, a);
@@ -198,6 +192,13 @@ impl<'a> Evaluator<'a> {
                         proxy.layer_noise += n;
                         proxy.layer_count += b.len() as u64;
                     }
+                }
+                // The state's outputs moved out, not copied (the run computed them afresh).
+                let outs = exec.outputs(state)?;
+                for ((_, a), (_, b)) in outs.iter().zip(&base_out) {
+                    let (s, n) = signal_noise(b, a);
+                    proxy.head_signal += s;
+                    proxy.head_noise += n;
                 }
                 let dets = self.detector.decode_frame(id, &outs, &calib)?;
                 out[k].dets.push(dets.objects.iter().map(|o| CachedDet::from(&EvalObject::from(o))).collect());
