@@ -73,10 +73,9 @@ impl WinogradFilter {
 }
 
 /// Whether a convolution of these parameters runs by Winograd: 3x3, stride 1, dilation 1,
-/// ungrouped, at least 64 input and output channels. The rule is measured (docs/benchmarks.md,
+/// ungrouped, at least 32 input and output channels. The rule is measured (docs/benchmarks.md,
 /// `cargo bench --bench conv`): F(4x4) beat im2col + GEMM on every such layer of the bundled
-/// models with 64 channels or more (1.2-1.8x), and lost on the 32-channel ones, where the
-/// transforms cost more than the multiplies they save.
+/// models (32 to 256 channels: 1.4-2.1x); no narrower layer was measured, so those keep im2col.
 /// `PILLARQ_WINOGRAD=0` turns it off (im2col + GEMM everywhere), for comparisons.
 pub fn applies(p: &Conv2dParams, cin: usize, cout: usize) -> bool {
     let shape = p.kernel == [3, 3] && p.strides == [1, 1] && p.dilations == [1, 1] && p.group == 1;
@@ -84,7 +83,7 @@ pub fn applies(p: &Conv2dParams, cin: usize, cout: usize) -> bool {
 }
 
 /// Fewer channels than this: im2col + GEMM (see `applies`).
-const MIN_CHANNELS: usize = 64;
+const MIN_CHANNELS: usize = 32;
 
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
