@@ -448,8 +448,8 @@ struct Ctx {
     dir: PathBuf,
     data_dir: PathBuf,
     loaded: Loaded,
-    /// Key parts every stage includes: pillarq's version, the model file's hash, the resolved
-    /// configuration.
+    /// Key parts every stage includes: pillarq's version and numerics revision, the model file's
+    /// hash, the resolved configuration.
     base: String,
     eval_fp: String,
     calib_fp: String,
@@ -687,7 +687,11 @@ pub fn run(a: Args) -> Result<()> {
         calib_ids.len(),
     ));
     let ctx = Ctx {
-        base: format!("pillarq {}|{model_sha}|{config_json}", env!("CARGO_PKG_VERSION")),
+        base: format!(
+            "pillarq {} numerics {}|{model_sha}|{config_json}",
+            env!("CARGO_PKG_VERSION"),
+            crate::numerics::REVISION
+        ),
         eval_fp: data_fingerprint(&data, &p.split, &eval_ids),
         calib_fp: data_fingerprint(&data, &p.calibration.split, &calib_ids),
         calib_ids,

@@ -70,13 +70,20 @@ pub struct Evaluator<'a> {
 const CHECKPOINT_SECONDS: f64 = 2.0;
 
 impl<'a> Evaluator<'a> {
-    /// The model, its pre/post-processing configuration (a `--config` changes the results), the
-    /// frames and the chunking.
+    /// The executor's numerics revision, the model, its pre/post-processing configuration (a
+    /// `--config` changes the results), the frames and the chunking.
     fn eval_key(&self) -> String {
         let cfg = crate::pointpillars::config::to_metadata_json(&self.detector.cfg);
         let image = self.detector.image_size.map(|[w, h]| format!("|image {w}x{h}")).unwrap_or_default();
         sha256_hex(
-            format!("pillarq-eval-v2|{}|{cfg}{image}|{}|{}", self.model_hash, self.set.key(), self.chunk).as_bytes(),
+            format!(
+                "pillarq-eval-v2|numerics {}|{}|{cfg}{image}|{}|{}",
+                crate::numerics::REVISION,
+                self.model_hash,
+                self.set.key(),
+                self.chunk
+            )
+            .as_bytes(),
         )
     }
 
