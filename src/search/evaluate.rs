@@ -194,7 +194,7 @@ impl<'a> Evaluator<'a> {
                 let mut proxy = ProxySums::default();
                 if let Some(edge) = &probes[k] {
                     if let (Some(a), Some(b)) = (exec.value(&state, edge), exec.value(&base, edge)) {
-                        let (s, n) = signal_noise(b, a);
+                        let (s, n) = exec.install(|| signal_noise(b, a));
                         proxy.layer_signal += s;
                         proxy.layer_noise += n;
                         proxy.layer_count += b.len() as u64;
@@ -203,7 +203,7 @@ impl<'a> Evaluator<'a> {
                 // The state's outputs moved out, not copied (the run computed them afresh).
                 let outs = exec.outputs(state)?;
                 for ((_, a), (_, b)) in outs.iter().zip(&base_out) {
-                    let (s, n) = signal_noise(b, a);
+                    let (s, n) = exec.install(|| signal_noise(b, a));
                     proxy.head_signal += s;
                     proxy.head_noise += n;
                 }
@@ -256,11 +256,23 @@ impl<'a> Evaluator<'a> {
 
 /// (sum of reference^2, sum of (value - reference)^2) over two same-shaped f32 tensors.
 fn signal_noise(reference: &Tensor, value: &Tensor) -> (f64, f64) {
+    use rayon::prelude::*;
+    // Fixed chunks summed in order: the same bits for any thread count.
+    const CHUNK: usize = 1 << 16;
     match (reference.as_f32(), value.as_f32()) {
-        (Some(r), Some(v)) if r.len() == v.len() => r.iter().zip(v).fold((0.0, 0.0), |(s, n), (&a, &b)| {
-            let d = (b - a) as f64;
-            (s + (a as f64) * (a as f64), n + d * d)
-        }),
+        (Some(r), Some(v)) if r.len() == v.len() => {
+            let parts: Vec<(f64, f64)> = r
+                .par_chunks(CHUNK)
+                .zip(v.par_chunks(CHUNK))
+                .map(|(rc, vc)| {
+                    rc.iter().zip(vc).fold((0.0, 0.0), |(s, n), (&a, &b)| {
+                        let d = (b - a) as f64;
+                        (s + (a as f64) * (a as f64), n + d * d)
+                    })
+                })
+                .collect();
+            parts.iter().fold((0.0, 0.0), |(s, n), (ps, pn)| (s + ps, n + pn))
+        }
         _ => (0.0, 0.0),
     }
 }

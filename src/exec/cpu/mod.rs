@@ -228,6 +228,12 @@ impl CpuExecutor {
         self.threads
     }
 
+    /// Runs `f` on this executor's worker threads (its `--threads`), for work beside the graph
+    /// (the sweeps' per-plan proxies).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
     /// The prepared graph (BN folded, activations fused).
     pub fn graph(&self) -> &Graph {
         &self.graph
