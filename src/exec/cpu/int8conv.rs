@@ -333,79 +333,62 @@ pub(crate) mod x86 {
 
     use super::MR;
 
-    /// AVX-512 VNNI: 6 output channels x 64 pixels per block, 24 accumulators.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(crate) unsafe fn igemm_avx512vnni(
-        w: &[i8],
-        panel: &[u8],
-        kp4: usize,
-        mblocks: usize,
-        ntp: usize,
-        acc: &mut [i32],
-    ) {
-        assert!(ntp.is_multiple_of(64) && panel.len() >= kp4 * ntp * 4 && w.len() >= mblocks * kp4 * MR * 4);
-        assert!(acc.len() >= mblocks * MR * ntp);
-        for px0 in (0..ntp).step_by(64) {
-            for mb in 0..mblocks {
-                let wb = w.as_ptr().add(mb * kp4 * MR * 4);
-                let mut c = [[_mm512_setzero_si512(); 4]; MR];
-                for k4 in 0..kp4 {
-                    let a = panel.as_ptr().add((k4 * ntp + px0) * 4);
-                    let av: [__m512i; 4] = std::array::from_fn(|i| _mm512_loadu_si512(a.add(64 * i) as *const _));
-                    let wk = wb.add(k4 * MR * 4);
-                    for (r, cr) in c.iter_mut().enumerate() {
-                        let b = _mm512_set1_epi32((wk.add(r * 4) as *const i32).read_unaligned());
-                        for i in 0..4 {
-                            cr[i] = _mm512_dpbusd_epi32(cr[i], av[i], b);
+    /// One VNNI kernel at one vector width: 6 output channels x 4 vectors of pixels per block
+    /// (24 accumulators), each `$dot` adding four u8 x s8 products per i32 lane.
+    macro_rules! vnni_kernel {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $vec:ty, $lanes:literal,
+         $zero:ident, $load:ident, $store:ident, $set1:ident, $dot:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(crate) unsafe fn $name(
+                w: &[i8],
+                panel: &[u8],
+                kp4: usize,
+                mblocks: usize,
+                ntp: usize,
+                acc: &mut [i32],
+            ) {
+                const PX: usize = 4 * $lanes;
+                assert!(ntp.is_multiple_of(PX) && panel.len() >= kp4 * ntp * 4 && w.len() >= mblocks * kp4 * MR * 4);
+                assert!(acc.len() >= mblocks * MR * ntp);
+                for px0 in (0..ntp).step_by(PX) {
+                    for mb in 0..mblocks {
+                        let wb = w.as_ptr().add(mb * kp4 * MR * 4);
+                        let mut c = [[$zero(); 4]; MR];
+                        for k4 in 0..kp4 {
+                            let a = panel.as_ptr().add((k4 * ntp + px0) * 4);
+                            let av: [$vec; 4] = std::array::from_fn(|i| $load(a.add(4 * $lanes * i) as *const _));
+                            let wk = wb.add(k4 * MR * 4);
+                            for (r, cr) in c.iter_mut().enumerate() {
+                                let b = $set1((wk.add(r * 4) as *const i32).read_unaligned());
+                                for i in 0..4 {
+                                    cr[i] = $dot(cr[i], av[i], b);
+                                }
+                            }
+                        }
+                        for (r, cr) in c.iter().enumerate() {
+                            let dst = acc.as_mut_ptr().add((mb * MR + r) * ntp + px0);
+                            for (i, v) in cr.iter().enumerate() {
+                                $store(dst.add($lanes * i) as *mut _, *v);
+                            }
                         }
                     }
                 }
-                for (r, cr) in c.iter().enumerate() {
-                    let dst = acc.as_mut_ptr().add((mb * MR + r) * ntp + px0);
-                    for (i, v) in cr.iter().enumerate() {
-                        _mm512_storeu_si512(dst.add(16 * i) as *mut _, *v);
-                    }
-                }
             }
-        }
+        };
     }
 
-    /// AVX-VNNI (256-bit): 6 output channels x 32 pixels per step.
-    #[target_feature(enable = "avx2,avxvnni")]
-    pub(crate) unsafe fn igemm_avxvnni(
-        w: &[i8],
-        panel: &[u8],
-        kp4: usize,
-        mblocks: usize,
-        ntp: usize,
-        acc: &mut [i32],
-    ) {
-        assert!(ntp.is_multiple_of(32) && panel.len() >= kp4 * ntp * 4 && w.len() >= mblocks * kp4 * MR * 4);
-        assert!(acc.len() >= mblocks * MR * ntp);
-        for px0 in (0..ntp).step_by(32) {
-            for mb in 0..mblocks {
-                let wb = w.as_ptr().add(mb * kp4 * MR * 4);
-                let mut c = [[_mm256_setzero_si256(); 4]; MR];
-                for k4 in 0..kp4 {
-                    let a = panel.as_ptr().add((k4 * ntp + px0) * 4);
-                    let av: [__m256i; 4] = std::array::from_fn(|i| _mm256_loadu_si256(a.add(32 * i) as *const _));
-                    let wk = wb.add(k4 * MR * 4);
-                    for (r, cr) in c.iter_mut().enumerate() {
-                        let b = _mm256_set1_epi32((wk.add(r * 4) as *const i32).read_unaligned());
-                        for i in 0..4 {
-                            cr[i] = _mm256_dpbusd_avx_epi32(cr[i], av[i], b);
-                        }
-                    }
-                }
-                for (r, cr) in c.iter().enumerate() {
-                    let dst = acc.as_mut_ptr().add((mb * MR + r) * ntp + px0);
-                    for (i, v) in cr.iter().enumerate() {
-                        _mm256_storeu_si256(dst.add(8 * i) as *mut _, *v);
-                    }
-                }
-            }
-        }
-    }
+    vnni_kernel!(
+        /// AVX-512 VNNI: 6 output channels x 64 pixels per block.
+        igemm_avx512vnni, "avx512f,avx512bw,avx512vnni", __m512i, 16,
+        _mm512_setzero_si512, _mm512_loadu_si512, _mm512_storeu_si512, _mm512_set1_epi32, _mm512_dpbusd_epi32
+    );
+
+    vnni_kernel!(
+        /// AVX-VNNI (256-bit): 6 output channels x 32 pixels per block.
+        igemm_avxvnni, "avx2,avxvnni", __m256i, 8,
+        _mm256_setzero_si256, _mm256_loadu_si256, _mm256_storeu_si256, _mm256_set1_epi32, _mm256_dpbusd_avx_epi32
+    );
 
     /// AVX2 without VNNI: bytes widened to i16 and multiplied pairwise into i32 (`vpmaddwd`,
     /// exact; `vpmaddubsw` would saturate). 6 output channels x 8 pixels per step.
