@@ -8,6 +8,8 @@
 //!
 //! The GEMM kernels multiply unsigned by signed bytes (`vpdpbusd`): activations are stored as
 //! `level + 128` in a u8 and the weight's column sum times 128 is subtracted afterwards, exactly.
+//! On aarch64 (`sdot`, signed by signed) the kernel flips the bytes back to levels and starts its
+//! sums at that same offset, so it returns the same integers.
 //! Layouts: the weight `[Cout / MR][Kp / 4][MR][4]` (i8, Kp = K rounded up to 4, zero-padded),
 //! the activation panel `[Kp / 4][pixels][4]` (u8), the accumulators `[Cout][pixels]` (i32).
 
@@ -420,6 +422,88 @@ pub(crate) mod x86 {
                     // hadd interleaves 128-bit halves: [p0 p1 p4 p5 | p2 p3 p6 p7].
                     let v = _mm256_permute4x64_epi64(h, 0b11_01_10_00);
                     _mm256_storeu_si256(acc.as_mut_ptr().add((mb * MR + r) * ntp + px0) as *mut _, v);
+                }
+            }
+        }
+    }
+}
+
+/// aarch64 (Jetson's Cortex-A78AE and Carmel cores have the dot-product extension): signed
+/// dot products (`sdot`). Written as inline assembly because Rust 1.95's `vdotq_laneq_s32` is
+/// still unstable; loads and the rest are stable NEON intrinsics.
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod arm {
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    use super::{MR, OFFSET};
+
+    /// `acc[i] += sum_j a[4i + j] * w[4 * LANE + j]` for the four i32 lanes (SDOT by element).
+    macro_rules! sdot_lane {
+        ($acc:expr, $a:expr, $w:expr, $lane:literal) => {
+            asm!(
+                concat!("sdot {acc:v}.4s, {a:v}.16b, {w:v}.4b[", $lane, "]"),
+                acc = inout(vreg) $acc,
+                a = in(vreg) $a,
+                w = in(vreg) $w,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+    }
+
+    /// 6 output channels x 16 pixels per block (24 accumulators). `sdot` multiplies signed by
+    /// signed bytes, so the panel's offset bytes are flipped back to levels (`x ^ 0x80`) and the
+    /// accumulators start at 128 times the channel's weight sum: the result is the same
+    /// `sum (level + 128) * w` as every other kernel's, exactly.
+    #[target_feature(enable = "neon,dotprod")]
+    pub(crate) unsafe fn igemm_dotprod(
+        w: &[i8],
+        panel: &[u8],
+        kp4: usize,
+        mblocks: usize,
+        ntp: usize,
+        acc: &mut [i32],
+    ) {
+        const PX: usize = 16;
+        assert!(ntp.is_multiple_of(PX) && panel.len() >= kp4 * ntp * 4 && w.len() >= mblocks * kp4 * MR * 4);
+        assert!(acc.len() >= mblocks * MR * ntp);
+        let start: Vec<i32> = (0..mblocks * MR)
+            .map(|row| {
+                let (mb, r) = (row / MR, row % MR);
+                let wb = &w[mb * kp4 * MR * 4..(mb + 1) * kp4 * MR * 4];
+                OFFSET
+                    * (0..kp4)
+                        .map(|k4| wb[(k4 * MR + r) * 4..][..4].iter().map(|&v| v as i32).sum::<i32>())
+                        .sum::<i32>()
+            })
+            .collect();
+        let flip = vdupq_n_u8(0x80);
+        for px0 in (0..ntp).step_by(PX) {
+            for mb in 0..mblocks {
+                let wb = w.as_ptr().add(mb * kp4 * MR * 4);
+                let mut c: [[int32x4_t; 4]; MR] = std::array::from_fn(|r| [vdupq_n_s32(start[mb * MR + r]); 4]);
+                for k4 in 0..kp4 {
+                    let a = panel.as_ptr().add((k4 * ntp + px0) * 4);
+                    let av: [int8x16_t; 4] =
+                        std::array::from_fn(|i| vreinterpretq_s8_u8(veorq_u8(vld1q_u8(a.add(16 * i)), flip)));
+                    // Channels 0-3 in the first load's four lanes, 4-5 in the second's lanes 2-3
+                    // (24 bytes per k4 step: the second load ends at the step's last byte).
+                    let wk = wb.add(k4 * MR * 4);
+                    let (w0, w1) = (vld1q_s8(wk), vld1q_s8(wk.add(8)));
+                    for i in 0..4 {
+                        sdot_lane!(c[0][i], av[i], w0, 0);
+                        sdot_lane!(c[1][i], av[i], w0, 1);
+                        sdot_lane!(c[2][i], av[i], w0, 2);
+                        sdot_lane!(c[3][i], av[i], w0, 3);
+                        sdot_lane!(c[4][i], av[i], w1, 2);
+                        sdot_lane!(c[5][i], av[i], w1, 3);
+                    }
+                }
+                for (r, cr) in c.iter().enumerate() {
+                    let dst = acc.as_mut_ptr().add((mb * MR + r) * ntp + px0);
+                    for (i, v) in cr.iter().enumerate() {
+                        vst1q_s32(dst.add(4 * i), *v);
+                    }
                 }
             }
         }

@@ -85,6 +85,12 @@ pub fn available() -> Vec<Kernels> {
             }
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            v.push(Kernels { name: "neon+dotprod", igemm: arm::igemm_dotprod, ..generic() });
+        }
+    }
     v
 }
 
@@ -243,6 +249,18 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::super::int8conv::arm as i8arm;
+
+    /// Reachable only through `available()`, which lists it after detecting the dot-product
+    /// extension.
+    pub(super) fn igemm_dotprod(w: &[i8], p: &[u8], kp4: usize, mb: usize, ntp: usize, acc: &mut [i32]) {
+        // SAFETY: `available()` hands this out only on a CPU with NEON and dot products.
+        unsafe { i8arm::igemm_dotprod(w, p, kp4, mb, ntp, acc) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +281,15 @@ mod tests {
             }
         }
         y
+    }
+
+    /// `PILLARQ_EXPECT_KERNELS=a,b,...` (set by scripts/check_aarch64.sh for each emulated CPU):
+    /// exactly these sets are detected, so the kernel tests ran the ones that CPU should get.
+    #[test]
+    fn the_expected_sets_are_detected() {
+        let Ok(want) = std::env::var("PILLARQ_EXPECT_KERNELS") else { return };
+        let got: Vec<&str> = available().iter().map(|k| k.name).collect();
+        assert_eq!(got, want.split(',').collect::<Vec<_>>());
     }
 
     #[test]
