@@ -310,3 +310,71 @@ fn shape_and_index_ops() {
         assert_eq!(y[10 + j], want);
     }
 }
+
+/// The pillar scatter as PyTorch exports it (`ConstantOfShape` zeros, `ScatterND` into rows,
+/// `Slice` off the dump row, `Transpose`, `Reshape` to the canvas) runs as one fused node
+/// (`graph::fold::SCATTER_ROWS_T`): equal to onnxruntime, equal bit for bit to the unfused ops
+/// when rows repeat (the last update wins), and an index outside the rows is an error either way.
+#[test]
+fn pillar_scatter_chain_fuses_and_matches() {
+    use pillarq::exec::cpu::CpuExecutor;
+    use pillarq::graph::fold::SCATTER_ROWS_T;
+    let (p, c) = (6, 3);
+    // `exposed`: the Slice's output is also a graph output, which keeps the chain unfused.
+    let model = |exposed: bool| {
+        let inits = vec![
+            init_i64("zshape", &[2], &[10, c as i64]),
+            init_i64("starts", &[1], &[2]),
+            init_i64("ends", &[1], &[-1]),
+            init_i64("axes", &[1], &[0]),
+            init_i64("canvas", &[4], &[1, c as i64, 7, 1]),
+        ];
+        let nodes = vec![
+            node("ConstantOfShape", "zeros", &["zshape"], &["z"], vec![]),
+            node("ScatterND", "scatter", &["z", "idx", "feats"], &["s"], vec![]),
+            node("Slice", "slice", &["s", "starts", "ends", "axes"], &["sl"], vec![]),
+            node("Transpose", "transpose", &["sl"], &["t"], vec![attr_ints("perm", &[1, 0])]),
+            node("Reshape", "reshape", &["t", "canvas"], &["y"], vec![]),
+        ];
+        let mut outputs = vec![vi("y", FLOAT, Some(&[1, c, 7, 1]))];
+        if exposed {
+            outputs.push(vi("sl", FLOAT, Some(&[7, c])));
+        }
+        build_model(nodes, inits, vec![vi("feats", FLOAT, Some(&[p, c])), vi("idx", INT64, Some(&[p, 1]))], outputs)
+    };
+    let inputs = |idx: &[i64]| -> Named {
+        vec![
+            ("feats".into(), rand_tensor(&mut SplitMix64::new(5), &[p, c], -2.0, 2.0)),
+            ("idx".into(), Tensor::i64(vec![p, 1], idx.to_vec())),
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |exposed: bool, idx: &[i64]| {
+        let path = write_model(dir.path(), &format!("scatter-{exposed}.onnx"), &model(exposed));
+        let m = Model::load(&path).unwrap();
+        let exec = CpuExecutor::new(&m.graph, THREADS).unwrap();
+        let fused = exec.graph().nodes.iter().any(|n| n.op_type == SCATTER_ROWS_T);
+        assert_eq!(fused, !exposed, "fused only when the chain's edges have no other reader");
+        exec.run(&inputs(idx)).map(|out| out.into_iter().find(|(n, _)| n == "y").unwrap().1)
+    };
+    // Rows 0-1 and 9 fall outside the slice [2, 9); -1 is row 9.
+    let distinct = [8, 0, 2, -1, 5, 1];
+    check_handcrafted("pillar_scatter", model(false), inputs(&distinct));
+    let y = run(false, &distinct).unwrap();
+    let f = inputs(&distinct)[0].1.as_f32().unwrap().to_vec();
+    let yv = y.as_f32().unwrap();
+    for ch in 0..c {
+        let plane = &yv[ch * 7..ch * 7 + 7];
+        assert_eq!(plane, &[f[2 * c + ch], 0.0, 0.0, f[4 * c + ch], 0.0, 0.0, f[ch]], "channel {ch}");
+    }
+    // Repeated rows: the same bits as ScatterND's last-wins order.
+    let repeated = [5, 5, 3, -5, 5, 7];
+    let (a, b) = (run(false, &repeated).unwrap(), run(true, &repeated).unwrap());
+    assert_eq!(a.shape, b.shape);
+    assert!(a.as_f32().unwrap().iter().zip(b.as_f32().unwrap()).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // Out of range: both refuse.
+    for exposed in [false, true] {
+        let err = run(exposed, &[1, 2, 10, 3, 4, 5]).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "{err}");
+    }
+}

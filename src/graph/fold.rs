@@ -190,6 +190,7 @@ pub fn rewrite(graph: &Graph, rule: Rule) -> Result<Graph> {
 pub fn prepare_for_execution(graph: &Graph) -> Result<Graph> {
     let g = rewrite(graph, fold_layer)?;
     let g = rewrite(&g, fuse_zero_pad)?;
+    let g = rewrite(&g, fuse_scatter_rows)?;
     rewrite(&g, fuse_pillar_max)
 }
 
@@ -340,6 +341,88 @@ fn fuse_pillar_max(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<
     node.outputs = vec![red.outputs[0].clone()];
     node.fused.push(red.name.clone());
     Ok(Some(Patch { replace: vec![(i, vec![node])], remove: vec![r], initializers: vec![] }))
+}
+
+/// Internal op: the pillar scatter as PyTorch exporters write it (`ConstantOfShape` zeros
+/// `[R, C]`, `ScatterND` of the pillar features into rows, `Slice` of rows `[start, start +
+/// count)`, `Transpose` to `[C, count]`) in one pass: the canvas is written once, channel-major,
+/// instead of zeroed, copied, scattered, sliced and transposed. Inputs `[indices, updates]`,
+/// attributes `rows`, `cols`, `start`, `count`. Same values, same errors (an index outside
+/// `[-R, R)`), and the last update of a row wins, as in the executor's ScatterND.
+pub const SCATTER_ROWS_T: &str = "ScatterRowsTransposed";
+
+/// Rule: `ConstantOfShape(0) -> ScatterND -> Slice (axis 0, step 1) -> Transpose [1, 0]`, each
+/// the only reader of the one before and none a graph output, becomes one `SCATTER_ROWS_T` node
+/// named after the ScatterND.
+fn fuse_scatter_rows(g: &Graph, i: usize, consumers: &Consumers) -> Result<Option<Patch>> {
+    let scatter = &g.nodes[i];
+    if scatter.op_type != "ScatterND" || !scatter.domain.is_empty() && scatter.domain != "ai.onnx" {
+        return Ok(None);
+    }
+    if scatter.attr().string_opt("reduction").ok().flatten().is_some_and(|r| r != "none") {
+        return Ok(None);
+    }
+    let (Some(data), Some(indices), Some(updates)) = (scatter.input(0), scatter.input(1), scatter.input(2)) else {
+        return Ok(None);
+    };
+    // The reader of `edge` when it is its only one (as input 0) and `edge` is not a graph output.
+    let sole = |edge: &str| -> Option<usize> {
+        match consumers.get(edge).map(Vec::as_slice) {
+            Some(&[c]) if !g.is_output(edge) && g.nodes[c].input(0) == Some(edge) => Some(c),
+            _ => None,
+        }
+    };
+    // The zeros: a ConstantOfShape of a constant 2-D shape with value +0.0 (float32) or none.
+    let Some(z) = g.nodes.iter().position(|n| n.outputs.iter().any(|o| o == data)) else { return Ok(None) };
+    let zeros = &g.nodes[z];
+    if zeros.op_type != "ConstantOfShape" || sole(data) != Some(i) {
+        return Ok(None);
+    }
+    let positive_zero = match zeros.attr().tensor_opt("value") {
+        None => true,
+        Some(v) => v.as_f32().is_some_and(|v| v.len() == 1 && v[0].to_bits() == 0),
+    };
+    let Some(shape) = zeros.input(0).and_then(|s| g.initializers.get(s)).and_then(|t| t.to_i64_vec()) else {
+        return Ok(None);
+    };
+    let &[rows, cols] = shape.as_slice() else { return Ok(None) };
+    if !positive_zero || rows <= 0 || cols <= 0 {
+        return Ok(None);
+    }
+    let Some(sl) = sole(&scatter.outputs[0]) else { return Ok(None) };
+    let slice = &g.nodes[sl];
+    let Some(tr) = slice.outputs.first().and_then(|o| sole(o)) else { return Ok(None) };
+    let transpose = &g.nodes[tr];
+    if slice.op_type != "Slice" || transpose.op_type != "Transpose" || perm(transpose) != Some(vec![1, 0]) {
+        return Ok(None);
+    }
+    let konst = |k: usize| -> Option<Option<Vec<i64>>> {
+        match slice.input(k) {
+            None => Some(None),
+            Some(e) => g.initializers.get(e).and_then(|t| t.to_i64_vec()).map(Some),
+        }
+    };
+    let (Some(Some(starts)), Some(Some(ends)), Some(axes), Some(steps)) = (konst(1), konst(2), konst(3), konst(4))
+    else {
+        return Ok(None);
+    };
+    let dims = [rows as usize, cols as usize];
+    let Ok(plan) = crate::exec::cpu::slice_plan(&dims, &starts, &ends, axes.as_deref(), steps.as_deref()) else {
+        return Ok(None);
+    };
+    if plan[0].1 != 1 || plan[1] != (0, 1, dims[1]) {
+        return Ok(None);
+    }
+    let mut node = scatter.clone();
+    node.op_type = SCATTER_ROWS_T.to_string();
+    node.domain = "pillarq".to_string();
+    node.inputs = vec![indices.to_string(), updates.to_string()];
+    node.outputs = vec![transpose.outputs[0].clone()];
+    for (k, v) in [("rows", rows), ("cols", cols), ("start", plan[0].0), ("count", plan[0].2 as i64)] {
+        node.attrs.set(k, super::AttrValue::Int(v));
+    }
+    node.fused.extend([zeros.name.clone(), slice.name.clone(), transpose.name.clone()]);
+    Ok(Some(Patch { replace: vec![(i, vec![node])], remove: vec![z, sl, tr], initializers: vec![] }))
 }
 
 /// Whether `node` is a `Pad` in constant mode whose value is absent or a constant 0: its output

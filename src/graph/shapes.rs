@@ -344,6 +344,17 @@ pub fn shape_pillar_scatter(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>
     }
 }
 
+/// `fold::SCATTER_ROWS_T`: float32 `[cols, count]` from its attributes.
+pub fn shape_scatter_rows(node: &Node, _: &InputFacts) -> Result<Vec<Fact>> {
+    let a = node.attr();
+    let dims = (a.i64_opt("cols")?, a.i64_opt("count")?);
+    let shape = match dims {
+        (Some(c), Some(n)) if c >= 0 && n >= 0 => Some(vec![Dim::Fixed(c as usize), Dim::Fixed(n as usize)]),
+        _ => None,
+    };
+    Ok(vec![(DType::F32, shape)])
+}
+
 pub fn shape_quantize(node: &Node, facts: &InputFacts) -> Result<Vec<Fact>> {
     let zp = facts.fact(2).map(|f| f.0).unwrap_or(DType::U8);
     let out = node.attr().i64_opt("output_dtype")?.map(|t| DType::from_onnx(t as i32)).unwrap_or(zp);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{input, ops_math as m, ops_quant as q, ops_scatter as sc, ops_shape as s, KernelArgs, OpResult};
-use crate::graph::fold::PILLAR_MAX_MATMUL;
+use crate::graph::fold::{PILLAR_MAX_MATMUL, SCATTER_ROWS_T};
 use crate::graph::shapes::{self as sh, ShapeRule};
 use crate::graph::Node;
 use crate::tensor::Tensor;
@@ -108,6 +108,7 @@ static OPS: &[OpDef] = &[
     op(&["ScatterND"], |n, x, _| sc::scatter_nd(n, x), sh::shape_same),
     op(&["ScatterElements"], |n, x, _| sc::scatter_elements(n, x), sh::shape_same),
     op(&["PPScatterPlugin", "PillarScatterPlugin"], |n, x, _| sc::pp_scatter(n, x), sh::shape_pillar_scatter),
+    op(&[SCATTER_ROWS_T], |n, x, _| sc::scatter_rows_transposed(n, x), sh::shape_scatter_rows),
     op(&["QuantizeLinear"], |n, x, _| q::quantize_linear(n, x), sh::shape_quantize),
     op(&["DequantizeLinear"], |n, x, _| q::dequantize_linear(n, x), sh::shape_dequantize),
     // Known to shape inference (so `inspect` shows shapes past them), not to the executor.
@@ -121,7 +122,8 @@ pub fn op_def(op_type: &str) -> Option<&'static OpDef> {
 }
 
 /// Plugin and internal ops: known by name whatever domain the exporter gave them.
-const ANY_DOMAIN: &[&str] = &["PPScatterPlugin", "PillarScatterPlugin", "ScatterBEV", PILLAR_MAX_MATMUL];
+const ANY_DOMAIN: &[&str] =
+    &["PPScatterPlugin", "PillarScatterPlugin", "ScatterBEV", PILLAR_MAX_MATMUL, SCATTER_ROWS_T];
 
 /// The entry for `node`: ONNX's ops only for nodes of the default domain (a `com.example` Conv is
 /// not ONNX's Conv, and runs as an unknown op), plugin and internal ops in any domain.

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::{f32_in, input, out_elements, OpError, OpResult};
 use crate::graph::Node;
 use crate::tensor::{DType, Data, Tensor};
@@ -122,6 +124,56 @@ pub fn scatter_elements(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
         _ => return Err(OpError("data and updates must be float32 or int64 of the same type".into())),
     };
     Ok(vec![Tensor { shape: data.shape.clone(), data: out }])
+}
+
+/// `graph::fold::SCATTER_ROWS_T`: `out[c, r - start] = updates[i, c]` for `r = indices[i]` in
+/// `[start, start + count)`, zeros elsewhere; `[cols, count]`. Each worker owns whole channel
+/// rows and walks the updates in order, so the last update of a row wins for any thread count.
+pub fn scatter_rows_transposed(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
+    let a = node.attr();
+    let dim = |k: &str| -> Result<usize, OpError> {
+        let v = a.i64(k, -1)?;
+        usize::try_from(v).map_err(|_| OpError(format!("attribute {k} = {v} must be >= 0")))
+    };
+    let (rows, cols, start, count) = (dim("rows")?, dim("cols")?, dim("start")?, dim("count")?);
+    if start.checked_add(count).is_none_or(|e| e > rows) {
+        return Err(OpError(format!("rows [{start}, {start} + {count}) exceed the {rows} rows")));
+    }
+    let iv = input(ins, 0)?.to_i64_vec().ok_or_else(|| OpError("indices must be integers".into()))?;
+    let ind = input(ins, 0)?;
+    if ind.shape.last() != Some(&1) {
+        return Err(OpError(format!("indices {:?} must index rows (last dimension 1)", ind.shape)));
+    }
+    let upd = f32_in(ins, 1)?;
+    if upd.len() != iv.len() * cols {
+        return Err(OpError(format!(
+            "updates {:?} do not fit indices {:?} and data [{rows}, {cols}]",
+            input(ins, 1)?.shape,
+            ind.shape
+        )));
+    }
+    // (update, output column) of each update that lands inside the slice, in update order.
+    let mut hits: Vec<(usize, usize)> = Vec::with_capacity(iv.len());
+    for (i, &v) in iv.iter().enumerate() {
+        let r = if v < 0 { v + rows as i64 } else { v };
+        if r < 0 || r >= rows as i64 {
+            return Err(OpError(format!("index {v} out of range for axis 0 of size {rows}")));
+        }
+        let r = r as usize;
+        if (start..start + count).contains(&r) {
+            hits.push((i, r - start));
+        }
+    }
+    let n = out_elements(&[cols, count], DType::F32)?;
+    let mut out = vec![0f32; n];
+    if count > 0 {
+        out.par_chunks_mut(count).enumerate().for_each(|(c, row)| {
+            for &(i, col) in &hits {
+                row[col] = upd[i * cols + c];
+            }
+        });
+    }
+    Ok(vec![Tensor::f32(vec![cols, count], out)])
 }
 
 /// NVIDIA CUDA-PointPillars' scatter: `canvas[0, :, y_i, x_i] = features[i, :]` for the first
