@@ -44,6 +44,8 @@ def main():
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    # Alternations of pillarq and onnxruntime; each side's best median is kept (the same for both).
+    ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
     if not os.path.exists(PILLARQ):
         sys.exit("build first: cargo build --release")
@@ -61,7 +63,7 @@ def main():
                 feeds += ["--input", "%s=%s" % (n, os.path.join(inp, n + ".npy"))]
             for t in a.threads:
                 pq, ort = [], []
-                for _ in range(2):
+                for _ in range(a.rounds):
                     pq.append(run([PILLARQ, "infer", model] + feeds + ["--out", os.path.join(tmp, "o"),
                                   "--threads", str(t), "--repeat", str(a.repeat), "--json"])["median_ms"])
                     ort.append(run([sys.executable, ORT_RUN, model] + feeds + ["--out", os.path.join(tmp, "o"),
@@ -69,8 +71,9 @@ def main():
                 p, o = min(pq), min(ort)
                 rows.append((name, t, p, o, o / p))
                 print("%-6s threads=%d pillarq %.1f ms, onnxruntime %.1f ms" % (name, t, p, o), file=sys.stderr)
-    print("machine: %s, %d cores; onnxruntime %s; %d timed runs per measurement (median), best of 2"
-          % (platform.processor() or platform.machine(), os.cpu_count(), onnxruntime.__version__, a.repeat))
+    print("machine: %s, %d cores; onnxruntime %s; %d timed runs per measurement (median), best of %d"
+          % (platform.processor() or platform.machine(), os.cpu_count(), onnxruntime.__version__, a.repeat,
+             a.rounds))
     print()
     print("| model | threads | pillarq ms | onnxruntime ms | ratio ort/pillarq |")
     print("|---|---:|---:|---:|---:|")
