@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use pillarq::exec::cpu::conv::{conv2d, Conv2dParams};
+use pillarq::exec::cpu::conv::{conv2d, conv2d_pointwise_group, Conv2dParams, PointwiseMember};
 use pillarq::exec::cpu::int8conv::{conv2d_int8, Int8Conv};
 use pillarq::exec::cpu::winograd::{conv2d_winograd, WinogradFilter};
 use pillarq::graph::Activation;
@@ -69,6 +69,48 @@ fn main() {
         println!("{line} {im2col:.2} | {f4:.2} | {:.2} |", im2col / f4);
     }
     int8(&pool, filter.as_deref());
+    heads(&pool, filter.as_deref());
+}
+
+/// A detection head's three pointwise convolutions of one map: one by one, and grouped
+/// (`conv2d_pointwise_group`: each pixel tile read once for the three).
+fn heads(pool: &rayon::ThreadPool, filter: Option<&str>) {
+    println!();
+    println!("| heads | one by one ms | grouped ms | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (name, cin) in [("kitti heads", 384), ("small heads", 96)] {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let (h, w) = (248, 216);
+        let mut rng = SplitMix64::new(3);
+        let xs = [1, cin, h, w];
+        let x: Vec<f32> = (0..cin * h * w).map(|_| rng.unit() - 0.5).collect();
+        let heads: Vec<(Vec<f32>, usize, Vec<f32>)> = [18, 42, 12]
+            .iter()
+            .map(|&cout| {
+                let wt = (0..cout * cin).map(|_| rng.unit() - 0.5).collect();
+                (wt, cout, (0..cout).map(|_| rng.unit() - 0.5).collect())
+            })
+            .collect();
+        let p = Conv2dParams { group: 1, kernel: [1, 1], strides: [1, 1], dilations: [1, 1], pads: [0; 4] };
+        let members: Vec<PointwiseMember> = heads
+            .iter()
+            .map(|(wt, cout, b)| PointwiseMember { w: wt, cout: *cout, bias: Some(b), act: Activation::None })
+            .collect();
+        let (separate, grouped) = pool.install(|| {
+            let separate = best_ms(9, || {
+                for (wt, cout, b) in &heads {
+                    std::hint::black_box(conv2d(&x, xs, wt, *cout, Some(b), &p, Activation::None, None));
+                }
+            });
+            let grouped = best_ms(9, || {
+                std::hint::black_box(conv2d_pointwise_group(&x, xs, &members));
+            });
+            (separate, grouped)
+        });
+        println!("| {name} ({cin} -> 18 + 42 + 12) | {separate:.2} | {grouped:.2} | {:.2} |", separate / grouped);
+    }
 }
 
 /// INT8 layers in integers (`int8conv`) against the FP32 kernels of the same shape.

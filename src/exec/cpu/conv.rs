@@ -40,7 +40,7 @@ impl Conv2dParams {
         };
         Some((f(0, h)?, f(1, w)?))
     }
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.strides == [1, 1] && self.pads == [0; 4]
     }
 }
@@ -198,6 +198,41 @@ pub fn conv2d(
         epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act, quant);
     });
     (y, [n, cout, oh, ow])
+}
+
+/// One of several pointwise convolutions of one input (`conv2d_pointwise_group`).
+pub struct PointwiseMember<'a> {
+    /// `[cout, cin]` (the 1x1 weight).
+    pub w: &'a [f32],
+    pub cout: usize,
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+/// Several 1x1 stride-1 ungrouped convolutions of one input `x[N, Cin, H, W]`, tile by tile: each
+/// pixel tile is read from memory once for all of them (a detection head's class, box and
+/// direction convolutions read one wide map three times otherwise). Each output has the bits
+/// `conv2d` gives it alone: the same tiles, GEMM calls and epilogue, without output quantization.
+pub fn conv2d_pointwise_group(x: &[f32], xs: [usize; 4], members: &[PointwiseMember]) -> Vec<Vec<f32>> {
+    let [n, cin, h, wd] = xs;
+    let hw = h * wd;
+    let tile = tile_pixels(cin);
+    let tiles = hw.div_ceil(tile);
+    let mut ys: Vec<Vec<f32>> = members.iter().map(|m| vec![0f32; n * m.cout * hw]).collect();
+    let outs: Vec<SharedMut> = ys.iter_mut().map(|y| SharedMut::new(y)).collect();
+    (0..n * tiles).into_par_iter().for_each(|job| {
+        let (b, t) = (job / tiles, job % tiles);
+        let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw));
+        let xb = &x[b * cin * hw..(b + 1) * cin * hw];
+        for (m, out) in members.iter().zip(&outs) {
+            // SAFETY: this job writes only columns [p0, p1) of batch b's rows of each output.
+            let yall = unsafe { out.slice() };
+            let yb = &mut yall[b * m.cout * hw..(b + 1) * m.cout * hw];
+            sgemm(m.cout, p1 - p0, cin, MatRef::rows(m.w, cin), MatRef::rows(&xb[p0..], hw), &mut yb[p0..], hw, false);
+            epilogue(yb, hw, 0, m.cout, p0, p1, m.bias, m.act, None);
+        }
+    });
+    ys
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -383,6 +418,35 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Grouped pointwise convolutions give each member the bits `conv2d` gives it alone (two
+    /// batches, a plane that is not a multiple of the tile, with and without bias and Relu).
+    #[test]
+    fn pointwise_group_equals_each_conv_alone() {
+        let mut rng = crate::pointpillars::SplitMix64::new(12);
+        let xs = [2, 40, 37, 61];
+        let x: Vec<f32> = (0..xs.iter().product()).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let p = Conv2dParams { group: 1, kernel: [1, 1], strides: [1, 1], dilations: [1, 1], pads: [0; 4] };
+        type Head = (Vec<f32>, usize, Option<Vec<f32>>, Activation);
+        let heads: Vec<Head> = [(18, true, false), (42, false, true), (5, true, true)]
+            .iter()
+            .map(|&(cout, bias, relu)| {
+                let w = (0..cout * 40).map(|_| rng.unit() - 0.5).collect();
+                let b = bias.then(|| (0..cout).map(|_| rng.unit() - 0.5).collect());
+                (w, cout, b, if relu { Activation::Relu } else { Activation::None })
+            })
+            .collect();
+        let members: Vec<PointwiseMember> = heads
+            .iter()
+            .map(|(w, cout, b, act)| PointwiseMember { w, cout: *cout, bias: b.as_deref(), act: *act })
+            .collect();
+        let got = conv2d_pointwise_group(&x, xs, &members);
+        for ((w, cout, b, act), g) in heads.iter().zip(&got) {
+            let (want, _) = conv2d(&x, xs, w, *cout, b.as_deref(), &p, *act, None);
+            assert_eq!(g.len(), want.len());
+            assert!(g.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "cout {cout}: other bits");
+        }
+    }
 
     fn naive_conv(x: &[f32], xs: [usize; 4], w: &[f32], cout: usize, p: &Conv2dParams) -> Vec<f32> {
         let [n, cin, h, wd] = xs;

@@ -138,6 +138,9 @@ struct Step {
     frees: Vec<usize>,
     /// Weights prepared for the FP32 kernel (a Winograd filter), when the rule picks one.
     prep: Option<Arc<conv::ConvPrep>>,
+    /// For the first of several pointwise Convs reading one input: the later ones. When all run
+    /// in FP32 they run together, here (`ops_math::conv_pointwise_group`).
+    siblings: Vec<usize>,
 }
 
 /// The most source nodes `CpuExecutor::source_value` runs for one edge.
@@ -196,7 +199,30 @@ impl CpuExecutor {
                 Some(w) if node.op_type == "Conv" => ops_math::conv_prep_fp32(node, w).map(Arc::new),
                 _ => None,
             };
-            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], prep });
+            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], prep, siblings: vec![] });
+        }
+        // Pointwise Convs sharing an input (a detection head's three): grouped under the first.
+        let pointwise = |st: &Step| {
+            st.inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|s| constants.get(&s))
+                .is_some_and(|w| st.prep.is_none() && ops_math::is_pointwise_conv(&st.node, w))
+        };
+        let mut grouped = vec![false; steps.len()];
+        for i in 0..steps.len() {
+            if grouped[i] || !pointwise(&steps[i]) {
+                continue;
+            }
+            let x = steps[i].inputs.first().copied().flatten();
+            let later: Vec<usize> = (i + 1..steps.len())
+                .filter(|&j| !grouped[j] && steps[j].inputs.first().copied().flatten() == x && pointwise(&steps[j]))
+                .collect();
+            for &j in &later {
+                grouped[j] = true;
+            }
+            steps[i].siblings = later;
         }
         let output_slots: Vec<usize> = graph.outputs.iter().map(|o| slot(&o.name, &mut slots)).collect();
         // Liveness: free a non-constant, non-output slot after its last reader.
@@ -455,6 +481,14 @@ impl CpuExecutor {
         let mut quantized: Vec<Option<u32>> = vec![None; self.slot_count];
         let fuse = free && opt.plan.is_some();
         let mut steps_run = 0;
+        // Step j runs as FP32 from the executor's weights, with no output quantization.
+        let plain = |j: usize| {
+            let changed = opt.plan.is_some_and(|p| !matches!(p.steps[j], StepPrecision::Fp32));
+            let q = if fuse { opt.plan.and_then(|p| p.out_quant[j]) } else { None };
+            !changed && q.is_none()
+        };
+        // Outputs a grouped step computed for its later siblings.
+        let mut pending: Vec<Option<Vec<Tensor>>> = vec![None; self.steps.len()];
         self.pool.install(|| -> Result<()> {
             for (i, st) in self.steps.iter().enumerate() {
                 let precision = opt.plan.map(|p| &p.steps[i]);
@@ -485,47 +519,75 @@ impl CpuExecutor {
                     _ => st.prep.as_deref(),
                 };
                 let args = KernelArgs { quant: epilogue_q, prep };
-                let mut outs = match precision {
-                    Some(p) if changed => {
-                        let key = precision::activation_key(p);
-                        let s0 = st.inputs.first().copied().flatten();
-                        // An integer kernel quantizes its input itself (from the raw value).
-                        let kernel_quantizes = matches!(prep, Some(conv::ConvPrep::Int8(_)));
-                        let mut act_done = kernel_quantizes;
-                        if let (Some(k), Some(s0), false) = (key, s0, kernel_quantizes) {
-                            // Already on the grid: an FP16 layer's output, or quantized for
-                            // this reader by its producer's epilogue.
-                            let on_grid = match p {
-                                StepPrecision::Fp16 { .. } => f16_exact[s0],
-                                StepPrecision::Int8 { act_scale, input_mul: None, .. } => {
-                                    quantized[s0] == Some(act_scale.to_bits())
-                                }
-                                StepPrecision::Int8 { .. } => false,
-                                StepPrecision::Fp32 => false,
-                            };
-                            if on_grid {
-                                act_done = true;
-                            } else if let Some((_, _, t)) = memo.iter().find(|(s, kk, _)| *s == s0 && *kk == k) {
-                                ins[0] = Some(t.clone());
-                                act_done = true;
-                            }
+                let group = if !st.siblings.is_empty() && plain(i) && st.siblings.iter().all(|&j| plain(j)) {
+                    let nodes: Vec<&Node> =
+                        std::iter::once(&st.node).chain(st.siblings.iter().map(|&j| &self.steps[j].node)).collect();
+                    let group_ins: Vec<Vec<Option<Arc<Tensor>>>> =
+                        std::iter::once(ins.clone())
+                            .chain(st.siblings.iter().map(|&j| {
+                                self.steps[j].inputs.iter().map(|s| s.and_then(|s| slots[s].clone())).collect()
+                            }))
+                            .collect();
+                    ops_math::conv_pointwise_group(&nodes, &group_ins)
+                } else {
+                    None
+                };
+                let mut outs = match (group, pending[i].take()) {
+                    (Some(r), _) => {
+                        let mut all = r.map_err(|e| Error::Exec {
+                            node: st.node.name.clone(),
+                            op: st.node.op_type.clone(),
+                            msg: e.0,
+                        })?;
+                        for (&j, t) in st.siblings.iter().zip(all.drain(1..)) {
+                            pending[j] = Some(vec![t]);
                         }
-                        precision::transform_inputs(p, &mut ins, act_done)
-                            .map_err(|e| Error::graph(&st.node.name, e.to_string()))?;
-                        // Keep the transformed value for later readers of the same slot.
-                        if let (Some(k), Some(s0), false) = (key, s0, act_done) {
-                            let read_later = self.steps[i + 1..].iter().any(|later| later.inputs.contains(&Some(s0)));
-                            if read_later {
-                                if let Some(t) = &ins[0] {
-                                    memo.push((s0, k, t.clone()));
-                                }
-                            }
-                        }
-                        let mut outs = eval_node_with(&st.node, ins, &args)?;
-                        precision::transform_outputs(p, &mut outs);
-                        outs
+                        all
                     }
-                    _ => eval_node_with(&st.node, ins, &args)?,
+                    (None, Some(outs)) => outs,
+                    (None, None) => match precision {
+                        Some(p) if changed => {
+                            let key = precision::activation_key(p);
+                            let s0 = st.inputs.first().copied().flatten();
+                            // An integer kernel quantizes its input itself (from the raw value).
+                            let kernel_quantizes = matches!(prep, Some(conv::ConvPrep::Int8(_)));
+                            let mut act_done = kernel_quantizes;
+                            if let (Some(k), Some(s0), false) = (key, s0, kernel_quantizes) {
+                                // Already on the grid: an FP16 layer's output, or quantized for
+                                // this reader by its producer's epilogue.
+                                let on_grid = match p {
+                                    StepPrecision::Fp16 { .. } => f16_exact[s0],
+                                    StepPrecision::Int8 { act_scale, input_mul: None, .. } => {
+                                        quantized[s0] == Some(act_scale.to_bits())
+                                    }
+                                    StepPrecision::Int8 { .. } => false,
+                                    StepPrecision::Fp32 => false,
+                                };
+                                if on_grid {
+                                    act_done = true;
+                                } else if let Some((_, _, t)) = memo.iter().find(|(s, kk, _)| *s == s0 && *kk == k) {
+                                    ins[0] = Some(t.clone());
+                                    act_done = true;
+                                }
+                            }
+                            precision::transform_inputs(p, &mut ins, act_done)
+                                .map_err(|e| Error::graph(&st.node.name, e.to_string()))?;
+                            // Keep the transformed value for later readers of the same slot.
+                            if let (Some(k), Some(s0), false) = (key, s0, act_done) {
+                                let read_later =
+                                    self.steps[i + 1..].iter().any(|later| later.inputs.contains(&Some(s0)));
+                                if read_later {
+                                    if let Some(t) = &ins[0] {
+                                        memo.push((s0, k, t.clone()));
+                                    }
+                                }
+                            }
+                            let mut outs = eval_node_with(&st.node, ins, &args)?;
+                            precision::transform_outputs(p, &mut outs);
+                            outs
+                        }
+                        _ => eval_node_with(&st.node, ins, &args)?,
+                    },
                 };
                 // Values on the f16 grid stay there through pure data movement.
                 let data_inputs = match op_table::op_def_for(&st.node).map(|d| d.f16_data_inputs) {

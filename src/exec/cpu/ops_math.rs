@@ -434,6 +434,53 @@ fn conv_params(ca: &ConvAttrs) -> Conv2dParams {
     Conv2dParams { group: ca.group, kernel: ca.kernel, strides: ca.strides, dilations: ca.dilations, pads: ca.pads }
 }
 
+/// Whether `node` with constant weight `w` is a 1x1 stride-1 ungrouped, unpadded Conv: one that
+/// `conv_pointwise_group` can run with its siblings.
+pub(crate) fn is_pointwise_conv(node: &Node, w: &Tensor) -> bool {
+    node.op_type == "Conv"
+        && (node.domain.is_empty() || node.domain == "ai.onnx")
+        && w.dtype() == DType::F32
+        && conv_attrs(node, w).is_ok_and(|ca| ca.group == 1 && conv_params(&ca).is_pointwise())
+}
+
+/// FP32 pointwise Convs reading one input, run together (`conv::conv2d_pointwise_group`): the
+/// outputs of each node, the bits each gives alone. `None` when an input does not fit (the
+/// nodes then run one by one and report it).
+pub(crate) fn conv_pointwise_group(
+    nodes: &[&Node],
+    ins: &[Vec<Option<Arc<Tensor>>>],
+) -> Option<std::result::Result<Vec<Tensor>, OpError>> {
+    let x = ins.first()?.first()?.as_ref()?;
+    let xs = x4(x).ok()?;
+    let xv = x.as_f32()?;
+    let mut members = Vec::with_capacity(nodes.len());
+    for (node, ins) in nodes.iter().zip(ins) {
+        let w = ins.get(1)?.as_ref()?;
+        let bias = match ins.get(2).and_then(Option::as_ref) {
+            Some(b) => Some(b.as_f32()?),
+            None => None,
+        };
+        let cout = *w.shape.first()?;
+        if !is_pointwise_conv(node, w) || w.shape[1] != xs[1] || bias.is_some_and(|b| b.len() != cout) {
+            return None;
+        }
+        out_elements(&[xs[0], cout, xs[2], xs[3]], DType::F32).ok()?;
+        members.push((w.as_f32()?, cout, bias, node.activation));
+    }
+    // The tensors live in `ins` for the kernel's duration; the members borrow them.
+    let members: Vec<super::conv::PointwiseMember> =
+        members.iter().map(|&(w, cout, bias, act)| super::conv::PointwiseMember { w, cout, bias, act }).collect();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        super::conv::conv2d_pointwise_group(xv, xs, &members)
+    }));
+    Some(match run {
+        Ok(ys) => {
+            Ok(ys.into_iter().zip(&members).map(|(y, m)| Tensor::f32(vec![xs[0], m.cout, xs[2], xs[3]], y)).collect())
+        }
+        Err(p) => Err(OpError(format!("internal error (a bug in pillarq): {}", crate::exec::panic_message(&*p)))),
+    })
+}
+
 /// `conv`, with the output fake-quantized at `k.quant` in the kernel's epilogue, from the
 /// prepared weights `k.prep` when they fit the layer.
 pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], k: &KernelArgs) -> OpResult {
