@@ -408,6 +408,18 @@ pub fn map_channels(x: &Tensor, axis: usize, m: &[f32], g: impl Fn(f32) -> f32 +
     // Whole cycles of the channel axis (d runs of `inner` values), many per job.
     let cycle = (inner * d).max(1);
     let per_job = cycle * (1usize << 16).div_ceil(cycle);
+    if inner < 64 {
+        // Short runs (the pillar net's 10 channels are the last axis): the multipliers expanded
+        // to whole cycles of about 1 Ki values, so the loop runs over long vectors.
+        let span = cycle * 1024usize.div_ceil(cycle);
+        let mrep: Vec<f32> = (0..span).map(|i| m[(i / inner) % d]).collect();
+        out.par_chunks_mut(per_job).zip(src.par_chunks(per_job)).for_each(|(o, s)| {
+            for (oc, sc) in o.chunks_mut(span).zip(s.chunks(span)) {
+                oc.iter_mut().zip(sc).zip(&mrep).for_each(|((ov, &v), &mc)| *ov = g(v * mc));
+            }
+        });
+        return Ok(out);
+    }
     out.par_chunks_mut(per_job).zip(src.par_chunks(per_job)).for_each(|(o, s)| {
         for (oc, sc) in o.chunks_mut(cycle).zip(s.chunks(cycle)) {
             for ((orun, srun), &mc) in oc.chunks_mut(inner).zip(sc.chunks(inner)).zip(m) {
@@ -499,5 +511,34 @@ impl CpuExecutor {
     /// The (BN-folded) constant bias of layer `name`, if it has one.
     pub fn layer_bias(&self, name: &str) -> Option<Arc<Tensor>> {
         self.step_constant(self.layer_step(name)?, 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pointpillars::SplitMix64;
+
+    /// `map_channels` against its definition, on the short-run path (channels last, or few
+    /// values per channel run) and the long-run one.
+    #[test]
+    fn map_channels_multiplies_each_channel() {
+        let mut rng = SplitMix64::new(8);
+        for (shape, axis) in
+            [(vec![301, 32, 10], usize::MAX), (vec![2, 3, 5, 7], 1), (vec![2, 6, 9, 13], 1), (vec![3, 4], 0)]
+        {
+            let n: usize = shape.iter().product();
+            let x = Tensor::f32(shape.clone(), (0..n).map(|_| rng.unit() * 4.0 - 2.0).collect());
+            let ax = if axis == usize::MAX { shape.len() - 1 } else { axis };
+            let d = shape[ax];
+            let inner: usize = shape[ax + 1..].iter().product();
+            let m: Vec<f32> = (0..d).map(|c| 0.5 + c as f32 * 0.125).collect();
+            let got = map_channels(&x, axis, &m, |v| fake_quant(v, 0.03)).unwrap();
+            let xv = x.as_f32().unwrap();
+            for (i, (&g, &v)) in got.iter().zip(xv).enumerate() {
+                let want = fake_quant(v * m[(i / inner) % d], 0.03);
+                assert_eq!(g.to_bits(), want.to_bits(), "shape {shape:?} axis {axis}: element {i}");
+            }
+        }
     }
 }
