@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use super::int8conv::{igemm_generic, quantize_plane, run_tile, IgemmFn, TileJob, TileScratch};
 use super::winograd::{run_block, Block, Scratch};
+use crate::numerics::round_f16_slice;
 
 /// `dst[r, :] = bias + sum_i src[r, i] * w[i, :]` for every row `r`: `src` is `[rows, k]`, `w`
 /// is `[k, n]`, `dst` is `[rows, n]` (the pillar net's thin products).
@@ -30,6 +31,9 @@ pub struct Kernels {
     pub quantize: QuantizeFn,
     /// An INT8 layer's tile: packing, `igemm`, epilogue (`int8conv::run_tile`).
     pub int8_tile: Int8TileFn,
+    /// FP16 layers' rounding of activations to the f16 grid, in place
+    /// (`numerics::round_f16_slice`).
+    pub round_f16: fn(&mut [f32]),
 }
 
 /// `int8conv::quantize_plane`.
@@ -46,6 +50,7 @@ pub fn generic() -> Kernels {
         igemm: |w, p, k, m, n, acc| igemm_generic(w, p, k, m, n, acc),
         quantize: |d, x, m, sc| quantize_plane(d, x, m, sc),
         int8_tile: |j, t, sc| run_tile(j, t, sc),
+        round_f16: |v| round_f16_slice(v),
     }
 }
 
@@ -64,6 +69,7 @@ pub fn available() -> Vec<Kernels> {
                 igemm: x86::igemm_avx2,
                 quantize: x86::quantize_avx2,
                 int8_tile: x86::int8_tile_avx2,
+                round_f16: x86::round_f16_avx2,
             };
             v.push(avx2);
             if has!("avxvnni") {
@@ -76,6 +82,7 @@ pub fn available() -> Vec<Kernels> {
                     winograd: x86::winograd_avx512,
                     quantize: x86::quantize_avx512,
                     int8_tile: x86::int8_tile_avx512,
+                    round_f16: x86::round_f16_avx512,
                     ..avx2
                 };
                 v.push(avx512);
@@ -141,7 +148,29 @@ fn rows_any(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::int8conv::x86 as i8x86;
-    use super::{quantize_plane, run_block, run_tile, Block, Scratch, TileJob, TileScratch};
+    use super::{quantize_plane, round_f16_slice, run_block, run_tile, Block, Scratch, TileJob, TileScratch};
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn round_f16_avx2_impl(v: &mut [f32]) {
+        round_f16_slice(v)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn round_f16_avx512_impl(v: &mut [f32]) {
+        round_f16_slice(v)
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn round_f16_avx2(v: &mut [f32]) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { round_f16_avx2_impl(v) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512F and BW.
+    pub(super) fn round_f16_avx512(v: &mut [f32]) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F and BW.
+        unsafe { round_f16_avx512_impl(v) }
+    }
 
     #[target_feature(enable = "avx2")]
     unsafe fn quantize_avx2_impl(d: &mut [u8], x: &[f32], m: f32, s: f32) {
@@ -290,6 +319,36 @@ mod tests {
         let Ok(want) = std::env::var("PILLARQ_EXPECT_KERNELS") else { return };
         let got: Vec<&str> = available().iter().map(|k| k.name).collect();
         assert_eq!(got, want.split(',').collect::<Vec<_>>());
+    }
+
+    /// f16 rounding: every set gives the generic bits, on values across the f16 range and its
+    /// edges (subnormals, ties, overflow to infinity, NaN, signed zeros).
+    #[test]
+    fn every_kernel_set_rounds_to_f16_like_the_generic_one() {
+        let mut rng = SplitMix64::new(6);
+        let mut v: Vec<f32> =
+            (0..5000).map(|_| (rng.unit() * 2.0 - 1.0) * 2f32.powi((rng.unit() * 60.0) as i32 - 30)).collect();
+        v.extend([
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            65_504.0,
+            65_519.99,
+            65_520.0,
+            6.1e-5,
+            5.96e-8,
+            2.98e-8,
+        ]);
+        v.extend((0..2000).map(|i| f32::from_bits(0x3880_0000 + i * 0x1000)));
+        let mut want = v.clone();
+        (generic().round_f16)(&mut want);
+        for s in available() {
+            let mut got = v.clone();
+            (s.round_f16)(&mut got);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{} rounds otherwise", s.name);
+        }
     }
 
     #[test]

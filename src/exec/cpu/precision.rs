@@ -378,6 +378,27 @@ fn transform_activation(slot: &mut Option<Arc<Tensor>>, g: impl Fn(f32) -> f32 +
     Ok(())
 }
 
+/// An FP16 layer's input on the f16 grid (`kernels::Kernels::round_f16`): in place when this
+/// step holds the only reference, else into a copy.
+fn round_activation_f16(slot: &mut Option<Arc<Tensor>>) -> Result<()> {
+    use rayon::prelude::*;
+    let Some(arc) = slot.as_mut() else { return Ok(()) };
+    if arc.as_f32().is_none() {
+        return Err(Error::Other(format!("expected a float32 activation, got {}", arc.dtype())));
+    }
+    let round = super::kernels::best().round_f16;
+    if let Some(Tensor { data: Data::F32(v), .. }) = Arc::get_mut(arc) {
+        v.par_chunks_mut(1 << 16).for_each(round);
+        return Ok(());
+    }
+    let mut t = (**arc).clone();
+    if let Data::F32(v) = &mut t.data {
+        v.par_chunks_mut(1 << 16).for_each(round);
+    }
+    *arc = Arc::new(t);
+    Ok(())
+}
+
 /// The quantized activation of an equalized INT8 layer: `fake_quant(x * m[c], scale)` with `c`
 /// the element's index along `axis`. A new tensor (the multiplication is not elementwise-uniform,
 /// and the value may be shared); the result does not depend on the split.
@@ -469,7 +490,7 @@ pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>
         }
         StepPrecision::Fp16 { weight, bias } => {
             if !act_done {
-                transform_activation(&mut ins[0], round_f16)?;
+                round_activation_f16(&mut ins[0])?;
             }
             ins[1] = Some(weight.clone());
             if let Some(b) = bias {
@@ -486,7 +507,8 @@ pub(crate) fn transform_outputs(p: &StepPrecision, outs: &mut [Tensor]) {
         for t in outs {
             if let Data::F32(v) = &mut t.data {
                 use rayon::prelude::*;
-                v.par_chunks_mut(1 << 16).for_each(round_f16_slice);
+                let round = super::kernels::best().round_f16;
+                v.par_chunks_mut(1 << 16).for_each(round);
             }
         }
     }
