@@ -164,7 +164,7 @@ pub fn conv2d_int8_with(
     let tile = tile_pixels(kp);
     let tiles = hw.div_ceil(tile);
     let plane = h * wd;
-    let pointwise = c.kernel == [1, 1] && p.strides == [1, 1] && p.pads == [0; 4];
+    let pointwise = p.is_pointwise();
     XQ.with_borrow_mut(|xq| {
         // The input's levels, offset to unsigned bytes, once per layer (a 1x1 convolution packs
         // its panel straight from the floats instead).

@@ -446,10 +446,7 @@ pub(crate) fn is_pointwise_conv(node: &Node, w: &Tensor) -> bool {
 /// FP32 pointwise Convs reading one input, run together (`conv::conv2d_pointwise_group`): the
 /// outputs of each node, the bits each gives alone. `None` when an input does not fit (the
 /// nodes then run one by one and report it).
-pub(crate) fn conv_pointwise_group(
-    nodes: &[&Node],
-    ins: &[Vec<Option<Arc<Tensor>>>],
-) -> Option<std::result::Result<Vec<Tensor>, OpError>> {
+pub(crate) fn conv_pointwise_group(nodes: &[&Node], ins: &[Vec<Option<Arc<Tensor>>>]) -> Option<OpResult> {
     let x = ins.first()?.first()?.as_ref()?;
     let xs = x4(x).ok()?;
     let xv = x.as_f32()?;
@@ -470,15 +467,10 @@ pub(crate) fn conv_pointwise_group(
     // The tensors live in `ins` for the kernel's duration; the members borrow them.
     let members: Vec<super::conv::PointwiseMember> =
         members.iter().map(|&(w, cout, bias, act)| super::conv::PointwiseMember { w, cout, bias, act }).collect();
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        super::conv::conv2d_pointwise_group(xv, xs, &members)
-    }));
-    Some(match run {
-        Ok(ys) => {
-            Ok(ys.into_iter().zip(&members).map(|(y, m)| Tensor::f32(vec![xs[0], m.cout, xs[2], xs[3]], y)).collect())
-        }
-        Err(p) => Err(OpError(format!("internal error (a bug in pillarq): {}", crate::exec::panic_message(&*p)))),
-    })
+    Some(super::guard(|| {
+        let ys = super::conv::conv2d_pointwise_group(xv, xs, &members);
+        Ok(ys.into_iter().zip(&members).map(|(y, m)| Tensor::f32(vec![xs[0], m.cout, xs[2], xs[3]], y)).collect())
+    }))
 }
 
 /// `conv`, with the output fake-quantized at `k.quant` in the kernel's epilogue, from the
