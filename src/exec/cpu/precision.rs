@@ -18,7 +18,7 @@ use super::ops_math::conv_prep_fp32;
 use super::CpuExecutor;
 use crate::error::{Error, Result};
 use crate::graph::Node;
-use crate::numerics::int8::{fake_quant, per_channel_amax, pow2_ceil, quantize_i8};
+use crate::numerics::int8::{fake_quant, fake_quant_slice, per_channel_amax, pow2_ceil, quantize_i8};
 use crate::precision::{LayerPrecision, Precision};
 use crate::tensor::{Data, Tensor};
 
@@ -360,42 +360,26 @@ impl CpuExecutor {
     }
 }
 
-/// Applies the elementwise `g` to a float32 activation on the executor's threads: in place when
-/// this step holds the only reference (its last reader, the usual case), else into a new tensor
-/// in one pass (a graph input, or a value read again later). Elementwise, so the result does not
-/// depend on the split.
-fn transform_activation(slot: &mut Option<Arc<Tensor>>, g: impl Fn(f32) -> f32 + Sync + Send) -> Result<()> {
+/// Applies the elementwise slice transform `f` to a float32 activation on the executor's
+/// threads: in place when this step holds the only reference (its last reader, the usual case),
+/// else chunk by chunk into a new tensor (a graph input, or a value read again later).
+/// Elementwise, so the result does not depend on the split.
+fn transform_activation(slot: &mut Option<Arc<Tensor>>, f: impl Fn(&mut [f32]) + Sync + Send) -> Result<()> {
     use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
     let Some(arc) = slot.as_mut() else { return Ok(()) };
     if let Some(Tensor { data: Data::F32(v), .. }) = Arc::get_mut(arc) {
-        v.par_chunks_mut(1 << 16).for_each(|c| c.iter_mut().for_each(|x| *x = g(*x)));
+        v.par_chunks_mut(CHUNK).for_each(&f);
         return Ok(());
     }
     let src =
         arc.as_f32().ok_or_else(|| Error::Other(format!("expected a float32 activation, got {}", arc.dtype())))?;
-    let out: Vec<f32> = src.par_iter().with_min_len(1 << 16).map(|&x| g(x)).collect();
+    let mut out = vec![0f32; src.len()];
+    out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| {
+        o.copy_from_slice(s);
+        f(o);
+    });
     *arc = Arc::new(Tensor::f32(arc.shape.clone(), out));
-    Ok(())
-}
-
-/// An FP16 layer's input on the f16 grid (`kernels::Kernels::round_f16`): in place when this
-/// step holds the only reference, else into a copy.
-fn round_activation_f16(slot: &mut Option<Arc<Tensor>>) -> Result<()> {
-    use rayon::prelude::*;
-    let Some(arc) = slot.as_mut() else { return Ok(()) };
-    if arc.as_f32().is_none() {
-        return Err(Error::Other(format!("expected a float32 activation, got {}", arc.dtype())));
-    }
-    let round = super::kernels::best().round_f16;
-    if let Some(Tensor { data: Data::F32(v), .. }) = Arc::get_mut(arc) {
-        v.par_chunks_mut(1 << 16).for_each(round);
-        return Ok(());
-    }
-    let mut t = (**arc).clone();
-    if let Data::F32(v) = &mut t.data {
-        v.par_chunks_mut(1 << 16).for_each(round);
-    }
-    *arc = Arc::new(t);
     Ok(())
 }
 
@@ -477,7 +461,7 @@ pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>
             let s = *act_scale;
             if !act_done {
                 match input_mul {
-                    None => transform_activation(&mut ins[0], |x| fake_quant(x, s))?,
+                    None => transform_activation(&mut ins[0], |v| fake_quant_slice(v, s))?,
                     Some((m, axis)) => equalize_activation(&mut ins[0], m, *axis, s)?,
                 }
             }
@@ -490,7 +474,7 @@ pub(crate) fn transform_inputs(p: &StepPrecision, ins: &mut [Option<Arc<Tensor>>
         }
         StepPrecision::Fp16 { weight, bias } => {
             if !act_done {
-                round_activation_f16(&mut ins[0])?;
+                transform_activation(&mut ins[0], super::kernels::best().round_f16)?;
             }
             ins[1] = Some(weight.clone());
             if let Some(b) = bias {
