@@ -27,7 +27,14 @@ pub fn max_memory() -> u64 {
     }
 }
 
+/// MemTotal, read once per process: every tensor allocation checks the budget, and reading
+/// /proc/meminfo costs tens of microseconds each time.
 fn physical_memory() -> Option<u64> {
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(read_mem_total)
+}
+
+fn read_mem_total() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
