@@ -240,16 +240,36 @@ pub fn pillar_max_matmul(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     let mut y = vec![0f32; p * n];
     const PILLARS_PER_TASK: usize = 64;
     let kernels = super::kernels::best();
+    // What an all-zero row (an empty point slot: the voxelizer pads each pillar's points with
+    // +0.0) becomes, computed once by the same kernel. A pillar's trailing empty slots all give
+    // this row, and taking the max with one value again changes nothing, so it stands in for
+    // them with the same bits; a pillar is mostly empty slots, and padding pillars are all.
+    let mut empty = vec![0f32; n];
+    (kernels.rows)(&mut empty, &vec![0f32; k], wv, &bias, k, n);
+    apply_act(&mut empty, act);
+    let max_into =
+        |out: &mut [f32], r: &[f32]| out.iter_mut().zip(r).for_each(|(o, &v)| *o = if v > *o { v } else { *o });
     y.par_chunks_mut(PILLARS_PER_TASK * n).enumerate().for_each_init(Vec::new, |rows, (t, dst)| {
         let pillars = dst.len() / n;
         rows.resize(m * n, 0.0);
         for (j, out) in dst.chunks_mut(n).enumerate() {
             let src = &xv[(t * PILLARS_PER_TASK + j) * m * k..][..m * k];
-            (kernels.rows)(rows, src, wv, &bias, k, n);
+            // Any bit set, without a branch per value (the whole pillar first: most are empty).
+            let set = |r: &[f32]| r.iter().fold(0u32, |a, v| a | v.to_bits()) != 0;
+            let used = if set(src) { src.chunks_exact(k).rposition(set).map_or(0, |i| i + 1) } else { 0 };
+            if used == 0 {
+                out.copy_from_slice(&empty);
+                continue;
+            }
+            let rows = &mut rows[..used * n];
+            (kernels.rows)(rows, &src[..used * k], wv, &bias, k, n);
             apply_act(rows, act);
             out.copy_from_slice(&rows[..n]);
             for r in rows.chunks_exact(n).skip(1) {
-                out.iter_mut().zip(r).for_each(|(o, &v)| *o = if v > *o { v } else { *o });
+                max_into(out, r);
+            }
+            if used < m {
+                max_into(out, &empty);
             }
         }
         debug_assert!(pillars <= PILLARS_PER_TASK);
@@ -695,4 +715,68 @@ fn finish_reduce(
         x.shape.iter().zip(red.iter()).filter(|(_, &r)| !r).map(|(&d, _)| d).collect()
     };
     Ok(vec![Tensor::f32(shape, out)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pointpillars::SplitMix64;
+
+    /// The fused pillar layer gives the bits of its definition, every row computed (bias, then
+    /// the products added in order, Relu, max in row order), for pillars that are empty, end in
+    /// empty slots, have empty slots between points, or end in a -0.0 row (not an empty slot);
+    /// with a bias holding signed zeros.
+    #[test]
+    fn pillar_max_matmul_skips_empty_slots_with_the_same_bits() {
+        let (p, m, k, n) = (6, 5, 3, 4);
+        let mut rng = SplitMix64::new(9);
+        let mut x: Vec<f32> = (0..p * m * k).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let row = |x: &mut Vec<f32>, pi: usize, r: usize, v: f32| x[(pi * m + r) * k..][..k].fill(v);
+        for r in 0..m {
+            row(&mut x, 0, r, 0.0); // an empty (padding) pillar
+        }
+        for r in 2..m {
+            row(&mut x, 1, r, 0.0); // two points, then empty slots
+        }
+        row(&mut x, 2, 1, 0.0); // an empty slot between points
+        row(&mut x, 3, m - 1, -0.0); // -0.0 is a value, not an empty slot
+        let w: Vec<f32> = (0..k * n).map(|_| rng.unit() * 2.0 - 1.0).collect();
+        let bias = vec![0.0, -0.0, -0.3, 0.2];
+        for act in [Activation::Relu, Activation::None] {
+            let node = Node {
+                name: "pfn".into(),
+                op_type: crate::graph::fold::PILLAR_MAX_MATMUL.into(),
+                domain: String::new(),
+                inputs: vec!["x".into(), "w".into(), "b".into()],
+                outputs: vec!["y".into()],
+                attrs: crate::graph::Attrs::default(),
+                activation: act,
+                fused: vec![],
+            };
+            let ins = [
+                Some(Arc::new(Tensor::f32(vec![p, m, k], x.clone()))),
+                Some(Arc::new(Tensor::f32(vec![k, n], w.clone()))),
+                Some(Arc::new(Tensor::f32(vec![n], bias.clone()))),
+            ];
+            let y = pillar_max_matmul(&node, &ins).expect("runs").remove(0);
+            let got = y.as_f32().expect("f32");
+            for pi in 0..p {
+                for j in 0..n {
+                    let value = |r: usize| {
+                        let mut acc = bias[j];
+                        for i in 0..k {
+                            acc += x[(pi * m + r) * k + i] * w[i * n + j];
+                        }
+                        if act == Activation::Relu {
+                            acc.max(0.0)
+                        } else {
+                            acc
+                        }
+                    };
+                    let want = (1..m).map(value).fold(value(0), |o, v| if v > o { v } else { o });
+                    assert_eq!(got[pi * n + j].to_bits(), want.to_bits(), "{act:?}: pillar {pi}, channel {j}");
+                }
+            }
+        }
+    }
 }
