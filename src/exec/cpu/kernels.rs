@@ -15,6 +15,10 @@ use crate::numerics::round_f16_slice;
 /// is `[k, n]`, `dst` is `[rows, n]` (the pillar net's thin products).
 pub type RowsFn = fn(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: usize);
 
+/// Output rows `[c0, c0 + out.len() / rows)` of the transpose of the `[rows, cols]` matrix `src`:
+/// `out[j * rows + r] = src[r * cols + c0 + j]` (the NCHW -> NHWC moves of the detection heads).
+pub type TransposeFn = fn(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]);
+
 /// One Winograd block (`winograd::run_block`): transforms, GEMMs and epilogue of a run of tile
 /// rows.
 pub type WinogradFn = fn(&Block, &mut Scratch);
@@ -34,6 +38,8 @@ pub struct Kernels {
     /// FP16 layers' rounding of activations to the f16 grid, in place
     /// (`numerics::round_f16_slice`).
     pub round_f16: fn(&mut [f32]),
+    /// A band of a 2-D transpose (`ops_shape::transpose`).
+    pub transpose: TransposeFn,
 }
 
 /// `int8conv::quantize_plane`.
@@ -51,6 +57,7 @@ pub fn generic() -> Kernels {
         quantize: |d, x, m, sc| quantize_plane(d, x, m, sc),
         int8_tile: |j, t, sc| run_tile(j, t, sc),
         round_f16: |v| round_f16_slice(v),
+        transpose: transpose_generic,
     }
 }
 
@@ -70,6 +77,7 @@ pub fn available() -> Vec<Kernels> {
                 quantize: x86::quantize_avx2,
                 int8_tile: x86::int8_tile_avx2,
                 round_f16: x86::round_f16_avx2,
+                transpose: x86::transpose_avx2,
             };
             v.push(avx2);
             if has!("avxvnni") {
@@ -105,6 +113,24 @@ pub fn available() -> Vec<Kernels> {
 pub fn best() -> &'static Kernels {
     static BEST: OnceLock<Kernels> = OnceLock::new();
     BEST.get_or_init(|| *available().last().expect("the generic set is always available"))
+}
+
+/// Through cache tiles of 32 x 32, one element at a time.
+fn transpose_generic(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]) {
+    const T: usize = 32;
+    let n = out.len() / rows.max(1);
+    assert!(src.len() == rows * cols && c0 + n <= cols && out.len() == n * rows);
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for j0 in (0..n).step_by(T) {
+            for j in j0..(j0 + T).min(n) {
+                let orow = &mut out[j * rows..(j + 1) * rows];
+                for r in r0..r1 {
+                    orow[r] = src[r * cols + c0 + j];
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -149,6 +175,91 @@ fn rows_any(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: 
 mod x86 {
     use super::super::int8conv::x86 as i8x86;
     use super::{quantize_plane, round_f16_slice, run_block, run_tile, Block, Scratch, TileJob, TileScratch};
+
+    /// Blocks of 8 x 8 transposed in registers, then one of 4 x 8 when four rows or more are
+    /// left; the rest (and the columns past the last multiple of 8) one element at a time.
+    #[target_feature(enable = "avx2")]
+    unsafe fn transpose_avx2_impl(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n = out.len() / rows.max(1);
+        assert!(src.len() == rows * cols && c0 + n <= cols && out.len() == n * rows);
+        let (r8, n8) = (rows / 8 * 8, n / 8 * 8);
+        // Eight source rows at a time across the band: eight streams for the prefetcher, while
+        // the band's output stays in cache.
+        for r0 in (0..r8).step_by(8) {
+            for j0 in (0..n8).step_by(8) {
+                // SAFETY: rows r0..r0 + 8 <= rows and columns c0 + j0..c0 + j0 + 8 <= cols of
+                // `src`; output rows j0..j0 + 8 <= n, elements r0..r0 + 8 <= rows of each.
+                let p = src.as_ptr().add(r0 * cols + c0 + j0);
+                let a: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(i * cols)));
+                let t0 = _mm256_unpacklo_ps(a[0], a[1]);
+                let t1 = _mm256_unpackhi_ps(a[0], a[1]);
+                let t2 = _mm256_unpacklo_ps(a[2], a[3]);
+                let t3 = _mm256_unpackhi_ps(a[2], a[3]);
+                let t4 = _mm256_unpacklo_ps(a[4], a[5]);
+                let t5 = _mm256_unpackhi_ps(a[4], a[5]);
+                let t6 = _mm256_unpacklo_ps(a[6], a[7]);
+                let t7 = _mm256_unpackhi_ps(a[6], a[7]);
+                let u = [
+                    _mm256_shuffle_ps::<0x44>(t0, t2),
+                    _mm256_shuffle_ps::<0xEE>(t0, t2),
+                    _mm256_shuffle_ps::<0x44>(t1, t3),
+                    _mm256_shuffle_ps::<0xEE>(t1, t3),
+                    _mm256_shuffle_ps::<0x44>(t4, t6),
+                    _mm256_shuffle_ps::<0xEE>(t4, t6),
+                    _mm256_shuffle_ps::<0x44>(t5, t7),
+                    _mm256_shuffle_ps::<0xEE>(t5, t7),
+                ];
+                let o = out.as_mut_ptr().add(j0 * rows + r0);
+                for i in 0..4 {
+                    _mm256_storeu_ps(o.add(i * rows), _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]));
+                    _mm256_storeu_ps(o.add((i + 4) * rows), _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]));
+                }
+            }
+        }
+        // Four more rows, if there are: 4 x 8 blocks, half-vector stores.
+        let r4 = if rows - r8 >= 4 { r8 + 4 } else { r8 };
+        if r4 > r8 {
+            for j0 in (0..n8).step_by(8) {
+                // SAFETY: rows r8..r8 + 4 <= rows, columns c0 + j0..c0 + j0 + 8 <= cols; output
+                // rows j0..j0 + 8 <= n, elements r8..r8 + 4 <= rows of each.
+                let p = src.as_ptr().add(r8 * cols + c0 + j0);
+                let a: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(i * cols)));
+                let t0 = _mm256_unpacklo_ps(a[0], a[1]);
+                let t1 = _mm256_unpackhi_ps(a[0], a[1]);
+                let t2 = _mm256_unpacklo_ps(a[2], a[3]);
+                let t3 = _mm256_unpackhi_ps(a[2], a[3]);
+                // Column j0 + i in the low half of u[i], j0 + i + 4 in the high half.
+                let u = [
+                    _mm256_shuffle_ps::<0x44>(t0, t2),
+                    _mm256_shuffle_ps::<0xEE>(t0, t2),
+                    _mm256_shuffle_ps::<0x44>(t1, t3),
+                    _mm256_shuffle_ps::<0xEE>(t1, t3),
+                ];
+                let o = out.as_mut_ptr().add(j0 * rows + r8);
+                for (i, v) in u.into_iter().enumerate() {
+                    _mm_storeu_ps(o.add(i * rows), _mm256_castps256_ps128(v));
+                    _mm_storeu_ps(o.add((i + 4) * rows), _mm256_extractf128_ps::<1>(v));
+                }
+            }
+        }
+        for j in 0..n8 {
+            for r in r4..rows {
+                out[j * rows + r] = src[r * cols + c0 + j];
+            }
+        }
+        for j in n8..n {
+            for r in 0..rows {
+                out[j * rows + r] = src[r * cols + c0 + j];
+            }
+        }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn transpose_avx2(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { transpose_avx2_impl(src, rows, cols, c0, out) }
+    }
 
     #[target_feature(enable = "avx2")]
     unsafe fn round_f16_avx2_impl(v: &mut [f32]) {
@@ -319,6 +430,30 @@ mod tests {
         let Ok(want) = std::env::var("PILLARQ_EXPECT_KERNELS") else { return };
         let got: Vec<&str> = available().iter().map(|k| k.name).collect();
         assert_eq!(got, want.split(',').collect::<Vec<_>>());
+    }
+
+    /// Transposes: every set moves every element where the definition puts it, for shapes with
+    /// and without multiples of 8 and bands starting anywhere.
+    #[test]
+    fn every_kernel_set_transposes_like_the_definition() {
+        let mut rng = SplitMix64::new(8);
+        for (rows, cols) in
+            [(18, 53), (42, 40), (12, 8), (8, 17), (5, 9), (1, 3), (16, 1), (33, 70), (4, 27), (7, 24), (20, 16)]
+        {
+            let src = data(&mut rng, rows * cols);
+            for (c0, n) in [(0, cols), (cols / 3, cols - cols / 3), (cols / 2, (cols - cols / 2).min(9)), (0, 0)] {
+                for s in available() {
+                    let mut out = vec![f32::NAN; n * rows];
+                    (s.transpose)(&src, rows, cols, c0, &mut out);
+                    for j in 0..n {
+                        for r in 0..rows {
+                            let (got, want) = (out[j * rows + r], src[r * cols + c0 + j]);
+                            assert_eq!(got.to_bits(), want.to_bits(), "{}: {rows}x{cols} c0 {c0} ({j}, {r})", s.name);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// f16 rounding: every set gives the generic bits, on values across the f16 range and its

@@ -168,7 +168,10 @@ pub fn transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     if cperm == [1, 0] || cperm == [0, 2, 1] {
         let (b, rows, cols) =
             if cperm.len() == 2 { (1, cshape[0], cshape[1]) } else { (cshape[0], cshape[1], cshape[2]) };
-        let data = per_type!(x, v => transpose_tiled(v, b, rows, cols));
+        let data = match &x.data {
+            Data::F32(v) => Data::F32(transpose_f32(v, b, rows, cols)),
+            _ => per_type!(x, v => transpose_tiled(v, b, rows, cols)),
+        };
         return Ok(vec![Tensor { shape: out_shape, data }]);
     }
     let st = strides(&x.shape);
@@ -225,6 +228,25 @@ fn collapse_perm(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// `out[b][c][r] = v[b][r][c]` with 32 x 32 tiles, rows of tiles in parallel.
+/// Output rows per task of `transpose_f32` (fixed, so the split does not depend on threads).
+const TRANSPOSE_BAND: usize = 256;
+
+/// `transpose_tiled` for f32, in bands of output rows through the kernel set's transpose.
+fn transpose_f32(v: &[f32], b: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; b * rows * cols];
+    let plane = rows * cols;
+    if plane == 0 {
+        return out;
+    }
+    let kernel = super::kernels::best().transpose;
+    out.par_chunks_mut(plane).zip(v.par_chunks(plane)).for_each(|(o, src)| {
+        o.par_chunks_mut(TRANSPOSE_BAND * rows).enumerate().for_each(|(band, ob)| {
+            kernel(src, rows, cols, band * TRANSPOSE_BAND, ob);
+        });
+    });
+    out
+}
+
 fn transpose_tiled<T: Copy + Send + Sync + Default>(v: &[T], b: usize, rows: usize, cols: usize) -> Vec<T> {
     const T_: usize = 32;
     let mut out = vec![T::default(); b * rows * cols];
