@@ -9,11 +9,18 @@
 
 use std::time::Instant;
 
-use pillarq::exec::cpu::conv::{conv2d, conv2d_pointwise_group, Conv2dParams, PointwiseMember};
+use pillarq::exec::cpu::conv::{
+    conv2d, conv2d_pointwise_group, conv_transpose2d, Conv2dParams, ConvTranspose2dParams, PointwiseMember,
+};
+use pillarq::exec::cpu::gemm::{sgemm, MatRef};
 use pillarq::exec::cpu::int8conv::{conv2d_int8, Int8Conv};
 use pillarq::exec::cpu::winograd::{conv2d_winograd, WinogradFilter};
 use pillarq::graph::Activation;
 use pillarq::pointpillars::SplitMix64;
+
+// The binary's allocator and setting (src/main.rs): freed outputs are reused, not faulted in anew.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -27,6 +34,8 @@ fn best_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // SAFETY: a process-wide allocator option set before any work; no pointers involved.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     // (model, cin, cout, output h, output w)
     let shapes = [
@@ -70,6 +79,55 @@ fn main() {
     }
     int8(&pool, filter.as_deref());
     heads(&pool, filter.as_deref());
+    deconvs(&pool, filter.as_deref());
+}
+
+/// The necks' kernel = stride transposed convolutions, against the GEMM of their columns alone
+/// (what they cost without placing the columns in the output).
+fn deconvs(pool: &rayon::ThreadPool, filter: Option<&str>) {
+    // (name, cin, cout, kernel = stride, input h, w)
+    let shapes = [
+        ("small deblocks.0", 32, 32, 2, 124, 108),
+        ("small deblocks.1", 64, 32, 4, 62, 54),
+        ("small deblocks.2", 128, 32, 8, 31, 27),
+        ("kitti deblocks.0", 64, 128, 1, 248, 216),
+        ("kitti deblocks.1", 128, 128, 2, 124, 108),
+        ("kitti deblocks.2", 256, 128, 4, 62, 54),
+    ];
+    println!();
+    println!("| deconvolution | ms | columns' GEMM alone ms | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (name, cin, cout, k, h, w) in shapes {
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let mut rng = SplitMix64::new(4);
+        let xs = [1, cin, h, w];
+        let x: Vec<f32> = (0..cin * h * w).map(|_| rng.unit() - 0.5).collect();
+        let wt: Vec<f32> = (0..cin * cout * k * k).map(|_| rng.unit() - 0.5).collect();
+        let b: Vec<f32> = (0..cout).map(|_| rng.unit() - 0.5).collect();
+        let p = ConvTranspose2dParams {
+            group: 1,
+            kernel: [k, k],
+            strides: [k, k],
+            dilations: [1, 1],
+            pads: [0; 4],
+            output_padding: [0, 0],
+        };
+        let rows = cout * k * k;
+        let mut col = vec![0f32; rows * h * w];
+        let (deconv, gemm) = pool.install(|| {
+            let deconv = best_ms(9, || {
+                std::hint::black_box(conv_transpose2d(&x, xs, &wt, cout, Some(&b), &p, Activation::Relu, None));
+            });
+            let gemm = best_ms(9, || {
+                sgemm(rows, h * w, cin, MatRef::transposed(&wt, rows), MatRef::rows(&x, h * w), &mut col, h * w, false);
+                std::hint::black_box(&col);
+            });
+            (deconv, gemm)
+        });
+        println!("| {name} ({cin} -> {cout}, {k}x{k}) | {deconv:.2} | {gemm:.2} | {:.2} |", deconv / gemm);
+    }
 }
 
 /// A detection head's three pointwise convolutions of one map: one by one, and grouped

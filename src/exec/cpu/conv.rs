@@ -300,14 +300,83 @@ pub fn conv_transpose2d_from(
     act: Activation,
     quant: Option<f32>,
 ) -> (Vec<f32>, [usize; 4]) {
+    let (oh, ow) = p.out_hw(xs[2], xs[3]).expect("shape checked by the caller");
+    let mut y = vec![0f32; xs[0] * cout * oh * ow];
+    conv_transpose2d_into(x, xs, w, cout, bias, p, act, quant, &mut y);
+    (y, [xs[0], cout, oh, ow])
+}
+
+/// `conv_transpose2d_from` writing its `[N, Cout, OH, OW]` output into `y` (any contents: every
+/// element is written), e.g. a channel range of the Concat that reads it.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_transpose2d_into(
+    x: &[f32],
+    xs: [usize; 4],
+    w: DeconvWeights,
+    cout: usize,
+    bias: Option<&[f32]>,
+    p: &ConvTranspose2dParams,
+    act: Activation,
+    quant: Option<f32>,
+    y: &mut [f32],
+) {
     let [n, cin, h, wd] = xs;
     let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
+    assert_eq!(y.len(), n * cout * oh * ow, "output buffer of another shape");
     let g = p.group;
     let (cin_g, cout_g) = (cin / g, cout / g);
     let [kh, kw] = p.kernel;
     let rows = cout_g * kh * kw;
     let hw_in = h * wd;
-    let mut y = vec![0f32; n * cout * oh * ow];
+    // Kernel = stride (the PointPillars neck): windows do not overlap, col2im is a placement and
+    // every output element is written exactly once.
+    let placement = p.kernel == p.strides
+        && p.dilations == [1, 1]
+        && p.pads == [0; 4]
+        && (oh, ow) == (h * kh, wd * kw)
+        && kh * kw > 0;
+    let geo = Placement { h, wd, kh, kw, hw_out: oh * ow };
+    if let (true, DeconvWeights::Float(w)) = (placement, w) {
+        // Columns for a chunk of output channels and a tile of input pixels at a time, placed
+        // while they are in cache. Each column is the same GEMM dot product as in one large
+        // GEMM (K = Cin / group fits one k-block), so the bits do not depend on the tiling.
+        let chunk = (PLACE_ROWS / (kh * kw)).clamp(1, cout_g);
+        // Columns of about 128 KiB per GEMM.
+        let tile = tile_pixels(cin_g).min(PLACE_ROWS * 64 / (chunk * kh * kw) / 16 * 16).max(16);
+        let tiles = hw_in.div_ceil(tile);
+        let out = SharedMut::new(y);
+        (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, job| {
+            let (b, rest) = (job / (g * tiles), job % (g * tiles));
+            let (gi, t) = (rest / tiles, rest % tiles);
+            let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw_in));
+            let xg = &x[(b * cin + gi * cin_g) * hw_in..(b * cin + (gi + 1) * cin_g) * hw_in];
+            // w for this group: [cin_g, rows] row-major; we need its transpose [rows, cin_g].
+            let wg = &w[gi * cin_g * rows..(gi + 1) * cin_g * rows];
+            // SAFETY: this job writes only the outputs of input pixels [p0, p1) of its own
+            // (batch, group) planes.
+            let yall = unsafe { out.slice() };
+            let yg = &mut yall[(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
+            for c0 in (0..cout_g).step_by(chunk) {
+                let c1 = (c0 + chunk).min(cout_g);
+                let r = (c1 - c0) * kh * kw;
+                col.resize(r * (p1 - p0), 0.0);
+                let wc = &wg[c0 * kh * kw..];
+                sgemm(
+                    r,
+                    p1 - p0,
+                    cin_g,
+                    MatRef::transposed(wc, rows),
+                    MatRef::rows(&xg[p0..], hw_in),
+                    col,
+                    p1 - p0,
+                    false,
+                );
+                let bias = bias.map(|bb| &bb[gi * cout_g..]);
+                geo.place(col, p1 - p0, p0, c0..c1, p0..p1, yg, 0, bias, act, quant);
+            }
+        });
+        return;
+    }
     // The columns, in a buffer kept between calls: tens of megabytes for the neck's
     // deconvolutions, whose fresh pages cost more than the GEMM.
     let mut col = COL.take();
@@ -348,41 +417,16 @@ pub fn conv_transpose2d_from(
             }
             let yg = &mut y[(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
             let col = &col;
-            if p.kernel == p.strides && p.dilations == [1, 1] && p.pads == [0; 4] {
-                // Kernel = stride (the PointPillars neck): windows do not overlap, col2im is a
-                // placement; every output element is written exactly once.
+            let bias = bias.map(|bb| &bb[gi * cout_g..]);
+            if placement {
                 yg.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
-                    let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
-                    for ky in 0..kh {
-                        // The kw column rows of (co, ky), interleaved into each output row.
-                        let srcs: Vec<&[f32]> =
-                            (0..kw).map(|kx| &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in]).collect();
-                        for iy in 0..h {
-                            let orow = &mut plane[(iy * kh + ky) * ow..(iy * kh + ky + 1) * ow];
-                            match srcs.as_slice() {
-                                [s0] => orow[..wd].copy_from_slice(&s0[iy * wd..(iy + 1) * wd]),
-                                [s0, s1] => {
-                                    let (r0, r1) = (&s0[iy * wd..(iy + 1) * wd], &s1[iy * wd..(iy + 1) * wd]);
-                                    for ((o, &a), &b) in orow[..2 * wd].chunks_exact_mut(2).zip(r0).zip(r1) {
-                                        o[0] = a;
-                                        o[1] = b;
-                                    }
-                                }
-                                _ => {
-                                    for (ix, o) in orow[..kw * wd].chunks_exact_mut(kw).enumerate() {
-                                        for (d, sr) in o.iter_mut().zip(&srcs) {
-                                            *d = sr[iy * wd + ix];
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    bias_act_quant(plane, bv, act, quant);
+                    let col = &col[co * kh * kw * hw_in..(co + 1) * kh * kw * hw_in];
+                    geo.place(col, hw_in, 0, co..co + 1, 0..hw_in, plane, co, bias, act, quant);
                 });
                 continue;
             }
             yg.par_chunks_mut(oh * ow).enumerate().for_each(|(co, plane)| {
+                plane.fill(0.0);
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let src = &col[((co * kh + ky) * kw + kx) * hw_in..][..hw_in];
@@ -401,13 +445,82 @@ pub fn conv_transpose2d_from(
                         }
                     }
                 }
-                let bv = bias.map_or(0.0, |bb| bb[gi * cout_g + co]);
+                let bv = bias.map_or(0.0, |bb| bb[co]);
                 bias_act_quant(plane, bv, act, quant);
             });
         }
     }
     COL.set(col);
-    (y, [n, cout, oh, ow])
+}
+
+/// Column rows per GEMM of the placed transposed convolution (a chunk of output channels).
+const PLACE_ROWS: usize = 512;
+
+/// The geometry of a kernel = stride transposed convolution (`OH = H * kh`, `OW = W * kw`).
+#[derive(Clone, Copy)]
+struct Placement {
+    h: usize,
+    wd: usize,
+    kh: usize,
+    kw: usize,
+    hw_out: usize,
+}
+
+impl Placement {
+    /// Writes the outputs of input pixels `pixels` for the channels `chans` (of one group) from
+    /// their columns: `col[(((c - chans.start) * kh + ky) * kw + kx) * ld + p - pix0]` is the tap
+    /// `(ky, kx)` of channel `c` at input pixel `p`, which lands at output `(iy * kh + ky,
+    /// ix * kw + kx)` of channel `c`'s plane, plane `c - y_first` of `y`. Then bias (`bias[c]`),
+    /// activation and quantization of exactly the values written: elementwise, as a pass over
+    /// the whole plane would do them.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        col: &[f32],
+        ld: usize,
+        pix0: usize,
+        chans: std::ops::Range<usize>,
+        pixels: std::ops::Range<usize>,
+        y: &mut [f32],
+        y_first: usize,
+        bias: Option<&[f32]>,
+        act: Activation,
+        quant: Option<f32>,
+    ) {
+        let Placement { h, wd, kh, kw, hw_out } = *self;
+        let ow = wd * kw;
+        let transpose = super::kernels::best().transpose;
+        debug_assert!(pixels.end <= h * wd && pixels.start >= pix0);
+        for (ci, c) in chans.enumerate() {
+            let plane = &mut y[(c - y_first) * hw_out..(c - y_first + 1) * hw_out];
+            let bv = bias.map_or(0.0, |bb| bb[c]);
+            for ky in 0..kh {
+                let tap = |kx: usize| &col[((ci * kh + ky) * kw + kx) * ld..][..ld];
+                let mut p = pixels.start;
+                while p < pixels.end {
+                    // The run of pixels in one input row.
+                    let (iy, ix0) = (p / wd, p % wd);
+                    let ix1 = wd.min(ix0 + pixels.end - p);
+                    let (s0, s1) = (p - pix0, p - pix0 + ix1 - ix0);
+                    let seg = &mut plane[(iy * kh + ky) * ow + ix0 * kw..(iy * kh + ky) * ow + ix1 * kw];
+                    match kw {
+                        1 => seg.copy_from_slice(&tap(0)[s0..s1]),
+                        2 => {
+                            let (r0, r1) = (&tap(0)[s0..s1], &tap(1)[s0..s1]);
+                            for ((o, &a), &b) in seg.chunks_exact_mut(2).zip(r0).zip(r1) {
+                                o[0] = a;
+                                o[1] = b;
+                            }
+                        }
+                        // The kw taps interleaved: a [kw, run] block transposed.
+                        _ => transpose(&col[(ci * kh + ky) * kw * ld..][..kw * ld], kw, ld, s0, seg),
+                    }
+                    bias_act_quant(seg, bv, act, quant);
+                    p += ix1 - ix0;
+                }
+            }
+        }
+    }
 }
 
 thread_local! {
