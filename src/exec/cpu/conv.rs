@@ -656,6 +656,37 @@ mod tests {
         y.into_iter().map(|v| v as f32).collect()
     }
 
+    /// The placed path (kernel = stride) on shapes that split into several channel chunks and
+    /// pixel tiles, tiles starting mid-row, groups, and taps interleaved by each kernel width.
+    #[test]
+    fn placed_conv_transpose_matches_naive_reference() {
+        for (cin, cout, group, k, h, w) in [
+            (4, 40, 1, 4, 37, 29),
+            (6, 8, 2, 8, 9, 11),
+            (3, 5, 1, 3, 40, 31),
+            (8, 600, 1, 1, 20, 7),
+            (4, 6, 2, 2, 50, 30),
+        ] {
+            let xs = [1, cin, h, w];
+            let x: Vec<f32> = (0..cin * h * w).map(|i| ((i * 7919) % 23) as f32 / 7.0 - 1.5).collect();
+            let wt: Vec<f32> = (0..cin * cout / group * k * k).map(|i| ((i * 31) % 13) as f32 / 5.0 - 1.0).collect();
+            let bias: Vec<f32> = (0..cout).map(|c| c as f32 * 0.25 - 0.5).collect();
+            let p = ConvTranspose2dParams {
+                group,
+                kernel: [k, k],
+                strides: [k, k],
+                dilations: [1, 1],
+                pads: [0; 4],
+                output_padding: [0, 0],
+            };
+            let (y, _) = conv_transpose2d(&x, xs, &wt, cout, Some(&bias), &p, Activation::Relu, None);
+            let want: Vec<f32> =
+                naive_conv_transpose(&x, xs, &wt, cout, &bias, &p).iter().map(|v| v.max(0.0)).collect();
+            let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(y.len() == want.len() && err < 1e-4, "{cin} -> {cout}, group {group}, {k}x{k}: max error {err}");
+        }
+    }
+
     #[test]
     fn conv_transpose_matches_naive_reference() {
         let xs = [2, 4, 5, 6];
