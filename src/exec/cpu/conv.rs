@@ -47,6 +47,7 @@ impl Conv2dParams {
 
 /// Applies bias and activation to rows `[c0, c0 + rows)` x columns `[p0, p1)` of a `[C, hw]` plane.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn epilogue(
     out: &mut [f32],
     hw: usize,
@@ -67,7 +68,7 @@ fn epilogue(
 /// Bias, activation and (with `quant`) the INT8 reader's input quantization of one run of
 /// output values of a channel, while they are still in cache (the same values as a separate
 /// pass over the output: the operations are elementwise).
-#[inline]
+#[inline(always)]
 pub(super) fn bias_act_quant(row: &mut [f32], b: f32, act: Activation, quant: Option<f32>) {
     match act {
         Activation::Relu => row.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
@@ -85,9 +86,25 @@ fn tile_pixels(k: usize) -> usize {
     ((64 * 1024) / k.max(1)).clamp(64, 4096) / 16 * 16
 }
 
+/// The pixel tiles of an im2col convolution: `(tiles, bounds)`. Runs of about 2 MiB of columns
+/// spread the GEMM's packing of the weights over more pixels (KITTI-size blocks.0.1, 64 -> 64
+/// 3x3 stride 2: 33.9 -> 26.1 ms at 1 thread, `cargo bench --bench conv -- "kitti blocks.0.1"`).
+/// They are whole multiples of `tile_pixels(k)`, with the rest after the last multiple as its
+/// own tile, as it was with tiles of `tile_pixels(k)`: the GEMM picks its k-blocking by the
+/// product's size, so that small last tile keeps its own, and every output keeps its bits.
+fn im2col_tiles(hw: usize, k: usize) -> (usize, impl Fn(usize) -> (usize, usize)) {
+    let unit = tile_pixels(k);
+    let big = unit * ((512 * 1024) / (k.max(1) * unit)).max(1);
+    let full = hw / unit * unit;
+    let runs = full.div_ceil(big);
+    let tiles = runs + usize::from(hw > full);
+    (tiles, move |t: usize| if t < runs { (t * big, ((t + 1) * big).min(full)) } else { (full, hw) })
+}
+
 /// Fills `col[K x (p1 - p0)]` with the receptive fields of output pixels `[p0, p1)`; `zero` is
 /// the padding value (0.0, or the INT8 kernels' offset level 0 + 128).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) fn im2col<T: Copy>(
     x: &[T],
     cin: usize,
@@ -167,37 +184,88 @@ pub fn conv2d(
     act: Activation,
     quant: Option<f32>,
 ) -> (Vec<f32>, [usize; 4]) {
+    conv2d_with(super::kernels::best().conv_tile, x, xs, w, cout, bias, p, act, quant)
+}
+
+/// `conv2d` through the given tile kernel (a kernel set's `conv_tile`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_with(
+    kernel: super::kernels::ConvTileFn,
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+    p: &Conv2dParams,
+    act: Activation,
+    quant: Option<f32>,
+) -> (Vec<f32>, [usize; 4]) {
     let [n, cin, h, wd] = xs;
     let (oh, ow) = p.out_hw(h, wd).expect("shape checked by the caller");
     let hw = oh * ow;
     let g = p.group;
-    let (cin_g, cout_g) = (cin / g, cout / g);
-    let k = cin_g * p.kernel[0] * p.kernel[1];
+    let k = cin / g * p.kernel[0] * p.kernel[1];
     let mut y = vec![0f32; n * cout * hw];
-    let tile = tile_pixels(k);
-    let tiles = hw.div_ceil(tile);
     let out = SharedMut::new(&mut y);
-    let pointwise = p.is_pointwise();
-    (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, job| {
-        let (b, rest) = (job / (g * tiles), job % (g * tiles));
-        let (gi, t) = (rest / tiles, rest % tiles);
-        let (p0, p1) = (t * tile, ((t + 1) * tile).min(hw));
-        let xg = &x[(b * cin + gi * cin_g) * h * wd..(b * cin + (gi + 1) * cin_g) * h * wd];
-        let wg = &w[gi * cout_g * k..(gi + 1) * cout_g * k];
-        // SAFETY: this job writes only columns [p0, p1) of its own (batch, group) rows.
-        let yall = unsafe { out.slice() };
-        let yg = &mut yall[(b * cout + gi * cout_g) * hw..(b * cout + (gi + 1) * cout_g) * hw];
-        let dst = &mut yg[p0..];
-        if pointwise {
-            sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(&xg[p0..], hw), dst, hw, false);
-        } else {
-            col.resize(k * (p1 - p0), 0.0);
-            im2col(xg, cin_g, h, wd, ow, p, p0, p1, col, 0.0);
-            sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(col, p1 - p0), dst, hw, false);
-        }
-        epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, bias, act, quant);
-    });
+    if p.is_pointwise() {
+        let tile = tile_pixels(k);
+        let tiles = hw.div_ceil(tile);
+        let bounds = |t: usize| (t * tile, ((t + 1) * tile).min(hw));
+        let job = ConvJob { x, xs, w, cout, bias, p: *p, act, quant, oh, ow, tiles, bounds: &bounds, out };
+        (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, t| kernel(&job, t, col));
+    } else {
+        let (tiles, bounds) = im2col_tiles(hw, k);
+        let job = ConvJob { x, xs, w, cout, bias, p: *p, act, quant, oh, ow, tiles, bounds: &bounds, out };
+        (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, t| kernel(&job, t, col));
+    }
     (y, [n, cout, oh, ow])
+}
+
+/// One `conv2d` call, split into tiles of output pixels per (batch, group).
+pub struct ConvJob<'a> {
+    x: &'a [f32],
+    xs: [usize; 4],
+    w: &'a [f32],
+    cout: usize,
+    bias: Option<&'a [f32]>,
+    p: Conv2dParams,
+    act: Activation,
+    quant: Option<f32>,
+    oh: usize,
+    ow: usize,
+    /// Tiles per (batch, group), and each one's pixel range.
+    tiles: usize,
+    bounds: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
+    out: SharedMut,
+}
+
+/// Tile `job` of a `conv2d`: im2col, GEMM, epilogue. Generic code compiled once per instruction
+/// set (`kernels::Kernels::conv_tile`); the GEMM is the same call in every set and the rest
+/// moves values or works elementwise, so every set computes the same bits.
+#[inline(always)]
+pub(crate) fn run_conv_tile(j: &ConvJob, job: usize, col: &mut Vec<f32>) {
+    let [_, cin, h, wd] = j.xs;
+    let (g, cout, tiles) = (j.p.group, j.cout, j.tiles);
+    let hw = j.oh * j.ow;
+    let (cin_g, cout_g) = (cin / g, cout / g);
+    let k = cin_g * j.p.kernel[0] * j.p.kernel[1];
+    let (b, rest) = (job / (g * tiles), job % (g * tiles));
+    let (gi, t) = (rest / tiles, rest % tiles);
+    let (p0, p1) = (j.bounds)(t);
+    let xg = &j.x[(b * cin + gi * cin_g) * h * wd..(b * cin + (gi + 1) * cin_g) * h * wd];
+    let wg = &j.w[gi * cout_g * k..(gi + 1) * cout_g * k];
+    // SAFETY: this job writes only columns [p0, p1) of its own (batch, group) rows.
+    let yall = unsafe { j.out.slice() };
+    let yg = &mut yall[(b * cout + gi * cout_g) * hw..(b * cout + (gi + 1) * cout_g) * hw];
+    let dst = &mut yg[p0..];
+    if j.p.is_pointwise() {
+        sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(&xg[p0..], hw), dst, hw, false);
+    } else {
+        col.resize(k * (p1 - p0), 0.0);
+        im2col(xg, cin_g, h, wd, j.ow, &j.p, p0, p1, col, 0.0);
+        sgemm(cout_g, p1 - p0, k, MatRef::rows(wg, k), MatRef::rows(col, p1 - p0), dst, hw, false);
+    }
+    epilogue(yg, hw, gi * cout_g, cout_g, p0, p1, j.bias, j.act, j.quant);
 }
 
 /// One of several pointwise convolutions of one input (`conv2d_pointwise_group`).

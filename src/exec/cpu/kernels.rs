@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use super::conv::{run_conv_tile, ConvJob};
 use super::int8conv::{igemm_generic, quantize_plane, run_tile, IgemmFn, TileJob, TileScratch};
 use super::winograd::{run_block, Block, Scratch};
 use crate::numerics::round_f16_slice;
@@ -40,7 +41,12 @@ pub struct Kernels {
     pub round_f16: fn(&mut [f32]),
     /// A band of a 2-D transpose (`ops_shape::transpose`).
     pub transpose: TransposeFn,
+    /// A tile of an im2col + GEMM convolution (`conv::run_conv_tile`).
+    pub conv_tile: ConvTileFn,
 }
+
+/// `conv::run_conv_tile`.
+pub type ConvTileFn = fn(&ConvJob, usize, &mut Vec<f32>);
 
 /// `int8conv::quantize_plane`.
 pub type QuantizeFn = fn(dst: &mut [u8], src: &[f32], mul: f32, scale: f32);
@@ -58,6 +64,7 @@ pub fn generic() -> Kernels {
         int8_tile: |j, t, sc| run_tile(j, t, sc),
         round_f16: |v| round_f16_slice(v),
         transpose: transpose_generic,
+        conv_tile: |j, t, col| run_conv_tile(j, t, col),
     }
 }
 
@@ -78,6 +85,7 @@ pub fn available() -> Vec<Kernels> {
                 int8_tile: x86::int8_tile_avx2,
                 round_f16: x86::round_f16_avx2,
                 transpose: x86::transpose_avx2,
+                conv_tile: x86::conv_tile_avx2,
             };
             v.push(avx2);
             if has!("avxvnni") {
@@ -91,6 +99,7 @@ pub fn available() -> Vec<Kernels> {
                     quantize: x86::quantize_avx512,
                     int8_tile: x86::int8_tile_avx512,
                     round_f16: x86::round_f16_avx512,
+                    conv_tile: x86::conv_tile_avx512,
                     ..avx2
                 };
                 v.push(avx512);
@@ -175,6 +184,29 @@ fn rows_any(dst: &mut [f32], src: &[f32], w: &[f32], bias: &[f32], k: usize, n: 
 mod x86 {
     use super::super::int8conv::x86 as i8x86;
     use super::{quantize_plane, round_f16_slice, run_block, run_tile, Block, Scratch, TileJob, TileScratch};
+    use super::{run_conv_tile, ConvJob};
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn conv_tile_avx2_impl(j: &ConvJob, t: usize, col: &mut Vec<f32>) {
+        run_conv_tile(j, t, col)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn conv_tile_avx512_impl(j: &ConvJob, t: usize, col: &mut Vec<f32>) {
+        run_conv_tile(j, t, col)
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX2.
+    pub(super) fn conv_tile_avx2(j: &ConvJob, t: usize, col: &mut Vec<f32>) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX2.
+        unsafe { conv_tile_avx2_impl(j, t, col) }
+    }
+
+    /// Reachable only through `available()`, which lists it after detecting AVX-512F.
+    pub(super) fn conv_tile_avx512(j: &ConvJob, t: usize, col: &mut Vec<f32>) {
+        // SAFETY: `available()` hands this out only on a CPU with AVX-512F.
+        unsafe { conv_tile_avx512_impl(j, t, col) }
+    }
 
     /// Blocks of 8 x 8 transposed in registers, then one of 4 x 8 when four rows or more are
     /// left; the rest (and the columns past the last multiple of 8) one element at a time.
@@ -430,6 +462,35 @@ mod tests {
         let Ok(want) = std::env::var("PILLARQ_EXPECT_KERNELS") else { return };
         let got: Vec<&str> = available().iter().map(|k| k.name).collect();
         assert_eq!(got, want.split(',').collect::<Vec<_>>());
+    }
+
+    /// im2col + GEMM tiles: every set gives the generic bits, with padding, stride 2, groups,
+    /// pointwise, Relu and output quantization, over several tiles.
+    #[test]
+    fn every_kernel_set_convolves_like_the_generic_one() {
+        use crate::exec::cpu::conv::{conv2d_with, Conv2dParams};
+        use crate::graph::Activation;
+        let mut rng = SplitMix64::new(10);
+        for (cin, cout, group, k, s, h, w, quant) in [
+            (8, 6, 1, 3, 2, 75, 90, None),
+            (8, 6, 2, 3, 1, 40, 37, Some(0.02)),
+            (16, 5, 1, 1, 1, 70, 60, None),
+            (4, 3, 1, 5, 2, 33, 20, Some(0.05)),
+        ] {
+            let xs = [1, cin, h, w];
+            let x = data(&mut rng, cin * h * w);
+            let wt = data(&mut rng, cout * cin / group * k * k);
+            let b = data(&mut rng, cout);
+            let pad = if k == 1 { 0 } else { k / 2 };
+            let p = Conv2dParams { group, kernel: [k, k], strides: [s, s], dilations: [1, 1], pads: [pad; 4] };
+            let run =
+                |set: &Kernels| conv2d_with(set.conv_tile, &x, xs, &wt, cout, Some(&b), &p, Activation::Relu, quant);
+            let (want, _) = run(&generic());
+            for set in available() {
+                let (got, _) = run(&set);
+                assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: {p:?}", set.name);
+            }
+        }
     }
 
     /// Transposes: every set moves every element where the definition puts it, for shapes with
