@@ -141,6 +141,18 @@ struct Step {
     /// For the first of several pointwise Convs reading one input: the later ones. When all run
     /// in FP32 they run together, here (`ops_math::conv_pointwise_group`).
     siblings: Vec<usize>,
+    /// For a ConvTranspose read only by a Concat: (the Concat's step, its input index). In a
+    /// plain FP32 run it writes straight into its region of the Concat's output.
+    into: Option<(usize, usize)>,
+    /// For a Concat some of whose inputs can be written in place: its output's layout.
+    concat: Option<ConcatPlan>,
+}
+
+/// A Concat whose output is one block per input (nothing before the axis but size-1 dims):
+/// the static shapes of its output and inputs, and each input's offset in the output.
+struct ConcatPlan {
+    shape: Vec<usize>,
+    parts: Vec<(Vec<usize>, usize)>,
 }
 
 /// The most source nodes `CpuExecutor::source_value` runs for one edge.
@@ -159,6 +171,67 @@ pub struct CpuExecutor {
     slot_of: HashMap<String, usize>,
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Per step: a Concat's last output written in place, to be reused when nothing holds it.
+    recycled: std::sync::Mutex<Vec<Option<Arc<Tensor>>>>,
+}
+
+/// Marks the Concats whose inputs are ConvTranspose outputs read by nothing else (the neck's
+/// upsampled maps), so that those write their regions of the Concat's output in place
+/// (`CpuExecutor::execute`). Needs static shapes for the Concat and those inputs.
+fn plan_concats(graph: &Graph, steps: &mut [Step], output_slots: &[usize]) {
+    let mut producer: HashMap<usize, usize> = HashMap::new();
+    let mut readers: HashMap<usize, usize> = HashMap::new();
+    for (i, st) in steps.iter().enumerate() {
+        for &o in &st.outputs {
+            producer.insert(o, i);
+        }
+        for s in st.inputs.iter().flatten() {
+            *readers.entry(*s).or_default() += 1;
+        }
+    }
+    for c in 0..steps.len() {
+        let node = &steps[c].node;
+        if node.op_type != "Concat" || !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            continue;
+        }
+        let Some(shape) = node.outputs.first().and_then(|o| graph.static_shape_of(o)) else { continue };
+        let Ok(axis) = node.attr().i64("axis", 0) else { continue };
+        let rank = shape.len() as i64;
+        if !(-rank..rank).contains(&axis) {
+            continue;
+        }
+        let axis = axis.rem_euclid(rank) as usize;
+        if shape[..axis].iter().any(|&d| d != 1) {
+            continue;
+        }
+        let inner: usize = shape[axis + 1..].iter().product();
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut fused = Vec::new();
+        for (k, input) in node.inputs.iter().enumerate() {
+            let Some(dims) = graph.static_shape_of(input) else { break };
+            let len = dims.get(axis).copied().unwrap_or(0) * inner;
+            parts.push((dims, offset));
+            offset += len;
+            let slot = steps[c].inputs[k];
+            let p = slot.and_then(|s| producer.get(&s).copied());
+            let only_reader = slot.is_some_and(|s| readers.get(&s) == Some(&1) && !output_slots.contains(&s));
+            if let (Some(p), true) = (p, only_reader) {
+                let pn = &steps[p].node;
+                if pn.op_type == "ConvTranspose" && pn.outputs.len() == 1 && steps[p].into.is_none() {
+                    fused.push((p, k));
+                }
+            }
+        }
+        let complete = parts.len() == node.inputs.len() && offset == shape.iter().product::<usize>();
+        if !complete || fused.is_empty() {
+            continue;
+        }
+        for (p, k) in fused {
+            steps[p].into = Some((c, k));
+        }
+        steps[c].concat = Some(ConcatPlan { shape, parts });
+    }
 }
 
 impl CpuExecutor {
@@ -199,7 +272,16 @@ impl CpuExecutor {
                 Some(w) if node.op_type == "Conv" => ops_math::conv_prep_fp32(node, w).map(Arc::new),
                 _ => None,
             };
-            steps.push(Step { node: node.clone(), inputs, outputs, frees: vec![], prep, siblings: vec![] });
+            steps.push(Step {
+                node: node.clone(),
+                inputs,
+                outputs,
+                frees: vec![],
+                prep,
+                siblings: vec![],
+                into: None,
+                concat: None,
+            });
         }
         // Pointwise Convs sharing an input (a detection head's three): grouped under the first.
         let pointwise = |st: &Step| {
@@ -225,6 +307,8 @@ impl CpuExecutor {
             steps[i].siblings = later;
         }
         let output_slots: Vec<usize> = graph.outputs.iter().map(|o| slot(&o.name, &mut slots)).collect();
+        plan_concats(&graph, &mut steps, &output_slots);
+        let step_count = steps.len();
         // Liveness: free a non-constant, non-output slot after its last reader.
         let mut last: HashMap<usize, usize> = HashMap::new();
         for (i, st) in steps.iter().enumerate() {
@@ -247,6 +331,7 @@ impl CpuExecutor {
             slot_of: slots,
             pool,
             threads,
+            recycled: std::sync::Mutex::new(vec![None; step_count]),
         })
     }
 
@@ -446,6 +531,43 @@ impl CpuExecutor {
             .collect()
     }
 
+    /// Finishes Concat step `i` whose output `buf` some inputs wrote in place (`written`):
+    /// copies in the others.
+    fn concat_in_place(
+        &self,
+        i: usize,
+        ins: &[Option<Arc<Tensor>>],
+        mut buf: Vec<f32>,
+        written: &[bool],
+    ) -> Result<Tensor> {
+        let st = &self.steps[i];
+        let plan = st.concat.as_ref().expect("a planned Concat");
+        for (k, ((dims, offset), done)) in plan.parts.iter().zip(written).enumerate() {
+            if *done {
+                continue;
+            }
+            let t = ins
+                .get(k)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| Error::graph(&st.node.name, format!("input {k} missing")))?;
+            match t.as_f32() {
+                Some(v) if t.shape == *dims => buf[*offset..*offset + v.len()].copy_from_slice(v),
+                _ => {
+                    return Err(Error::graph(
+                        &st.node.name,
+                        format!(
+                            "Concat input {k} is {} {:?}, but the model declares float32 {dims:?}",
+                            t.dtype(),
+                            t.shape
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(Tensor::f32(plan.shape.clone(), buf))
+    }
+
     fn execute(
         &self,
         inputs: Option<&NamedTensors>,
@@ -489,6 +611,8 @@ impl CpuExecutor {
         };
         // Outputs a grouped step computed for its later siblings.
         let mut pending: Vec<Option<Vec<Tensor>>> = vec![None; self.steps.len()];
+        // A Concat's output while its inputs write into it (`Step::into`), and which did.
+        let mut concat_bufs: Vec<Option<(Vec<f32>, Vec<bool>)>> = vec![None; self.steps.len()];
         self.pool.install(|| -> Result<()> {
             for (i, st) in self.steps.iter().enumerate() {
                 let precision = opt.plan.map(|p| &p.steps[i]);
@@ -532,7 +656,41 @@ impl CpuExecutor {
                 } else {
                     None
                 };
+                // A plain ConvTranspose read only by a Concat writes its region of the output.
+                let mut in_place = false;
+                if let Some((c, k)) = st.into.filter(|&(c, _)| free && plain(i) && plain(c)) {
+                    let plan = self.steps[c].concat.as_ref().expect("planned with its Concat");
+                    let total = plan.shape.iter().product();
+                    let (buf, written) = concat_bufs[c].get_or_insert_with(|| {
+                        // The last run's output, when nothing holds it any more: every element
+                        // is written again, so it needs no zeroing (tens of megabytes).
+                        let last = self.recycled.lock().unwrap_or_else(|e| e.into_inner())[c].take();
+                        let buf = match last.map(Arc::try_unwrap) {
+                            Some(Ok(Tensor { data: Data::F32(v), .. })) if v.len() == total => v,
+                            _ => vec![0f32; total],
+                        };
+                        (buf, vec![false; plan.parts.len()])
+                    });
+                    let (dims, offset) = &plan.parts[k];
+                    let dst = &mut buf[*offset..*offset + dims.iter().product::<usize>()];
+                    guard(|| {
+                        in_place = ops_math::conv_transpose_into(&st.node, &ins, &args, dims, dst)?;
+                        Ok(vec![])
+                    })
+                    .map_err(|e| Error::Exec {
+                        node: st.node.name.clone(),
+                        op: st.node.op_type.clone(),
+                        msg: e.0,
+                    })?;
+                    written[k] = in_place;
+                }
+                let written_in_place = concat_bufs[i].is_some();
                 let mut outs = match (group, pending[i].take()) {
+                    _ if in_place => Vec::new(),
+                    (None, None) if written_in_place => {
+                        let (buf, written) = concat_bufs[i].take().expect("checked");
+                        vec![self.concat_in_place(i, &ins, buf, &written)?]
+                    }
                     (Some(r), _) => {
                         let mut all = r.map_err(|e| Error::Exec {
                             node: st.node.name.clone(),
@@ -599,6 +757,9 @@ impl CpuExecutor {
                     || (data_inputs > 0 && st.inputs[..data_inputs].iter().flatten().all(|&s| f16_exact[s]));
                 steps_run += 1;
                 let outs: Vec<Arc<Tensor>> = outs.drain(..).map(Arc::new).collect();
+                if written_in_place {
+                    self.recycled.lock().unwrap_or_else(|e| e.into_inner())[i] = outs.first().cloned();
+                }
                 observe(&st.node, &outs);
                 // Quantized for the readers: by this step's epilogue, or a Concat of inputs all
                 // quantized at one scale (the operation only moves values).
@@ -670,6 +831,28 @@ mod tests {
     use rayon::prelude::*;
 
     use super::*;
+
+    /// In a plain run the neck's three deconvolutions write into the Concat's output: planned
+    /// for the bundled model, with the bits of a run that keeps every value (which does not),
+    /// also on the next frame, which reuses the buffer holding the last frame's values.
+    #[test]
+    fn deconvolutions_write_into_the_concat_with_the_same_bits() {
+        let m = crate::model::Model::load(&crate::cli::bundled_model("pointpillars_small.onnx")).unwrap();
+        let cfg = crate::pointpillars::PointPillarsConfig::from_graph(&m.graph).unwrap();
+        let e = CpuExecutor::new(&m.graph, 2).unwrap();
+        assert_eq!(e.steps.iter().filter(|s| s.into.is_some()).count(), 3);
+        let bits = |o: &NamedTensors| -> Vec<Vec<u32>> {
+            o.iter().map(|(_, t)| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()).collect()
+        };
+        for seed in [1, 2] {
+            let inputs = crate::pointpillars::random_pillar_inputs(&m.graph, cfg.as_ref(), seed, 0.6).unwrap();
+            let plain = e.run(&inputs).unwrap();
+            let kept = e.outputs(e.run_keep(&inputs).unwrap()).unwrap();
+            assert!(bits(&plain) == bits(&kept), "frame {seed}");
+            let kept = e.recycled.lock().unwrap().iter().flatten().map(Arc::strong_count).collect::<Vec<_>>();
+            assert_eq!(kept, [1], "the Concat's buffer is kept for the next run, and nothing else holds it");
+        }
+    }
 
     #[test]
     fn a_panic_in_a_worker_thread_becomes_an_error() {

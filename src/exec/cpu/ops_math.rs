@@ -549,51 +549,89 @@ pub fn conv_quantized(node: &Node, ins: &[Option<Arc<Tensor>>], k: &KernelArgs) 
 /// ConvTranspose, with the output fake-quantized at `k.quant` per output plane; an INT8 layer's
 /// columns in integers from `k.prep`.
 pub fn conv_transpose(node: &Node, ins: &[Option<Arc<Tensor>>], k: &KernelArgs) -> OpResult {
-    let quant = k.quant;
-    let (x, w) = (input(ins, 0)?, input(ins, 1)?);
-    let ca = conv_attrs(node, w)?;
-    let xs = x4(x)?;
-    if xs[1] != w.shape[0] || xs[1] % ca.group != 0 {
-        return Err(OpError(format!("input has {} channels but weight {:?} expects {}", xs[1], w.shape, w.shape[0])));
-    }
-    if node.attr().ints_opt("output_shape")?.is_some() {
-        return Err(OpError("output_shape is not supported; export with explicit pads".into()));
-    }
-    let op = node.attr().ints_opt("output_padding")?.unwrap_or(vec![0, 0]);
-    let cout = w.shape[1] * ca.group;
-    let bias = match ins.get(2).cloned().flatten() {
-        Some(b) => Some(b.as_f32().ok_or_else(|| OpError("bias must be float32".into()))?.to_vec()),
-        None => None,
-    };
-    let p = ConvTranspose2dParams {
-        group: ca.group,
-        kernel: ca.kernel,
-        strides: ca.strides,
-        dilations: ca.dilations,
-        pads: ca.pads,
-        output_padding: pair(&op, "output_padding")?,
-    };
-    let Some((oh, ow)) = p.out_hw(xs[2], xs[3]) else {
-        return Err(OpError(format!("pads {:?} exceed the output size or the geometry overflows", ca.pads)));
-    };
-    out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
-    out_elements(&[w.shape[1], ca.kernel[0], ca.kernel[1], xs[2], xs[3]], DType::F32)?;
-    let weights = match k.prep {
-        // The executor left the input unquantized for this kernel: no float fallback.
-        Some(ConvPrep::Int8(c)) => {
-            if c.cin != xs[1] || c.cout != cout * ca.kernel[0] * ca.kernel[1] || ca.group != 1 {
-                return Err(OpError(format!(
-                    "the INT8 layer was prepared for {} input channels and {} columns, but runs on input {:?}",
-                    c.cin, c.cout, x.shape
-                )));
-            }
-            DeconvWeights::Int8(c)
-        }
-        _ => DeconvWeights::Float(f32_in(ins, 1)?),
-    };
-    let (y, ys) =
-        conv_transpose2d_from(f32_in(ins, 0)?, xs, weights, cout, bias.as_deref(), &p, node.activation, quant);
+    let d = Deconv::new(node, ins, k)?;
+    let (y, ys) = conv_transpose2d_from(d.x, d.xs, d.weights, d.cout, d.bias.as_deref(), &d.p, d.act, k.quant);
     Ok(vec![Tensor::f32(ys.to_vec(), y)])
+}
+
+/// `conv_transpose` writing into `dst` (its region of the Concat that reads it) when the output
+/// has shape `want`: `Ok(false)`, with nothing written, when it has another.
+pub(crate) fn conv_transpose_into(
+    node: &Node,
+    ins: &[Option<Arc<Tensor>>],
+    k: &KernelArgs,
+    want: &[usize],
+    dst: &mut [f32],
+) -> Result<bool, OpError> {
+    let d = Deconv::new(node, ins, k)?;
+    if d.out[..] != *want || dst.len() != numel(want) {
+        return Ok(false);
+    }
+    super::conv::conv_transpose2d_into(d.x, d.xs, d.weights, d.cout, d.bias.as_deref(), &d.p, d.act, k.quant, dst);
+    Ok(true)
+}
+
+/// A ConvTranspose step's operands, checked.
+struct Deconv<'a> {
+    x: &'a [f32],
+    xs: [usize; 4],
+    weights: DeconvWeights<'a>,
+    cout: usize,
+    bias: Option<Vec<f32>>,
+    p: ConvTranspose2dParams,
+    act: Activation,
+    out: [usize; 4],
+}
+
+impl<'a> Deconv<'a> {
+    fn new(node: &Node, ins: &'a [Option<Arc<Tensor>>], k: &KernelArgs<'a>) -> Result<Deconv<'a>, OpError> {
+        let (x, w) = (input(ins, 0)?, input(ins, 1)?);
+        let ca = conv_attrs(node, w)?;
+        let xs = x4(x)?;
+        if xs[1] != w.shape[0] || xs[1] % ca.group != 0 {
+            return Err(OpError(format!(
+                "input has {} channels but weight {:?} expects {}",
+                xs[1], w.shape, w.shape[0]
+            )));
+        }
+        if node.attr().ints_opt("output_shape")?.is_some() {
+            return Err(OpError("output_shape is not supported; export with explicit pads".into()));
+        }
+        let op = node.attr().ints_opt("output_padding")?.unwrap_or(vec![0, 0]);
+        let cout = w.shape[1] * ca.group;
+        let bias = match ins.get(2).cloned().flatten() {
+            Some(b) => Some(b.as_f32().ok_or_else(|| OpError("bias must be float32".into()))?.to_vec()),
+            None => None,
+        };
+        let p = ConvTranspose2dParams {
+            group: ca.group,
+            kernel: ca.kernel,
+            strides: ca.strides,
+            dilations: ca.dilations,
+            pads: ca.pads,
+            output_padding: pair(&op, "output_padding")?,
+        };
+        let Some((oh, ow)) = p.out_hw(xs[2], xs[3]) else {
+            return Err(OpError(format!("pads {:?} exceed the output size or the geometry overflows", ca.pads)));
+        };
+        out_elements(&[xs[0], cout, oh, ow], DType::F32)?;
+        out_elements(&[w.shape[1], ca.kernel[0], ca.kernel[1], xs[2], xs[3]], DType::F32)?;
+        let weights = match k.prep {
+            // The executor left the input unquantized for this kernel: no float fallback.
+            Some(ConvPrep::Int8(c)) => {
+                if c.cin != xs[1] || c.cout != cout * ca.kernel[0] * ca.kernel[1] || ca.group != 1 {
+                    return Err(OpError(format!(
+                        "the INT8 layer was prepared for {} input channels and {} columns, but runs on input {:?}",
+                        c.cin, c.cout, x.shape
+                    )));
+                }
+                DeconvWeights::Int8(c)
+            }
+            _ => DeconvWeights::Float(f32_in(ins, 1)?),
+        };
+        let x = f32_in(ins, 0)?;
+        Ok(Deconv { x, xs, weights, cout, bias, p, act: node.activation, out: [xs[0], cout, oh, ow] })
+    }
 }
 
 pub fn reduce(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
