@@ -8,7 +8,8 @@ pub mod int8;
 /// and inputs give other bits (a new kernel, another summation order). Result caches and `run`'s
 /// stage keys include it, so results of an earlier build are not reused as this build's.
 /// 2: Winograd for 3x3 stride-1 convolutions, INT8 Conv/ConvTranspose in integers (issue 17).
-pub const REVISION: u32 = 2;
+/// 3: the sweeps' signal and noise sums (`search::evaluate`) in eight interleaved lanes.
+pub const REVISION: u32 = 3;
 
 /// The nearest f16 value (ties to even) of `x`, as f32: what a TensorRT FP16 layer stores.
 /// Branch-free (selects), so the slice loop vectorizes.
