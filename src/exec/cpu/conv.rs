@@ -207,16 +207,16 @@ pub(crate) fn conv2d_with(
     let k = cin / g * p.kernel[0] * p.kernel[1];
     let mut y = vec![0f32; n * cout * hw];
     let out = SharedMut::new(&mut y);
+    let run = |tiles: usize, bounds: &(dyn Fn(usize) -> (usize, usize) + Sync)| {
+        let job = ConvJob { x, xs, w, cout, bias, p: *p, act, quant, oh, ow, tiles, bounds, out };
+        (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, t| kernel(&job, t, col));
+    };
     if p.is_pointwise() {
         let tile = tile_pixels(k);
-        let tiles = hw.div_ceil(tile);
-        let bounds = |t: usize| (t * tile, ((t + 1) * tile).min(hw));
-        let job = ConvJob { x, xs, w, cout, bias, p: *p, act, quant, oh, ow, tiles, bounds: &bounds, out };
-        (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, t| kernel(&job, t, col));
+        run(hw.div_ceil(tile), &|t| (t * tile, ((t + 1) * tile).min(hw)));
     } else {
         let (tiles, bounds) = im2col_tiles(hw, k);
-        let job = ConvJob { x, xs, w, cout, bias, p: *p, act, quant, oh, ow, tiles, bounds: &bounds, out };
-        (0..n * g * tiles).into_par_iter().for_each_init(Vec::new, |col, t| kernel(&job, t, col));
+        run(tiles, &bounds);
     }
     (y, [n, cout, oh, ow])
 }
@@ -424,6 +424,7 @@ pub fn conv_transpose2d_into(
             // (batch, group) planes.
             let yall = unsafe { out.slice() };
             let yg = &mut yall[(b * cout + gi * cout_g) * oh * ow..(b * cout + (gi + 1) * cout_g) * oh * ow];
+            let bias = bias.map(|bb| &bb[gi * cout_g..]);
             for c0 in (0..cout_g).step_by(chunk) {
                 let c1 = (c0 + chunk).min(cout_g);
                 let r = (c1 - c0) * kh * kw;
@@ -439,7 +440,6 @@ pub fn conv_transpose2d_into(
                     p1 - p0,
                     false,
                 );
-                let bias = bias.map(|bb| &bb[gi * cout_g..]);
                 geo.place(col, p1 - p0, p0, c0..c1, p0..p1, yg, 0, bias, act, quant);
             }
         });

@@ -63,7 +63,7 @@ pub fn generic() -> Kernels {
         quantize: |d, x, m, sc| quantize_plane(d, x, m, sc),
         int8_tile: |j, t, sc| run_tile(j, t, sc),
         round_f16: |v| round_f16_slice(v),
-        transpose: transpose_generic,
+        transpose: transpose_band::<f32>,
         conv_tile: |j, t, col| run_conv_tile(j, t, col),
     }
 }
@@ -124,8 +124,9 @@ pub fn best() -> &'static Kernels {
     BEST.get_or_init(|| *available().last().expect("the generic set is always available"))
 }
 
-/// Through cache tiles of 32 x 32, one element at a time.
-fn transpose_generic(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]) {
+/// A band of a 2-D transpose (`TransposeFn`) through cache tiles of 32 x 32, one element at a
+/// time, for any element type: the generic set's transpose, and every non-f32 Transpose's.
+pub(crate) fn transpose_band<T: Copy>(src: &[T], rows: usize, cols: usize, c0: usize, out: &mut [T]) {
     const T: usize = 32;
     let n = out.len() / rows.max(1);
     assert!(src.len() == rows * cols && c0 + n <= cols && out.len() == n * rows);

@@ -168,9 +168,10 @@ pub fn transpose(node: &Node, ins: &[Option<Arc<Tensor>>]) -> OpResult {
     if cperm == [1, 0] || cperm == [0, 2, 1] {
         let (b, rows, cols) =
             if cperm.len() == 2 { (1, cshape[0], cshape[1]) } else { (cshape[0], cshape[1], cshape[2]) };
+        // f32 through the kernel set's transpose, other element types the generic band.
         let data = match &x.data {
-            Data::F32(v) => Data::F32(transpose_f32(v, b, rows, cols)),
-            _ => per_type!(x, v => transpose_tiled(v, b, rows, cols)),
+            Data::F32(v) => Data::F32(transpose_tiled(v, b, rows, cols, super::kernels::best().transpose)),
+            _ => per_type!(x, v => transpose_tiled(v, b, rows, cols, super::kernels::transpose_band)),
         };
         return Ok(vec![Tensor { shape: out_shape, data }]);
     }
@@ -228,46 +229,26 @@ fn collapse_perm(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// `out[b][c][r] = v[b][r][c]` with 32 x 32 tiles, rows of tiles in parallel.
-/// Output rows per task of `transpose_f32` (fixed, so the split does not depend on threads).
+/// Output rows per task of `transpose_tiled` (fixed, so the split does not depend on threads).
 const TRANSPOSE_BAND: usize = 256;
 
-/// `transpose_tiled` for f32, in bands of output rows through the kernel set's transpose.
-fn transpose_f32(v: &[f32], b: usize, rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; b * rows * cols];
-    let plane = rows * cols;
-    if plane == 0 {
-        return out;
-    }
-    let kernel = super::kernels::best().transpose;
-    out.par_chunks_mut(plane).zip(v.par_chunks(plane)).for_each(|(o, src)| {
-        o.par_chunks_mut(TRANSPOSE_BAND * rows).enumerate().for_each(|(band, ob)| {
-            kernel(src, rows, cols, band * TRANSPOSE_BAND, ob);
-        });
-    });
-    out
-}
-
-fn transpose_tiled<T: Copy + Send + Sync + Default>(v: &[T], b: usize, rows: usize, cols: usize) -> Vec<T> {
-    const T_: usize = 32;
+/// A batch of `[rows, cols]` -> `[cols, rows]` transposes, in bands of output rows, each by
+/// `band` (a `kernels::TransposeFn` for any element type).
+fn transpose_tiled<T: Copy + Send + Sync + Default>(
+    v: &[T],
+    b: usize,
+    rows: usize,
+    cols: usize,
+    band: fn(&[T], usize, usize, usize, &mut [T]),
+) -> Vec<T> {
     let mut out = vec![T::default(); b * rows * cols];
     let plane = rows * cols;
     if plane == 0 {
         return out;
     }
     out.par_chunks_mut(plane).zip(v.par_chunks(plane)).for_each(|(o, src)| {
-        // Split the output (cols x rows) into bands of T_ output rows.
-        o.par_chunks_mut(T_ * rows).enumerate().for_each(|(band, ob)| {
-            let c0 = band * T_;
-            let c1 = (c0 + T_).min(cols);
-            for r0 in (0..rows).step_by(T_) {
-                let r1 = (r0 + T_).min(rows);
-                for c in c0..c1 {
-                    let orow = &mut ob[(c - c0) * rows..(c - c0 + 1) * rows];
-                    for r in r0..r1 {
-                        orow[r] = src[r * cols + c];
-                    }
-                }
-            }
+        o.par_chunks_mut(TRANSPOSE_BAND * rows).enumerate().for_each(|(i, ob)| {
+            band(src, rows, cols, i * TRANSPOSE_BAND, ob);
         });
     });
     out
